@@ -1,0 +1,230 @@
+//! One backup of one profile: stream every payload into the store, then
+//! write the manifest. If anything fails, the payloads already stored for
+//! this id are deleted and no manifest is written, so the store never
+//! shows a backup that is not whole.
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::catalog;
+use crate::manifest::{self, Content, Manifest, Payload, SourceInfo};
+use crate::pipeline::{self, PipelineError};
+use crate::profile::{Databases, DumpFormat, Profile, Source};
+use crate::progress::Progress;
+use crate::source::{files, postgres};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{profile}: {payload}: {source}")]
+    Payload {
+        profile: String,
+        payload: String,
+        source: PipelineError,
+    },
+    #[error("{profile}: {message}")]
+    Other { profile: String, message: String },
+}
+
+struct Job<'a> {
+    profile: &'a Profile,
+    store: &'a dyn Store,
+    progress: &'a dyn Progress,
+    id: String,
+    stored: Vec<Payload>,
+}
+
+impl Job<'_> {
+    fn other(&self, e: impl std::fmt::Display) -> BackupError {
+        BackupError::Other {
+            profile: self.profile.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn stream<F>(
+        &mut self,
+        content: Content,
+        database: Option<&str>,
+        ext: &str,
+        produce: F,
+    ) -> Result<(), BackupError>
+    where
+        F: FnOnce(&mut dyn std::io::Write) -> anyhow::Result<()> + Send,
+    {
+        let name = manifest::payload_name(&self.id, database, ext, &self.profile.compression);
+        let key = format!("{}/{name}", self.profile.name);
+        self.progress
+            .start(&format!("{}: {name}", self.profile.name));
+        let r = pipeline::backup_stream(
+            self.store,
+            &key,
+            &self.profile.compression,
+            &self.profile.encryption.recipients,
+            self.progress,
+            produce,
+        );
+        self.progress.finish();
+        let streamed = r.map_err(|source| BackupError::Payload {
+            profile: self.profile.name.clone(),
+            payload: name.clone(),
+            source,
+        })?;
+        info!(
+            "{}: stored {name}: {} bytes from {} bytes of {}",
+            self.profile.name,
+            streamed.stored.bytes,
+            streamed.plain.bytes,
+            match content {
+                Content::Pgdump => "pg_dump archive",
+                Content::Sql => "SQL",
+                Content::Globals => "roles and tablespaces",
+                Content::Tar => "tar",
+            }
+        );
+        self.stored.push(Payload {
+            name,
+            content,
+            database: database.map(str::to_string),
+            stored_size: streamed.stored.bytes,
+            stored_blake2b: streamed.stored.hex(),
+            plain_size: streamed.plain.bytes,
+            plain_blake2b: streamed.plain.hex(),
+        });
+        Ok(())
+    }
+
+    /// Removes what this failed backup stored, so no orphan remains.
+    fn discard(&self) {
+        for p in &self.stored {
+            let key = format!("{}/{}", self.profile.name, p.name);
+            if let Err(e) = self.store.delete(&key) {
+                warn!("could not remove {key} of the failed backup: {e}");
+            }
+        }
+    }
+}
+
+/// A fresh id for a backup starting now; never reuses one in the store.
+fn new_id(store: &dyn Store, profile: &str) -> Result<String, crate::store::StoreError> {
+    let taken: Vec<String> = catalog::scan(store, profile)?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut t = Utc::now();
+    loop {
+        let id = manifest::id_for(t);
+        if !taken.contains(&id) {
+            return Ok(id);
+        }
+        t += chrono::Duration::seconds(1);
+    }
+}
+
+pub fn run(
+    profile: &Profile,
+    store: &dyn Store,
+    progress: &dyn Progress,
+) -> Result<Manifest, BackupError> {
+    let started_at = Utc::now();
+    let id = new_id(store, &profile.name).map_err(|e| BackupError::Other {
+        profile: profile.name.clone(),
+        message: e.to_string(),
+    })?;
+    let mut job = Job {
+        profile,
+        store,
+        progress,
+        id: id.clone(),
+        stored: Vec::new(),
+    };
+    let result = stream_all(&mut job).and_then(|source| {
+        let m = Manifest {
+            format_version: manifest::FORMAT_VERSION,
+            profile: profile.name.clone(),
+            kind: profile.kind,
+            id: id.clone(),
+            started_at,
+            finished_at: Utc::now(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            source,
+            compression: profile.compression,
+            recipients: profile
+                .encryption
+                .recipients
+                .iter()
+                .map(|r| r.fingerprint())
+                .collect(),
+            payloads: job.stored.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&m).expect("manifest serializes");
+        store
+            .put(&Manifest::key(&profile.name, &id), &mut &json[..])
+            .map_err(|e| job.other(format!("writing the manifest: {e}")))?;
+        Ok(m)
+    });
+    if result.is_err() {
+        job.discard();
+    }
+    result
+}
+
+fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
+    match &job.profile.source {
+        Source::Postgres(pg) => {
+            let conn = &pg.conn;
+            let server_version = postgres::server_version(conn)
+                .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe())))?;
+            let databases = match &pg.databases {
+                Databases::One(d) => vec![d.clone()],
+                Databases::Many(ds) => ds.clone(),
+                Databases::All => postgres::list_databases(conn)
+                    .map_err(|e| job.other(format!("listing databases: {e:#}")))?,
+            };
+            let several = !matches!(pg.databases, Databases::One(_));
+            let (content, ext) = match pg.format {
+                DumpFormat::Custom => (Content::Pgdump, "pgdump"),
+                DumpFormat::Plain => (Content::Sql, "sql"),
+            };
+            for db in &databases {
+                let custom = pg.format == DumpFormat::Custom;
+                let args = &pg.pg_dump_args;
+                job.stream(content, several.then_some(db.as_str()), ext, |w| {
+                    postgres::dump(conn, db, custom, args, w)
+                })?;
+            }
+            if pg.globals {
+                job.stream(Content::Globals, None, "globals.sql", |w| {
+                    postgres::dump_globals(conn, w)
+                })?;
+            }
+            Ok(SourceInfo {
+                description: conn.describe(),
+                server_version: Some(server_version),
+                databases,
+                paths: Vec::new(),
+            })
+        }
+        Source::Files(fs) => {
+            job.stream(Content::Tar, None, "tar", |w| {
+                files::write_tar(fs, w).map(|_| ())
+            })?;
+            Ok(SourceInfo {
+                description: format!(
+                    "files on {}",
+                    hostname().unwrap_or_else(|| "this host".into())
+                ),
+                server_version: None,
+                databases: Vec::new(),
+                paths: fs.paths.iter().map(|p| p.display().to_string()).collect(),
+            })
+        }
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}

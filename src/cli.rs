@@ -1,0 +1,140 @@
+//! The command line as the user types it (clap derive). Nothing here does
+//! I/O; `main` turns it into work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cellar",
+    version,
+    about = "Declarative, streaming, encrypted backups of PostgreSQL databases and folders"
+)]
+pub struct Cli {
+    /// Folder holding profiles/, secrets/ and templates/.
+    #[arg(long, global = true, env = "CELLAR_CONFIG_DIR", default_value = ".")]
+    pub config_dir: PathBuf,
+    /// More output: -v for progress lines, -vv for debugging.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate profiles, then reach each source, store and key.
+    Check { profiles: Vec<String> },
+    /// Back up every profile (or those named); one failure never stops the others.
+    Run { profiles: Vec<String> },
+    /// One backup of one profile, now.
+    Backup { profile: String },
+    /// The complete backups in the store.
+    List {
+        profile: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch, check size and BLAKE2, decrypt, decompress and check structure, without restoring.
+    Verify {
+        profile: String,
+        /// Backup id (default: the latest).
+        id: Option<String>,
+        /// Verify every complete backup.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Restore a backup into a folder, a database or a file.
+    Restore(RestoreArgs),
+    /// Write an OpenPGP key pair to secrets/NAME.pub.asc and secrets/NAME.key.asc.
+    Keygen {
+        name: String,
+        /// User id of the key (default: "cellar NAME").
+        #[arg(long)]
+        user_id: Option<String>,
+        /// Protect the secret key: "file:PATH", "env:VAR" or a literal.
+        #[arg(long)]
+        passphrase: Option<String>,
+    },
+    /// Write profiles/NAME.toml from templates/KIND.toml.
+    Init {
+        #[arg(value_enum)]
+        kind: InitKind,
+        name: String,
+    },
+    /// Debug commands against a profile's PostgreSQL server.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitKind {
+    Postgres,
+    Files,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// List the databases on the server.
+    List {
+        profile: String,
+        /// Use the [mirror] server instead of the source.
+        #[arg(long)]
+        mirror: bool,
+    },
+    /// Run SELECT 1 on the server.
+    Ping {
+        profile: String,
+        #[arg(long)]
+        mirror: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
+pub struct RestoreArgs {
+    pub profile: String,
+    /// Backup id (default: the latest complete backup).
+    pub id: Option<String>,
+    /// Files profile: restore the tree into DIR (must not exist or be empty).
+    #[arg(long, value_name = "DIR", group = "target")]
+    pub to_dir: Option<PathBuf>,
+    /// Postgres profile: restore into database NAME.
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub to_database: Option<String>,
+    /// Write the decrypted, decompressed dump or tar to FILE.
+    #[arg(long, value_name = "FILE", group = "target")]
+    pub to_file: Option<PathBuf>,
+    /// With several databases in the backup: which one.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Replace the content of a non-empty target database (in the same transaction).
+    #[arg(long)]
+    pub clean: bool,
+    /// Also restore roles and tablespaces (pg_dumpall --globals-only) first.
+    #[arg(long)]
+    pub globals: bool,
+    /// Do not restore ownership and privileges (for a server without the source's roles).
+    #[arg(long)]
+    pub no_owner: bool,
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[arg(long)]
+    pub user: Option<String>,
+}

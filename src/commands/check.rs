@@ -1,0 +1,122 @@
+//! `cellar check [PROFILE...]`: validate every profile (all problems at
+//! once), then reach each source, store and key, one line per item.
+//! Exit 2 when a profile is invalid, 1 when something cannot be reached.
+
+use std::path::Path;
+
+use crate::keys;
+use crate::profile::{self, Databases, Profile, Source};
+use crate::source::postgres;
+use crate::Failure;
+
+pub fn run(dir: &Path, names: &[String]) -> Result<i32, Failure> {
+    let files = profile::discover(dir).map_err(Failure::config)?;
+    let files = profile::select(dir, files, names).map_err(Failure::config)?;
+    let mut invalid = 0;
+    let mut unreachable = 0;
+    for file in &files {
+        match profile::load(dir, file) {
+            Err(problems) => {
+                invalid += 1;
+                println!("{}: invalid ({} problem(s))", file.name, problems.len());
+                for p in problems {
+                    println!("  {}", p.to_string().replace('\n', "\n  "));
+                }
+            }
+            Ok(p) => {
+                for w in &p.warnings {
+                    println!("{}: warning: {w}", p.name);
+                }
+                for (item, result) in reach(dir, &p) {
+                    match result {
+                        Ok(detail) => println!("{}: {item}: ok ({detail})", p.name),
+                        Err(e) => {
+                            unreachable += 1;
+                            println!("{}: {item}: FAILED: {e:#}", p.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if files.is_empty() {
+        println!(
+            "no profiles in {}; create one with `cellar init postgres NAME`",
+            dir.join("profiles").display()
+        );
+    }
+    Ok(if invalid > 0 {
+        2
+    } else if unreachable > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+type Item = (&'static str, anyhow::Result<String>);
+
+fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
+    let mut items: Vec<Item> = Vec::new();
+    match &p.source {
+        Source::Postgres(pg) => {
+            let version = postgres::ping(&pg.conn, "postgres");
+            let ok = version.is_ok();
+            items.push((
+                "source",
+                version.map(|v| format!("{} PostgreSQL {v}", pg.conn.describe())),
+            ));
+            if ok {
+                let dbs = match &pg.databases {
+                    Databases::One(d) => vec![d.clone()],
+                    Databases::Many(ds) => ds.clone(),
+                    Databases::All => Vec::new(),
+                };
+                for db in dbs {
+                    items.push((
+                        "database",
+                        postgres::ping(&pg.conn, &db).map(|_| db.clone()),
+                    ));
+                }
+            }
+        }
+        Source::Files(fs) => {
+            for path in &fs.paths {
+                items.push((
+                    "path",
+                    std::fs::read_dir(path)
+                        .map(|_| ())
+                        .or_else(|_| std::fs::File::open(path).map(|_| ()))
+                        .map(|_| path.display().to_string())
+                        .map_err(|e| {
+                            anyhow::anyhow!("{}: {e}; fix `paths` in [source]", path.display())
+                        }),
+                ));
+            }
+        }
+    }
+    items.push((
+        "store",
+        crate::store::open(&p.store, dir)
+            .and_then(|s| s.check().map(|_| s.location()))
+            .map_err(Into::into),
+    ));
+    items.push((
+        "recipients",
+        Ok(p.encryption
+            .recipients
+            .iter()
+            .map(|r| format!("{} {}", r.path.display(), r.fingerprint()))
+            .collect::<Vec<_>>()
+            .join(", ")),
+    ));
+    if let Some(path) = &p.encryption.identity {
+        items.push((
+            "identity",
+            keys::load_identity(path, p.encryption.passphrase.clone())
+                .map(|i| format!("{} {}", path.display(), i.fingerprint()))
+                .map_err(Into::into),
+        ));
+    }
+    items
+}

@@ -1,0 +1,37 @@
+//! `cellar keygen NAME`: an ordinary OpenPGP key pair in secrets/.
+
+use std::path::Path;
+
+use crate::secret;
+use crate::Failure;
+
+pub fn run(
+    dir: &Path,
+    name: &str,
+    user_id: Option<&str>,
+    passphrase: Option<&str>,
+) -> Result<i32, Failure> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(Failure::config(anyhow::anyhow!(
+            "key name `{name}` must be a plain file name such as `ops`"
+        )));
+    }
+    let pass = match passphrase {
+        Some(spec) => Some(secret::resolve(spec, dir).map_err(Failure::config)?.secret),
+        None => None,
+    };
+    let uid = user_id.map_or_else(|| format!("cellar {name}"), str::to_string);
+    let (pub_path, key_path, fpr) =
+        crate::keys::keygen(&dir.join("secrets"), name, &uid, pass.as_ref())
+            .map_err(Failure::config)?;
+    println!(
+        "public key:  {} (put this in [encryption] recipients)",
+        pub_path.display()
+    );
+    println!(
+        "secret key:  {} (mode 0600; keep a copy offline: restores need it)",
+        key_path.display()
+    );
+    println!("fingerprint: {fpr}");
+    Ok(0)
+}

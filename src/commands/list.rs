@@ -1,0 +1,56 @@
+//! `cellar list PROFILE [--json]`: the complete backups in the store.
+
+use std::path::Path;
+
+use crate::catalog;
+use crate::manifest;
+use crate::Failure;
+
+pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
+    let profile = super::load_one(dir, name)?;
+    let store = super::open_store(dir, &profile)?;
+    let entries = catalog::scan(store.as_ref(), &profile.name)?;
+    let (complete, unfinished): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.complete);
+    if json {
+        let rows: Vec<_> = complete
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id,
+                    "time": manifest::parse_id(&e.id).map(|t| t.to_rfc3339()),
+                    "size": e.size(),
+                    "objects": e.objects.iter().map(|o| o.key.rsplit('/').next().unwrap_or(&o.key)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    } else {
+        println!("{:<18} {:<20} {:>10}", "ID", "TIME (UTC)", "SIZE");
+        for e in &complete {
+            let t = manifest::parse_id(&e.id)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            println!(
+                "{:<18} {:<20} {:>10}",
+                e.id,
+                t,
+                super::backup::human_bytes(e.size())
+            );
+        }
+        if complete.is_empty() {
+            println!("(no complete backups in {})", store.location());
+        }
+    }
+    if !unfinished.is_empty() {
+        tracing::warn!(
+            "{} unfinished backup(s) without a manifest are not listed: {}",
+            unfinished.len(),
+            unfinished
+                .iter()
+                .map(|e| e.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,82 @@
+//! One file per subcommand. Each builds its options and calls into
+//! `backup`, `restore`, `catalog`, `store` or `source`; the shared steps
+//! (load a profile, open its store, unlock its key) live here.
+
+mod backup;
+mod check;
+mod db;
+mod init;
+mod keygen;
+mod list;
+mod restore;
+mod run;
+mod verify;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::warn;
+
+use crate::cli::{Cli, Command};
+use crate::keys::{self, Identity};
+use crate::profile::{self, LoadError, Profile};
+use crate::progress::{self, Progress};
+use crate::store::{self, Store};
+use crate::Failure;
+
+pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
+    let abs = std::path::absolute(&cli.config_dir).map_err(Failure::config)?;
+    let dir = abs.as_path();
+    let progress = progress::for_terminal(cli.quiet);
+    match &cli.command {
+        Command::Check { profiles } => check::run(dir, profiles),
+        Command::Run { profiles } => run::run(dir, profiles, progress),
+        Command::Backup { profile } => backup::run(dir, profile, progress),
+        Command::List { profile, json } => list::run(dir, profile, *json),
+        Command::Verify { profile, id, all } => {
+            verify::run(dir, profile, id.as_deref(), *all, progress)
+        }
+        Command::Restore(args) => restore::run(dir, args, progress),
+        Command::Keygen {
+            name,
+            user_id,
+            passphrase,
+        } => keygen::run(dir, name, user_id.as_deref(), passphrase.as_deref()),
+        Command::Init { kind, name } => init::run(dir, *kind, name),
+        Command::Db { command } => db::run(dir, command),
+    }
+}
+
+/// Loads one profile by name; invalid configuration is exit 2.
+pub fn load_one(dir: &Path, name: &str) -> Result<Profile, Failure> {
+    let files = profile::discover(dir).map_err(Failure::config)?;
+    let file = profile::select(dir, files, &[name.to_string()])
+        .map_err(Failure::config)?
+        .remove(0);
+    let p = profile::load(dir, &file)
+        .map_err(|ps| Failure::config(LoadError::Problems(profile::ProblemList(ps))))?;
+    for w in &p.warnings {
+        warn!("{w}");
+    }
+    Ok(p)
+}
+
+pub fn open_store(dir: &Path, p: &Profile) -> Result<Box<dyn Store>, Failure> {
+    store::open(&p.store, dir).map_err(Failure::config)
+}
+
+/// The secret key named by `[encryption] identity`.
+pub fn identity(p: &Profile) -> Result<Identity, Failure> {
+    let path = p.encryption.identity.as_ref().ok_or_else(|| {
+        Failure::config(anyhow::anyhow!(
+            "{}: [encryption] has no `identity`; set it to the secret key file (e.g. \"secrets/ops.key.asc\") to verify or restore",
+            p.file.display()
+        ))
+    })?;
+    keys::load_identity(path, p.encryption.passphrase.clone())
+        .with_context(|| format!("{}: [encryption] identity", p.file.display()))
+        .map_err(Failure::config)
+}
+
+pub type SharedProgress = Arc<dyn Progress>;

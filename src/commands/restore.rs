@@ -1,0 +1,90 @@
+//! `cellar restore PROFILE [ID] --to-dir DIR | --to-database NAME | --to-file FILE`.
+
+use std::path::Path;
+
+use super::SharedProgress;
+use crate::catalog;
+use crate::cli::RestoreArgs;
+use crate::profile::Source;
+use crate::restore::{self, Ctx, DbTarget};
+use crate::Failure;
+
+pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i32, Failure> {
+    let profile = super::load_one(dir, &args.profile)?;
+    let store = super::open_store(dir, &profile)?;
+    let identity = super::identity(&profile)?;
+    let m = catalog::manifest(store.as_ref(), &profile.name, args.id.as_deref())?;
+    let ctx = Ctx {
+        profile: &profile,
+        store: store.as_ref(),
+        identity: &identity,
+        progress: progress.as_ref(),
+    };
+    let payload = restore::database_payload(&m, args.database.as_deref())?;
+    if let Some(file) = &args.to_file {
+        restore::to_file(&ctx, &m, payload, file)?;
+        println!(
+            "{}: backup {} {} written to {}",
+            profile.name,
+            m.id,
+            payload.name,
+            file.display()
+        );
+    } else if let Some(target) = &args.to_dir {
+        restore::to_dir(&ctx, &m, payload, target).map_err(|e| {
+            if e.to_string().contains("is not empty") {
+                Failure::config(e)
+            } else {
+                e.into()
+            }
+        })?;
+        println!(
+            "{}: backup {} restored into {}",
+            profile.name,
+            m.id,
+            target.display()
+        );
+    } else if let Some(db) = &args.to_database {
+        let Source::Postgres(pg) = &profile.source else {
+            return Err(Failure::config(anyhow::anyhow!(
+                "{} is a files profile; use --to-dir or --to-file",
+                profile.name
+            )));
+        };
+        let mut conn = pg.conn.clone();
+        if let Some(h) = &args.host {
+            conn.host = h.clone();
+        }
+        if let Some(p) = args.port {
+            conn.port = p;
+        }
+        if let Some(u) = &args.user {
+            conn.user = u.clone();
+        }
+        if args.globals {
+            restore::globals(&ctx, &m, &conn)?;
+        }
+        let target = DbTarget {
+            conn: &conn,
+            database: db,
+            clean: args.clean,
+            no_owner: args.no_owner,
+        };
+        restore::to_database(&ctx, &m, payload, &target).map_err(|e| {
+            if format!("{e:#}").contains("pass --clean") {
+                Failure::config(e)
+            } else {
+                e.into()
+            }
+        })?;
+        println!(
+            "{}: backup {} restored into database {db}",
+            profile.name, m.id
+        );
+    } else {
+        return Err(Failure::config(anyhow::anyhow!(
+            "choose a target: --to-dir, --to-database or --to-file"
+        )));
+    }
+    Ok(0)
+}

@@ -1,0 +1,113 @@
+//! The manifest: the record that makes a backup exist.
+//!
+//! It is written last, after every payload is safely stored, and read
+//! first on verify and restore. Versioned JSON, readable with `jq`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::profile::{Compression, Kind};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub profile: String,
+    pub kind: Kind,
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub tool_version: String,
+    pub source: SourceInfo,
+    pub compression: Compression,
+    /// Fingerprints of the certificates every payload is encrypted to.
+    pub recipients: Vec<String>,
+    pub payloads: Vec<Payload>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// e.g. `postgresql://backup@db1:5432` or `files on host`.
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Content {
+    /// `pg_dump -Fc` archive (pg_restore).
+    Pgdump,
+    /// Plain SQL of one database (psql).
+    Sql,
+    /// `pg_dumpall --globals-only` (psql).
+    Globals,
+    /// A tar archive of folders.
+    Tar,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Payload {
+    /// File name in the profile's folder, e.g. `20261121T020000Z.pgdump.xz.pgp`.
+    pub name: String,
+    pub content: Content,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    pub stored_size: u64,
+    pub stored_blake2b: String,
+    pub plain_size: u64,
+    pub plain_blake2b: String,
+}
+
+impl Manifest {
+    pub fn key(profile: &str, id: &str) -> String {
+        format!("{profile}/{id}{MANIFEST_SUFFIX}")
+    }
+
+    pub fn stored_size(&self) -> u64 {
+        self.payloads.iter().map(|p| p.stored_size).sum()
+    }
+}
+
+/// The id of a backup started at `t`: `20261121T020000Z`.
+pub fn id_for(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+pub fn parse_id(id: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+/// The payload's file name: `<id>[.<database>].<ext>.<xz|zst>.pgp`.
+pub fn payload_name(
+    id: &str,
+    database: Option<&str>,
+    ext: &str,
+    compression: &Compression,
+) -> String {
+    match database {
+        Some(db) => format!("{id}.{db}.{ext}.{}.pgp", compression.extension()),
+        None => format!("{id}.{ext}.{}.pgp", compression.extension()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_by_time() {
+        let t = parse_id("20261121T020000Z").unwrap();
+        assert_eq!(id_for(t), "20261121T020000Z");
+        assert!(parse_id("2026-11-21").is_none());
+        assert!(id_for(t) < id_for(t + chrono::Duration::seconds(1)));
+    }
+}

@@ -1,0 +1,154 @@
+//! Child processes (pg_dump, pg_restore, psql) handled with care.
+//!
+//! Commands are argv vectors, never shell strings. stderr is read on its
+//! own thread (keeping the last 64 KiB), so a chatty child can never block
+//! on a full pipe while we wait on its stdout. A non-zero exit becomes an
+//! error that shows the captured stderr. A child that is dropped before it
+//! was waited for is killed: a failed backup leaves no pg_dump behind.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+const STDERR_KEEP: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot run {tool}: {source}; {hint}")]
+    Spawn {
+        tool: String,
+        hint: String,
+        source: std::io::Error,
+    },
+    #[error("{tool} failed ({status}){}", fmt_stderr(.stderr))]
+    Failed {
+        tool: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("waiting for {tool}: {source}")]
+    Wait {
+        tool: String,
+        source: std::io::Error,
+    },
+}
+
+fn fmt_stderr(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+pub struct Running {
+    pub tool: String,
+    pub child: Child,
+    stderr: Option<JoinHandle<String>>,
+    waited: bool,
+}
+
+/// Spawns `cmd` with stderr captured. The caller sets stdin/stdout.
+pub fn spawn(cmd: &mut Command, tool: &str, hint: &str) -> Result<Running, ProcessError> {
+    cmd.stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        tool: tool.to_string(),
+        hint: hint.to_string(),
+        source,
+    })?;
+    let mut err = child.stderr.take().expect("stderr was piped");
+    let stderr = std::thread::spawn(move || {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 2 * STDERR_KEEP {
+                kept.drain(..kept.len() - STDERR_KEEP);
+            }
+        }
+        if kept.len() > STDERR_KEEP {
+            kept.drain(..kept.len() - STDERR_KEEP);
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    Ok(Running {
+        tool: tool.to_string(),
+        child,
+        stderr: Some(stderr),
+        waited: false,
+    })
+}
+
+impl Running {
+    /// Waits for the child; a non-zero exit is an error with its stderr.
+    /// Returns the stderr text on success (warnings, notices).
+    pub fn wait(mut self) -> Result<String, ProcessError> {
+        let status = self.child.wait().map_err(|source| ProcessError::Wait {
+            tool: self.tool.clone(),
+            source,
+        })?;
+        self.waited = true;
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        if status.success() {
+            Ok(stderr)
+        } else {
+            Err(ProcessError::Failed {
+                tool: self.tool.clone(),
+                status,
+                stderr,
+            })
+        }
+    }
+
+    /// Kills the child and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.waited = true;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_shows_stderr_and_chatty_stderr_does_not_block() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 300000 /dev/zero | tr '\\0' x >&2; echo boom >&2; exit 3",
+        ]);
+        cmd.stdout(Stdio::null());
+        let e = spawn(&mut cmd, "sh", "").unwrap().wait().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("sh failed (exit status: 3): "), "{msg:.80}");
+        assert!(msg.ends_with("boom"));
+    }
+
+    #[test]
+    fn missing_tool_gives_the_hint() {
+        let mut cmd = Command::new("/nonexistent/pg_dump");
+        let e = spawn(&mut cmd, "pg_dump", "install postgresql-client")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("install postgresql-client"));
+    }
+}

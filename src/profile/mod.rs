@@ -1,0 +1,999 @@
+//! Profiles: discovery, parsing and validation.
+//!
+//! Two layers, as in rustic and vector: [`raw`] is what the user wrote
+//! (serde, no I/O); [`parse`] turns it into a [`Profile`] with secrets read,
+//! paths resolved against the config dir, recipient certificates loaded
+//! and the cron expression compiled. Every problem found on the way is
+//! collected as a [`Problem`] with file, line, key and fix, so the user
+//! sees all of them at once.
+
+pub mod problem;
+pub mod raw;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+pub use problem::{Locator, Problem};
+pub use raw::{Algorithm, DumpFormat};
+
+use crate::keys::{self, RecipientCert};
+use crate::secret::{self, Secret, SecretSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Postgres,
+    Files,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::Files => "files",
+        }
+    }
+}
+
+/// A validated profile, ready to run.
+#[derive(Debug)]
+pub struct Profile {
+    pub name: String,
+    /// The file relative to the config dir, for messages.
+    pub file: PathBuf,
+    pub kind: Kind,
+    pub schedule: Option<Schedule>,
+    pub source: Source,
+    pub store: StoreConfig,
+    pub encryption: Encryption,
+    pub compression: Compression,
+    pub retention: Retention,
+    pub mirror: Option<Mirror>,
+    /// Non-fatal findings, e.g. a secret file readable by others.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    pub cron: cron::Schedule,
+}
+
+/// Converts the 5-field crontab form into the 7 fields the cron crate
+/// parses (seconds first, year last).
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+        ));
+    }
+    let mut f: Vec<&str> = expr.split_whitespace().collect();
+    let dow = crontab_dow(f[4])?;
+    f[4] = &dow;
+    cron::Schedule::from_str(&format!("0 {} *", f.join(" "))).map_err(|e| e.to_string())
+}
+
+/// Crontab numbers days of the week 0-7 from Sunday (0 and 7 both
+/// Sunday); the cron crate numbers them 1-7 from Sunday. Names and `*`
+/// (with or without a step) mean the same in both.
+fn crontab_dow(field: &str) -> Result<String, String> {
+    let shift = |n: &str| -> Result<u32, String> {
+        match n.parse::<u32>() {
+            Ok(d @ 0..=6) => Ok(d + 1),
+            Ok(7) => Ok(1),
+            _ => Err(format!("day of week `{n}` is not 0-7 or a name")),
+        }
+    };
+    let mut out = Vec::new();
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (part, None),
+        };
+        let numeric = range.chars().all(|c| c.is_ascii_digit() || c == '-');
+        if range == "*" || !numeric {
+            out.push(part.to_string());
+            continue;
+        }
+        let mapped = match range.split_once('-') {
+            None => shift(range)?.to_string(),
+            // 5-7 (Friday to Sunday) wraps in the crate's numbering.
+            Some((a, "7")) if step.is_none() && a != "0" => {
+                let a = shift(a)?;
+                if a == 7 {
+                    "7,1".to_string()
+                } else {
+                    format!("{a}-7,1")
+                }
+            }
+            Some((a, b)) if b == "7" && a == "0" => "1-7".to_string(),
+            Some((a, b)) => {
+                let (a, b) = (shift(a)?, shift(b)?);
+                if b < a {
+                    return Err(format!("day-of-week range `{range}` runs backwards"));
+                }
+                format!("{a}-{b}")
+            }
+        };
+        out.push(match step {
+            Some(s) => format!("{mapped}/{s}"),
+            None => mapped,
+        });
+    }
+    Ok(out.join(","))
+}
+
+#[derive(Debug)]
+pub enum Source {
+    Postgres(PgSource),
+    Files(FilesSource),
+}
+
+/// How to reach a PostgreSQL server.
+#[derive(Debug, Clone)]
+pub struct PgConn {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub password_source: Option<SecretSource>,
+    /// Where pg_dump, pg_restore, psql live; None means PATH.
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl PgConn {
+    pub fn describe(&self) -> String {
+        format!("postgresql://{}@{}:{}", self.user, self.host, self.port)
+    }
+
+    pub fn tool(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(d) => d.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Databases {
+    One(String),
+    Many(Vec<String>),
+    All,
+}
+
+#[derive(Debug)]
+pub struct PgSource {
+    pub conn: PgConn,
+    pub databases: Databases,
+    pub format: DumpFormat,
+    pub globals: bool,
+    pub pg_dump_args: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct FilesSource {
+    pub paths: Vec<PathBuf>,
+    pub exclude: Vec<Exclude>,
+}
+
+/// One `exclude` entry. `*.tmp` matches a name anywhere; `cache/` matches
+/// only folders; a pattern with a `/` inside matches the path relative to
+/// the backed-up root.
+#[derive(Debug, Clone)]
+pub struct Exclude {
+    pub text: String,
+    pub pattern: glob::Pattern,
+    pub dir_only: bool,
+    pub anchored: bool,
+}
+
+impl Exclude {
+    pub fn parse(text: &str) -> Result<Exclude, glob::PatternError> {
+        let dir_only = text.ends_with('/');
+        let trimmed = text.trim_end_matches('/');
+        let anchored = trimmed.contains('/');
+        let pattern = glob::Pattern::new(trimmed.trim_start_matches('/'))?;
+        Ok(Exclude {
+            text: text.to_string(),
+            pattern,
+            dir_only,
+            anchored,
+        })
+    }
+
+    /// `rel` is the entry's path relative to the root being archived.
+    pub fn matches(&self, rel: &Path, is_dir: bool) -> bool {
+        if self.dir_only && !is_dir {
+            return false;
+        }
+        if self.anchored {
+            self.pattern.matches_path(rel)
+        } else {
+            rel.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| self.pattern.matches(n))
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StoreConfig {
+    pub url: String,
+    pub s3: Option<raw::S3Config>,
+    pub sftp: Option<raw::SftpConfig>,
+}
+
+#[derive(Debug)]
+pub struct Encryption {
+    pub recipients: Vec<RecipientCert>,
+    pub identity: Option<PathBuf>,
+    pub passphrase: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compression {
+    pub algorithm: Algorithm,
+    pub level: u32,
+    /// 0 = all cores.
+    pub threads: u32,
+}
+
+impl Compression {
+    pub fn extension(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::Xz => "xz",
+            Algorithm::Zstd => "zst",
+        }
+    }
+
+    pub fn effective_threads(&self) -> u32 {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        }
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            algorithm: Algorithm::Xz,
+            level: 6,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+#[derive(Debug)]
+pub struct Mirror {
+    pub database: String,
+    pub conn: PgConn,
+    pub after_restore: Vec<String>,
+    pub checks: Vec<String>,
+    pub keep_previous: bool,
+}
+
+/// Errors loading the profile set as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Problems(ProblemList),
+    #[error("no profile named `{name}` in {dir}; known profiles: {known}")]
+    Unknown {
+        name: String,
+        dir: PathBuf,
+        known: String,
+    },
+    #[error("cannot read the profiles folder {dir}: {source}; create it or pass --config-dir")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug)]
+pub struct ProblemList(pub Vec<Problem>);
+
+impl std::fmt::Display for ProblemList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A profile file found under `DIR/profiles`.
+#[derive(Debug, Clone)]
+pub struct ProfileFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub rel: PathBuf,
+}
+
+/// Finds `DIR/profiles/**/*.toml`, sorted by name. Two files with the same
+/// stem in different folders are a problem: the name must be unique.
+pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
+    let dir = config_dir.join("profiles");
+    if !dir.is_dir() {
+        return Err(LoadError::Dir {
+            dir: dir.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
+        });
+    }
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(&dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| LoadError::Dir {
+            dir: dir.clone(),
+            source: e.into(),
+        })?;
+        let path = entry.path();
+        if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "toml") {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let rel = path.strip_prefix(config_dir).unwrap_or(path).to_owned();
+            files.push(ProfileFile {
+                name,
+                path: path.to_owned(),
+                rel,
+            });
+        }
+    }
+    let mut problems = Vec::new();
+    for (i, a) in files.iter().enumerate() {
+        if let Some(b) = files[..i].iter().find(|b| b.name == a.name) {
+            problems.push(Problem {
+                file: a.rel.clone(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!(
+                    "profile name `{}` is also used by {}",
+                    a.name,
+                    b.rel.display()
+                ),
+                fix: "rename one of the files: the file stem is the profile's name".into(),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(LoadError::Problems(ProblemList(problems)));
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// Picks the named profiles (all when `names` is empty).
+pub fn select(
+    config_dir: &Path,
+    files: Vec<ProfileFile>,
+    names: &[String],
+) -> Result<Vec<ProfileFile>, LoadError> {
+    if names.is_empty() {
+        return Ok(files);
+    }
+    let mut out = Vec::new();
+    for n in names {
+        match files.iter().find(|f| &f.name == n) {
+            Some(f) => out.push(f.clone()),
+            None => {
+                return Err(LoadError::Unknown {
+                    name: n.clone(),
+                    dir: config_dir.join("profiles"),
+                    known: if files.is_empty() {
+                        "(none; create one with `cellar init postgres NAME`)".into()
+                    } else {
+                        files
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and validates one profile file.
+pub fn load(config_dir: &Path, file: &ProfileFile) -> Result<Profile, Vec<Problem>> {
+    let text = std::fs::read_to_string(&file.path).map_err(|e| {
+        vec![Problem {
+            file: file.rel.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the profile: {e}"),
+            fix: "check the file's permissions".into(),
+        }]
+    })?;
+    parse(config_dir, &file.name, &file.rel, &text)
+}
+
+/// Parses and validates profile text. `rel` names the file in messages.
+pub fn parse(
+    config_dir: &Path,
+    name: &str,
+    rel: &Path,
+    text: &str,
+) -> Result<Profile, Vec<Problem>> {
+    let loc = Locator {
+        file: rel.to_owned(),
+        text,
+    };
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => return Err(vec![loc.from_toml("", &e, "templates/")]),
+    };
+    let mut v = Validator {
+        loc: &loc,
+        base: config_dir,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let table = doc.get_ref();
+    for (key, _) in table.iter() {
+        if !raw::TOP_LEVEL_KEYS.contains(&key.get_ref().as_ref()) {
+            v.problem(
+                Some(key.span()),
+                "",
+                format!("unknown key `{}`", key.get_ref()),
+                format!(
+                    "remove it; the top-level keys are: {}",
+                    raw::TOP_LEVEL_KEYS.join(", ")
+                ),
+            );
+        }
+    }
+    let get = |k: &str| {
+        table
+            .iter()
+            .find(|(key, _)| key.get_ref().as_ref() == k)
+            .map(|(_, v)| v.clone())
+    };
+
+    let kind: Option<Kind> = match v.section::<Spanned<String>>(get("kind"), "kind", "templates/") {
+        None => {
+            v.problem(
+                Some(0..0),
+                "kind",
+                "missing key `kind`",
+                "add `kind = \"postgres\"` or `kind = \"files\"` at the top of the file",
+            );
+            None
+        }
+        Some(None) => None,
+        Some(Some(k)) => match k.get_ref().as_str() {
+            "postgres" => Some(Kind::Postgres),
+            "files" => Some(Kind::Files),
+            other => {
+                v.problem(
+                    Some(k.span()),
+                    "kind",
+                    format!("unknown kind `{other}`"),
+                    "use \"postgres\" or \"files\"",
+                );
+                None
+            }
+        },
+    };
+    let template = match kind {
+        Some(Kind::Postgres) => "templates/postgres.toml",
+        Some(Kind::Files) => "templates/files.toml",
+        None => "templates/",
+    };
+
+    let schedule = v
+        .section::<Spanned<String>>(get("schedule"), "schedule", template)
+        .flatten()
+        .and_then(|s| match parse_cron(s.get_ref()) {
+            Ok(cron) => Some(Schedule {
+                expr: s.get_ref().clone(),
+                cron,
+            }),
+            Err(e) => {
+                v.problem(
+                    Some(s.span()),
+                    "schedule",
+                    format!("invalid cron expression `{}`: {e}", s.get_ref()),
+                    "use the 5-field crontab form, e.g. \"0 2 * * *\" for 02:00 every day",
+                );
+                None
+            }
+        });
+
+    let source = match kind {
+        Some(Kind::Postgres) => v
+            .required::<raw::PostgresSource>(get("source"), "source", template)
+            .and_then(|s| v.postgres_source(s))
+            .map(Source::Postgres),
+        Some(Kind::Files) => v
+            .required::<raw::FilesSource>(get("source"), "source", template)
+            .and_then(|s| v.files_source(s))
+            .map(Source::Files),
+        None => None,
+    };
+    let store = v
+        .required::<raw::Store>(get("store"), "store", template)
+        .and_then(|s| v.store(s));
+    let encryption = v
+        .required::<raw::Encryption>(get("encryption"), "encryption", template)
+        .and_then(|e| v.encryption(e));
+    let compression =
+        match v.section::<raw::Compression>(get("compression"), "compression", template) {
+            None => Some(raw::Compression::default()),
+            Some(c) => c,
+        }
+        .and_then(|c| v.compression(c));
+    let retention = match v.section::<raw::Retention>(get("retention"), "retention", template) {
+        None => Some(raw::Retention::default()),
+        Some(r) => r,
+    }
+    .map(|r| Retention {
+        daily: r.daily.unwrap_or(7),
+        weekly: r.weekly.unwrap_or(4),
+        monthly: r.monthly.unwrap_or(12),
+    });
+    let mirror_value = get("mirror");
+    let mirror_span = mirror_value.as_ref().map(|m| m.span());
+    let mirror = match v.section::<raw::Mirror>(mirror_value, "mirror", template) {
+        None => Some(None),
+        Some(None) => None,
+        Some(Some(m)) => {
+            if kind == Some(Kind::Files) {
+                v.problem(
+                    mirror_span,
+                    "mirror",
+                    "[mirror] only applies to postgres profiles",
+                    "remove the [mirror] table from this files profile",
+                );
+                None
+            } else {
+                let source_conn = match &source {
+                    Some(Source::Postgres(p)) => Some(p.conn.clone()),
+                    _ => None,
+                };
+                source_conn.map(|c| v.mirror(m, c))
+            }
+        }
+    };
+
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let (
+        Some(kind),
+        Some(source),
+        Some(store),
+        Some(encryption),
+        Some(compression),
+        Some(retention),
+        Some(mirror),
+    ) = (
+        kind,
+        source,
+        store,
+        encryption,
+        compression,
+        retention,
+        mirror,
+    )
+    else {
+        unreachable!("a missing part always records a problem")
+    };
+    Ok(Profile {
+        name: name.to_string(),
+        file: rel.to_owned(),
+        kind,
+        schedule,
+        source,
+        store,
+        encryption,
+        compression,
+        retention,
+        mirror,
+        warnings: v.warnings,
+    })
+}
+
+struct Validator<'a> {
+    loc: &'a Locator<'a>,
+    base: &'a Path,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn problem(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        let p = self.loc.problem(span, key, message, fix);
+        self.problems.push(p);
+    }
+
+    /// None: absent. Some(None): present but invalid (problem recorded).
+    fn section<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: Option<Spanned<DeValue<'_>>>,
+        key: &str,
+        template: &str,
+    ) -> Option<Option<T>> {
+        let value = value?;
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(t) => Some(Some(t)),
+            Err(e) => {
+                let p = self.loc.from_toml(key, &e, template);
+                self.problems.push(p);
+                Some(None)
+            }
+        }
+    }
+
+    fn required<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: Option<Spanned<DeValue<'_>>>,
+        key: &str,
+        template: &str,
+    ) -> Option<T> {
+        match self.section(value, key, template) {
+            Some(t) => t,
+            None => {
+                self.problem(
+                    None,
+                    key,
+                    format!("missing table [{key}]"),
+                    format!("add a [{key}] table; {template} shows one"),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, spec: &Spanned<String>, key: &str) -> Option<(Secret, SecretSource)> {
+        match secret::resolve(spec.get_ref(), self.base) {
+            Ok(r) => {
+                if let Some(w) = r.warning {
+                    self.warnings
+                        .push(format!("{}: {key}: {w}", self.loc.file.display()));
+                }
+                Some((r.secret, r.source))
+            }
+            Err(e) => {
+                self.problem(Some(spec.span()), key, e.to_string(), secret_fix(&e));
+                None
+            }
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn postgres_source(&mut self, s: raw::PostgresSource) -> Option<PgSource> {
+        let password = s
+            .password
+            .as_ref()
+            .map(|p| self.secret(p, "source.password"));
+        let chosen = [
+            s.database.is_some(),
+            s.databases.is_some(),
+            s.all.as_ref().is_some_and(|a| *a.get_ref()),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let span = s
+            .database
+            .as_ref()
+            .map(|d| d.span())
+            .or(s.databases.as_ref().map(|d| d.span()))
+            .or(s.all.as_ref().map(|d| d.span()));
+        let databases = if chosen != 1 {
+            self.problem(
+                span,
+                "source",
+                if chosen == 0 {
+                    "no database chosen"
+                } else {
+                    "choose only one of `database`, `databases` and `all`"
+                },
+                "set exactly one of: database = \"NAME\", databases = [\"A\", \"B\"], all = true",
+            );
+            None
+        } else if let Some(d) = s.database {
+            Some(Databases::One(d.into_inner()))
+        } else if let Some(ds) = s.databases {
+            if ds.get_ref().is_empty() {
+                self.problem(
+                    Some(ds.span()),
+                    "source.databases",
+                    "the list is empty",
+                    "name at least one database, or use all = true",
+                );
+                None
+            } else {
+                Some(Databases::Many(ds.into_inner()))
+            }
+        } else {
+            Some(Databases::All)
+        };
+        let password = match password {
+            Some(None) => return None,
+            Some(Some(p)) => Some(p),
+            None => None,
+        };
+        Some(PgSource {
+            conn: PgConn {
+                host: s.host.unwrap_or_else(|| "127.0.0.1".into()),
+                port: s.port.unwrap_or(5432),
+                user: s.user.unwrap_or_else(|| "postgres".into()),
+                password: password.as_ref().map(|p| p.0.clone()),
+                password_source: password.map(|p| p.1),
+                bin_dir: s.pg_bin_dir.map(|d| self.path(&d)),
+            },
+            databases: databases?,
+            format: s.format.unwrap_or(DumpFormat::Custom),
+            globals: s.globals.unwrap_or(true),
+            pg_dump_args: s.pg_dump_args,
+        })
+    }
+
+    fn files_source(&mut self, s: raw::FilesSource) -> Option<FilesSource> {
+        if s.paths.get_ref().is_empty() {
+            self.problem(
+                Some(s.paths.span()),
+                "source.paths",
+                "the list is empty",
+                "list at least one folder or file to back up",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut exclude = Vec::new();
+        for e in &s.exclude {
+            match Exclude::parse(e.get_ref()) {
+                Ok(x) => exclude.push(x),
+                Err(err) => {
+                    ok = false;
+                    self.problem(
+                        Some(e.span()),
+                        "source.exclude",
+                        format!("invalid pattern `{}`: {err}", e.get_ref()),
+                        "use shell-style globs such as \"*.tmp\" or \"cache/\"",
+                    )
+                }
+            }
+        }
+        let paths = s
+            .paths
+            .into_inner()
+            .into_iter()
+            .map(|p| self.path(p.get_ref()))
+            .collect();
+        ok.then_some(FilesSource { paths, exclude })
+    }
+
+    fn store(&mut self, s: raw::Store) -> Option<StoreConfig> {
+        let url = s.url.get_ref().clone();
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        let known = matches!(scheme, Some("file" | "s3" | "sftp"));
+        if !known {
+            self.problem(
+                Some(s.url.span()),
+                "store.url",
+                format!("unsupported store url `{url}`"),
+                "use file:///PATH, s3://BUCKET/PREFIX or sftp://USER@HOST:PORT/PATH",
+            );
+            return None;
+        }
+        if let (Some(t), false) = (&s.s3, scheme == Some("s3")) {
+            self.problem(
+                Some(t.span()),
+                "store.s3",
+                "[store.s3] is set but the url is not s3://",
+                "remove [store.s3] or change the url",
+            );
+        }
+        if let (Some(t), false) = (&s.sftp, scheme == Some("sftp")) {
+            self.problem(
+                Some(t.span()),
+                "store.sftp",
+                "[store.sftp] is set but the url is not sftp://",
+                "remove [store.sftp] or change the url",
+            );
+        }
+        Some(StoreConfig {
+            url,
+            s3: s.s3.map(Spanned::into_inner),
+            sftp: s.sftp.map(Spanned::into_inner),
+        })
+    }
+
+    fn encryption(&mut self, e: raw::Encryption) -> Option<Encryption> {
+        if e.recipients.get_ref().is_empty() {
+            self.problem(
+                Some(e.recipients.span()),
+                "encryption.recipients",
+                "no recipients",
+                "list at least one public key file, e.g. [\"secrets/ops.pub.asc\"] (make one with `cellar keygen ops`)",
+            );
+            return None;
+        }
+        let mut recipients = Vec::new();
+        let mut ok = true;
+        for r in e.recipients.get_ref() {
+            match keys::load_recipient(&self.path(r.get_ref())) {
+                Ok(c) => recipients.push(c),
+                Err(err) => {
+                    ok = false;
+                    let fix = match &err {
+                        keys::KeyError::Read { .. } => "fix the path, or create the key with `cellar keygen NAME`".to_string(),
+                        _ => "point the entry at an armored OpenPGP public key (`gpg --armor --export`)".to_string(),
+                    };
+                    self.problem(
+                        Some(r.span()),
+                        "encryption.recipients",
+                        err.to_string(),
+                        fix,
+                    );
+                }
+            }
+        }
+        let passphrase = match &e.passphrase {
+            Some(p) => Some(self.secret(p, "encryption.passphrase")?.0),
+            None => None,
+        };
+        let identity = e.identity.map(|i| self.path(i.get_ref()));
+        ok.then_some(Encryption {
+            recipients,
+            identity,
+            passphrase,
+        })
+    }
+
+    fn compression(&mut self, c: raw::Compression) -> Option<Compression> {
+        let algorithm = c.algorithm.unwrap_or(Algorithm::Xz);
+        let (default, max) = match algorithm {
+            Algorithm::Xz => (6, 9),
+            Algorithm::Zstd => (3, 19),
+        };
+        let level = match &c.level {
+            Some(l)
+                if *l.get_ref() > max || (algorithm == Algorithm::Zstd && *l.get_ref() == 0) =>
+            {
+                self.problem(
+                    Some(l.span()),
+                    "compression.level",
+                    format!("level {} is out of range for {algorithm:?}", l.get_ref()),
+                    match algorithm {
+                        Algorithm::Xz => "use an xz preset from 0 to 9 (default 6)",
+                        Algorithm::Zstd => "use a zstd level from 1 to 19 (default 3)",
+                    },
+                );
+                return None;
+            }
+            Some(l) => *l.get_ref(),
+            None => default,
+        };
+        Some(Compression {
+            algorithm,
+            level,
+            threads: c.threads.unwrap_or(0),
+        })
+    }
+
+    fn mirror(&mut self, m: raw::Mirror, source: PgConn) -> Option<Mirror> {
+        let password = match &m.password {
+            Some(p) => Some(self.secret(p, "mirror.password")?),
+            None => None,
+        };
+        let other_server = m.host.is_some() || m.port.is_some() || m.user.is_some();
+        let conn = PgConn {
+            host: m.host.unwrap_or(source.host.clone()),
+            port: m.port.unwrap_or(source.port),
+            user: m.user.unwrap_or(source.user.clone()),
+            password: match &password {
+                Some(p) => Some(p.0.clone()),
+                None if !other_server => source.password.clone(),
+                None => None,
+            },
+            password_source: match password {
+                Some(p) => Some(p.1),
+                None if !other_server => source.password_source.clone(),
+                None => None,
+            },
+            bin_dir: source.bin_dir.clone(),
+        };
+        Some(Mirror {
+            database: m.database,
+            conn,
+            after_restore: m.after_restore,
+            checks: m.checks,
+            keep_previous: m.keep_previous,
+        })
+    }
+}
+
+fn secret_fix(e: &secret::SecretError) -> String {
+    match e {
+        secret::SecretError::Unreadable { .. } => {
+            "create the file with the secret on one line (chmod 600), or fix the path".into()
+        }
+        secret::SecretError::MissingEnv(_) => {
+            "export the variable in the environment cellar runs in (crontab, systemd unit)".into()
+        }
+        secret::SecretError::Empty(_) => "write the secret into the file".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_field_cron_is_converted() {
+        let s = parse_cron("0 2 * * *").unwrap();
+        let after = chrono::DateTime::parse_from_rfc3339("2026-11-21T03:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let next = s.after(&after).next().unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-11-22T02:00:00+00:00");
+        assert!(parse_cron("0 0 2 * * *").is_err());
+        assert!(parse_cron("61 2 * * *").is_err());
+        // 2026-11-21 is a Saturday: Monday is the 23rd, Sunday the 22nd.
+        let next = |e: &str| {
+            parse_cron(e)
+                .unwrap()
+                .after(&after)
+                .next()
+                .unwrap()
+                .to_rfc3339()
+        };
+        assert_eq!(next("30 4 * * 1"), "2026-11-23T04:30:00+00:00");
+        assert_eq!(next("30 4 * * MON"), "2026-11-23T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 0"), "2026-11-22T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 7"), "2026-11-22T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 1-5"), "2026-11-23T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 5-7"), "2026-11-21T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 6"), "2026-11-21T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 0,3"), "2026-11-22T04:30:00+00:00");
+        assert_eq!(next("30 4 * * 3"), "2026-11-25T04:30:00+00:00");
+        assert!(parse_cron("0 2 * * 8").is_err());
+    }
+
+    #[test]
+    fn excludes_match_names_folders_and_anchored_paths() {
+        let tmp = Exclude::parse("*.tmp").unwrap();
+        assert!(tmp.matches(Path::new("a/b/x.tmp"), false));
+        assert!(!tmp.matches(Path::new("a/b/x.txt"), false));
+        let cache = Exclude::parse("cache/").unwrap();
+        assert!(cache.matches(Path::new("app/cache"), true));
+        assert!(!cache.matches(Path::new("app/cache"), false));
+        let anchored = Exclude::parse("app/logs").unwrap();
+        assert!(anchored.matches(Path::new("app/logs"), true));
+        assert!(!anchored.matches(Path::new("x/app/logs"), true));
+    }
+}

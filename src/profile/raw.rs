@@ -1,0 +1,146 @@
+//! What the user wrote, exactly: serde structures for one profile file,
+//! with no I/O and no interpretation.
+//!
+//! Every table denies unknown keys. Scheme- or kind-specific options have
+//! tables of their own (`[store.s3]`, `[store.sftp]`) rather than
+//! `#[serde(flatten)]`, which would lose both `deny_unknown_fields` and line
+//! numbers. Values that the validation layer checks further are wrapped in
+//! [`Spanned`] so its messages can point at the line.
+//!
+//! The top-level tables are deserialized one by one (see `profile::parse`),
+//! so a mistake in `[source]` does not hide another one in `[store]`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The keys allowed at the top level of a profile, in the order the
+/// templates use.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "kind",
+    "schedule",
+    "source",
+    "store",
+    "encryption",
+    "compression",
+    "retention",
+    "mirror",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+    pub databases: Option<Spanned<Vec<String>>>,
+    pub all: Option<Spanned<bool>>,
+    pub format: Option<DumpFormat>,
+    pub globals: Option<bool>,
+    #[serde(default)]
+    pub pg_dump_args: Vec<String>,
+    /// Folder holding pg_dump, pg_dumpall, pg_restore and psql; by default
+    /// they are looked up on PATH.
+    pub pg_bin_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpFormat {
+    Custom,
+    Plain,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSource {
+    pub paths: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub url: Spanned<String>,
+    pub s3: Option<Spanned<S3Config>>,
+    pub sftp: Option<Spanned<SftpConfig>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub path_style: Option<bool>,
+    pub access_key_id: Option<Spanned<String>>,
+    pub secret_access_key: Option<Spanned<String>>,
+    pub storage_class: Option<String>,
+    pub object_lock: Option<ObjectLock>,
+    pub tag_tiers: Option<bool>,
+    #[serde(default)]
+    pub request_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    pub mode: String,
+    pub days: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    pub recipients: Spanned<Vec<Spanned<String>>>,
+    pub identity: Option<Spanned<String>>,
+    pub passphrase: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Xz,
+    Zstd,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    pub algorithm: Option<Algorithm>,
+    pub level: Option<Spanned<u32>>,
+    pub threads: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub database: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub after_restore: Vec<String>,
+    #[serde(default)]
+    pub checks: Vec<String>,
+    #[serde(default)]
+    pub keep_previous: bool,
+}

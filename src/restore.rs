@@ -1,0 +1,262 @@
+//! Verify and restore: the way back from the store.
+//!
+//! Every path goes through [`pipeline::restore_stream`], which proves size,
+//! BLAKE2b-512 and the OpenPGP integrity check before its consumer's work
+//! may be committed. Each target has its own commit step: a database
+//! transaction's COMMIT, or a rename into place of a folder or file that
+//! was written beside the target.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tracing::{info, warn};
+
+use crate::keys::Identity;
+use crate::manifest::{Content, Manifest, Payload};
+use crate::pipeline::{self, RestoreError};
+use crate::profile::{PgConn, Profile, Source};
+use crate::progress::Progress;
+use crate::source::{files, postgres};
+use crate::store::Store;
+
+pub struct Ctx<'a> {
+    pub profile: &'a Profile,
+    pub store: &'a dyn Store,
+    pub identity: &'a Identity,
+    pub progress: &'a dyn Progress,
+}
+
+impl Ctx<'_> {
+    fn stream<T>(
+        &self,
+        m: &Manifest,
+        p: &Payload,
+        consume: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
+    ) -> Result<T, RestoreError> {
+        self.progress
+            .start(&format!("{}: {}", self.profile.name, p.name));
+        pipeline::restore_stream(self.store, m, p, self.identity, self.progress, consume)
+    }
+}
+
+fn pg_tools(profile: &Profile) -> PgConn {
+    match &profile.source {
+        Source::Postgres(pg) => pg.conn.clone(),
+        // Only pg_restore's path matters for checking archives.
+        Source::Files(_) => PgConn {
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            password: None,
+            password_source: None,
+            bin_dir: None,
+        },
+    }
+}
+
+/// Fetches, decrypts and decompresses every payload and checks its
+/// structure, without restoring anything.
+pub fn verify(ctx: &Ctx<'_>, m: &Manifest) -> Result<(), RestoreError> {
+    let tools = pg_tools(ctx.profile);
+    for p in &m.payloads {
+        ctx.stream(m, p, |r| match p.content {
+            Content::Tar => files::check(r).map(|_| ()),
+            Content::Pgdump => postgres::check_archive(&tools, r),
+            Content::Sql => postgres::check_sql(r, false),
+            Content::Globals => postgres::check_sql(r, true),
+        })?;
+        info!("{}: {} {}: intact", m.profile, m.id, p.name);
+    }
+    Ok(())
+}
+
+/// Picks the database payload to restore: the only one, or `--database`.
+pub fn database_payload<'m>(
+    m: &'m Manifest,
+    database: Option<&str>,
+) -> anyhow::Result<&'m Payload> {
+    let dbs: Vec<&Payload> = m
+        .payloads
+        .iter()
+        .filter(|p| matches!(p.content, Content::Pgdump | Content::Sql | Content::Tar))
+        .collect();
+    match database {
+        Some(name) => dbs
+            .into_iter()
+            .find(|p| {
+                p.database.as_deref() == Some(name)
+                    || (p.database.is_none() && m.source.databases == [name])
+            })
+            .with_context(|| {
+                format!(
+                    "backup {} has no database {name}; it holds: {}",
+                    m.id,
+                    m.source.databases.join(", ")
+                )
+            }),
+        None if dbs.len() == 1 => Ok(dbs[0]),
+        None => bail!(
+            "backup {} holds several databases ({}); choose one with --database NAME",
+            m.id,
+            m.source.databases.join(", ")
+        ),
+    }
+}
+
+/// Writes the plaintext dump or tar to `file`, via a temporary file beside
+/// it that is renamed into place once verified.
+pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow::Result<()> {
+    if file.exists() {
+        bail!(
+            "{} already exists; remove it or choose another --to-file",
+            file.display()
+        );
+    }
+    let dir = parent_of(file);
+    let tmp = tempfile::Builder::new()
+        .prefix(".cellar-restore-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let tmp = ctx.stream(m, p, |r| {
+        let mut f = tmp.reopen()?;
+        std::io::copy(r, &mut f)?;
+        f.sync_all()?;
+        Ok(tmp)
+    })?;
+    tmp.persist_noclobber(file)
+        .with_context(|| format!("moving the restored file to {}", file.display()))?;
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Extracts a files backup beside `dir` and renames it into place once
+/// verified. `dir` must not exist or be empty.
+pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<()> {
+    if p.content != Content::Tar {
+        bail!(
+            "backup {} is a database dump; use --to-database or --to-file",
+            m.id
+        );
+    }
+    let existed_empty = match std::fs::read_dir(dir) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                bail!(
+                    "{} is not empty; restore into a new folder (it is created) or empty it first",
+                    dir.display()
+                );
+            }
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let parent = parent_of(dir);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let incoming = tempfile::Builder::new()
+        .prefix(".cellar-incoming-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a folder in {}", parent.display()))?;
+    ctx.stream(m, p, |r| files::extract(r, incoming.path()))?;
+    if existed_empty {
+        std::fs::remove_dir(dir)
+            .with_context(|| format!("replacing the empty {}", dir.display()))?;
+    }
+    let path = incoming.keep();
+    std::fs::rename(&path, dir).with_context(|| {
+        format!(
+            "moving the restored tree from {} to {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    Ok(())
+}
+
+pub struct DbTarget<'a> {
+    pub conn: &'a PgConn,
+    pub database: &'a str,
+    pub clean: bool,
+    pub no_owner: bool,
+}
+
+/// Restores a dump into a database in one transaction committed only after
+/// the stream checked out. A database created for the restore is dropped
+/// again if the restore fails.
+pub fn to_database(
+    ctx: &Ctx<'_>,
+    m: &Manifest,
+    p: &Payload,
+    t: &DbTarget<'_>,
+) -> anyhow::Result<()> {
+    let custom = match p.content {
+        Content::Pgdump => true,
+        Content::Sql => false,
+        _ => bail!(
+            "backup {} is not a database dump; use --to-dir or --to-file",
+            m.id
+        ),
+    };
+    let created = match postgres::database_state(t.conn, t.database)? {
+        None => {
+            postgres::create_database(t.conn, t.database)?;
+            true
+        }
+        Some(0) => false,
+        Some(n) if t.clean => {
+            info!("{}: replacing the {n} objects in {} (--clean)", m.profile, t.database);
+            false
+        }
+        Some(n) => bail!(
+            "database {} is not empty ({n} objects); pass --clean to replace its content, or restore into a new name",
+            t.database
+        ),
+    };
+    let result = ctx
+        .stream(m, p, |r| {
+            postgres::restore_into(t.conn, t.database, custom, t.clean, t.no_owner, r)
+        })
+        .map_err(anyhow::Error::from)
+        .and_then(|pending| pending.commit());
+    if let Err(e) = result {
+        if created {
+            if let Err(d) = postgres::drop_database(t.conn, t.database) {
+                warn!(
+                    "could not drop {} created for the failed restore: {d:#}",
+                    t.database
+                );
+            }
+        }
+        return Err(e.context(format!("{} was left as it was", t.database)));
+    }
+    Ok(())
+}
+
+/// Restores the roles and tablespaces payload (after verifying it whole).
+pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &PgConn) -> anyhow::Result<()> {
+    let Some(p) = m.payloads.iter().find(|p| p.content == Content::Globals) else {
+        bail!(
+            "backup {} has no roles and tablespaces (the profile has globals = false)",
+            m.id
+        );
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("cellar-globals-")
+        .tempfile()?;
+    let tmp = ctx.stream(m, p, |r| {
+        let mut f = tmp.reopen()?;
+        std::io::copy(r, &mut f)?;
+        Ok(tmp)
+    })?;
+    let notes = postgres::run_script(conn, "postgres", tmp.path())?;
+    for line in notes.lines().filter(|l| l.contains("ERROR")) {
+        warn!("globals: {line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Stores: where payloads and manifests live.
+//!
+//! A store is a flat namespace of keys (`<profile>/<id>.<ext>`) with five
+//! operations. Every backend must make `put` atomic: a reader sees the whole
+//! object or none of it, and a failed `put` leaves nothing under the key.
+//! Everything above this trait (backup, list, verify, restore) is written
+//! once for all backends.
+
+mod local;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+pub use local::LocalStore;
+
+use crate::profile::StoreConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{key} is not in the store {store}")]
+    NotFound { store: String, key: String },
+    #[error("{op} {key} in {store}: {source}")]
+    Io {
+        op: &'static str,
+        store: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl StoreError {
+    /// True when the error came from the data being written, not from the
+    /// store (the pipeline feeding `put` failed first).
+    pub fn is_upstream(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::Other
+            && source.get_ref().is_some_and(|e| e.is::<crate::pipeline::channel::Aborted>()))
+    }
+}
+
+pub type Reader = Box<dyn Read + Send + Sync>;
+
+pub trait Store: Send + Sync {
+    /// Where the store is, for messages (never contains credentials).
+    fn location(&self) -> String;
+
+    /// Writes `data` under `key`, atomically; returns the bytes written.
+    fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64, StoreError>;
+
+    /// Streams the object under `key`.
+    fn get(&self, key: &str) -> Result<Reader, StoreError>;
+
+    /// Every complete object whose key starts with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Proves the store is reachable and writable: writes, reads back and
+    /// deletes a small object.
+    fn check(&self) -> Result<(), StoreError> {
+        let key = format!(".cellar-check-{}", std::process::id());
+        let probe = b"cellar store check";
+        self.put(&key, &mut &probe[..])?;
+        let mut back = Vec::new();
+        let read = self
+            .get(&key)
+            .and_then(|mut r| {
+                r.read_to_end(&mut back).map_err(|source| StoreError::Io {
+                    op: "read back",
+                    store: self.location(),
+                    key: key.clone(),
+                    source,
+                })
+            })
+            .map(|_| ());
+        let deleted = self.delete(&key);
+        read?;
+        deleted?;
+        if back != probe {
+            return Err(StoreError::Unsupported(format!(
+                "{}: the probe object read back differently from what was written",
+                self.location()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the store a profile names. Relative `file://` paths are relative
+/// to the config dir.
+pub fn open(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+    let url = config.url.as_str();
+    if let Some(path) = url.strip_prefix("file://") {
+        let path = PathBuf::from(path);
+        let root = if path.is_absolute() {
+            path
+        } else {
+            config_dir.join(path)
+        };
+        return Ok(Box::new(LocalStore::new(root)));
+    }
+    let scheme = url.split("://").next().unwrap_or(url);
+    Err(StoreError::Unsupported(format!(
+        "{scheme}:// stores are not available in this version of cellar yet; use a file:// store"
+    )))
+}
