@@ -31,7 +31,7 @@ use crate::secret::Secret;
 pub enum KeyError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{path} is not an OpenPGP certificate ({reason}); export one with `gpg --armor --export KEYID > {path}` or run `cellar keygen NAME`")]
+    #[error("{path} is not an OpenPGP key ({reason})")]
     NotACert { path: PathBuf, reason: String },
     #[error("{path} has no valid encryption-capable key; use a certificate with an encryption subkey that is neither expired nor revoked")]
     NoEncryptionKey { path: PathBuf },

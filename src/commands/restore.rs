@@ -20,7 +20,8 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         identity: &identity,
         progress: progress.as_ref(),
     };
-    let payload = restore::database_payload(&m, args.database.as_deref())?;
+    let payload =
+        restore::database_payload(&m, args.database.as_deref()).map_err(Failure::config)?;
     if let Some(file) = &args.to_file {
         restore::to_file(&ctx, &m, payload, file)?;
         println!(

@@ -75,7 +75,12 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     let mut f: Vec<&str> = expr.split_whitespace().collect();
     let dow = crontab_dow(f[4])?;
     f[4] = &dow;
-    cron::Schedule::from_str(&format!("0 {} *", f.join(" "))).map_err(|e| e.to_string())
+    // The crate's message repeats the expression with a caret; its last
+    // line is the part that says what is wrong.
+    cron::Schedule::from_str(&format!("0 {} *", f.join(" "))).map_err(|e| {
+        let text = e.to_string();
+        text.lines().last().unwrap_or(&text).trim().to_string()
+    })
 }
 
 /// Crontab numbers days of the week 0-7 from Sunday (0 and 7 both
@@ -442,7 +447,11 @@ pub fn parse(
     };
     let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
-        Err(e) => return Err(vec![loc.from_toml("", &e, "templates/")]),
+        Err(e) => {
+            let mut p = loc.from_toml("", &e, "templates/");
+            p.fix = "fix the TOML syntax at this spot".into();
+            return Err(vec![p]);
+        }
     };
     let mut v = Validator {
         loc: &loc,
@@ -630,6 +639,9 @@ impl Validator<'_> {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) {
+        // Paths inside the config dir are shown as the user wrote them.
+        let prefix = format!("{}/", self.base.display());
+        let message = message.into().replace(&prefix, "");
         let p = self.loc.problem(span, key, message, fix);
         self.problems.push(p);
     }
@@ -887,7 +899,14 @@ impl Validator<'_> {
                 self.problem(
                     Some(l.span()),
                     "compression.level",
-                    format!("level {} is out of range for {algorithm:?}", l.get_ref()),
+                    format!(
+                        "level {} is out of range for {}",
+                        l.get_ref(),
+                        match algorithm {
+                            Algorithm::Xz => "xz",
+                            Algorithm::Zstd => "zstd",
+                        }
+                    ),
                     match algorithm {
                         Algorithm::Xz => "use an xz preset from 0 to 9 (default 6)",
                         Algorithm::Zstd => "use a zstd level from 1 to 19 (default 3)",

@@ -86,13 +86,58 @@ fn archive(input: &mut dyn Read) -> tar::Archive<&mut dyn Read> {
 }
 
 /// Extracts a tar stream into `dest`, which must exist and be empty.
-/// Folders get their modes and mtimes after their content is in place
-/// (tar's `unpack` defers them), and entries that would land outside
-/// `dest` are refused.
+///
+/// Folders are created last (as tar's own `unpack` does, so a read-only
+/// folder cannot block its content) and get their mtimes after everything
+/// else, deepest first, since adding an entry changes its folder's mtime.
+/// Entries that would land outside `dest` are refused.
 pub fn extract(input: &mut dyn Read, dest: &Path) -> anyhow::Result<()> {
-    archive(input)
-        .unpack(dest)
-        .with_context(|| format!("extracting into {}", dest.display()))
+    let mut a = archive(input);
+    let mut dirs = Vec::new();
+    let mut times = Vec::new();
+    for entry in a.entries().context("reading the archive")? {
+        let mut entry = entry.context("reading the archive")?;
+        let path = entry
+            .path()
+            .context("reading an entry's name")?
+            .into_owned();
+        if entry.header().entry_type().is_dir() {
+            if let Ok(mtime) = entry.header().mtime() {
+                times.push((dest.join(&path), mtime));
+            }
+            dirs.push(entry);
+            continue;
+        }
+        unpack_one(&mut entry, &path, dest)?;
+    }
+    for mut entry in dirs {
+        let path = entry
+            .path()
+            .context("reading an entry's name")?
+            .into_owned();
+        unpack_one(&mut entry, &path, dest)?;
+    }
+    times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (dir, mtime) in times {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        std::fs::File::open(&dir)
+            .and_then(|f| f.set_modified(t))
+            .with_context(|| format!("setting the mtime of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn unpack_one<R: Read>(entry: &mut tar::Entry<R>, path: &Path, dest: &Path) -> anyhow::Result<()> {
+    let inside = entry
+        .unpack_in(dest)
+        .with_context(|| format!("extracting {}", path.display()))?;
+    if !inside {
+        anyhow::bail!(
+            "the archive entry {} points outside the target folder; refusing it",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Reads every entry and its content, proving the archive is whole.

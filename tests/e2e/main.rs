@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `cellar` binary against a real PostgreSQL
+//! 15 cluster, a real local store and the gpg/xz/pg_restore CLIs.
+
+mod breakglass;
+mod damage;
+mod files;
+mod harness;
+mod postgres;
+mod profiles;
