@@ -100,13 +100,15 @@ pub fn pg() -> &'static Pg {
             data = data.display(),
             dir = dir.display(),
         );
-        Command::new("setsid")
-            .args(["sh", "-c", &stop])
+        // `setsid -f` forks: the watchdog outlives this process by design.
+        let watchdog = Command::new("setsid")
+            .args(["-f", "sh", "-c", &stop])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .status()
             .expect("watchdog");
+        assert!(watchdog.success());
         let _ = &dir;
         let pg = Pg { port };
         pg.psql(
