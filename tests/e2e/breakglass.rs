@@ -118,9 +118,7 @@ fn gpg_xz_tar_restores_a_folder() {
 #[test]
 fn manifest_hash_matches_b2sum_of_the_stored_file() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("x"), "x").unwrap();
+    let data = env.data_dir(&[("x", b"x")]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     let manifest: serde_json::Value =

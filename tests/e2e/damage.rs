@@ -94,9 +94,7 @@ fn damage_near_the_end_is_caught_before_commit() {
 #[test]
 fn flipped_byte_in_a_folder_backup_leaves_no_target() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("f"), vec![7u8; 1 << 20]).unwrap();
+    let data = env.data_dir(&[("f", &vec![7u8; 1 << 20])]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     flip_byte(&env.payloads("f")[0]);
@@ -116,9 +114,7 @@ fn flipped_byte_in_a_folder_backup_leaves_no_target() {
 #[test]
 fn wrong_key_says_which_key_the_backup_needs() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("f"), "x").unwrap();
+    let data = env.data_dir(&[("f", b"x")]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     env.cellar(&["keygen", "other"]).ok();
@@ -146,9 +142,7 @@ fn passphrase_protected_key_needs_its_passphrase() {
     env.write("secrets/pp", "open sesame\n");
     env.cellar(&["keygen", "locked", "--passphrase", "file:secrets/pp"])
         .ok();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("f"), "x").unwrap();
+    let data = env.data_dir(&[("f", b"x")]);
     env.files_profile("f", &[&data], "");
     let p = env.path().join("profiles/f.toml");
     let text = std::fs::read_to_string(&p)
@@ -181,9 +175,7 @@ fn passphrase_protected_key_needs_its_passphrase() {
 #[test]
 fn payload_without_manifest_is_not_a_backup() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("f"), "x").unwrap();
+    let data = env.data_dir(&[("f", b"x")]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     let manifest = env.manifests("f")[0].clone();
@@ -221,9 +213,7 @@ fn payload_without_manifest_is_not_a_backup() {
 #[test]
 fn killed_backup_leaves_no_listed_backup_and_earlier_ones_restore() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("small"), "first").unwrap();
+    let data = env.data_dir(&[("small", b"first")]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     // Enough slow-to-compress data that the backup is still running.
@@ -234,9 +224,7 @@ fn killed_backup_leaves_no_listed_backup_and_earlier_ones_restore() {
         *b = (x >> 24) as u8;
     }
     std::fs::write(data.join("big"), &big).unwrap();
-    let p = env.path().join("profiles/f.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("level = 1", "level = 9\nthreads = 1")).unwrap();
+    env.edit("profiles/f.toml", "level = 1", "level = 9\nthreads = 1");
     let mut child = env.cmd().arg("backup").arg("f").spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(

@@ -137,9 +137,7 @@ fn folder_round_trip_keeps_names_modes_links_and_empty_folders() {
 #[test]
 fn restore_into_a_non_empty_folder_is_refused() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a"), "a").unwrap();
+    let data = env.data_dir(&[("a", b"a")]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     let target = env.path().join("busy");
@@ -166,9 +164,7 @@ fn restore_into_a_non_empty_folder_is_refused() {
 #[test]
 fn to_file_writes_a_tar_that_tar_lists() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("hello.txt"), "hi").unwrap();
+    let data = env.data_dir(&[("hello.txt", b"hi")]);
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     let file = env.path().join("out.tar");
@@ -189,9 +185,7 @@ fn to_file_writes_a_tar_that_tar_lists() {
 #[test]
 fn run_backs_up_every_profile_and_one_failure_does_not_stop_the_others() {
     let env = TestEnv::new();
-    let data = env.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("x"), "x").unwrap();
+    let data = env.data_dir(&[("x", b"x")]);
     env.files_profile("a_ok", &[&data], "");
     env.files_profile("b_missing", &[&env.path().join("does-not-exist")], "");
     env.files_profile("c_ok", &[&data], "");

@@ -305,9 +305,20 @@ impl TestEnv {
         std::fs::write(p, text).unwrap();
     }
 
-    /// A postgres profile on the test cluster, with `extra` TOML appended
-    /// inside [source] (before the other tables).
+    /// A postgres profile on the test cluster for one database, with
+    /// `source_extra` appended inside [source] and `rest` after the tables
+    /// (a `[compression]` in `rest` replaces the default level 1).
     pub fn pg_profile(&self, name: &str, database: &str, source_extra: &str, rest: &str) {
+        self.pg_profile_with(
+            name,
+            &format!("database = \"{database}\"\n{source_extra}"),
+            rest,
+        );
+    }
+
+    /// A postgres profile on the test cluster; `source` chooses the
+    /// database(s) and anything else in [source].
+    pub fn pg_profile_with(&self, name: &str, source: &str, rest: &str) {
         let pg = pg();
         self.write(
             &format!("profiles/{name}.toml"),
@@ -316,9 +327,7 @@ impl TestEnv {
 [source]
 host = "127.0.0.1"
 port = {port}
-user = "postgres"
-database = "{database}"
-{source_extra}
+{source}
 [store]
 url = "file://store"
 [encryption]
@@ -335,6 +344,24 @@ identity = "secrets/k.key.asc"
                 },
             ),
         );
+    }
+
+    /// A folder `data` holding the given files, as (name, content).
+    pub fn data_dir(&self, files: &[(&str, &[u8])]) -> PathBuf {
+        let data = self.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        for (name, content) in files {
+            std::fs::write(data.join(name), content).unwrap();
+        }
+        data
+    }
+
+    /// Replaces `from` with `to` in a file under the config dir.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let p = self.path().join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{rel} has no `{from}`");
+        std::fs::write(&p, text.replace(from, to)).unwrap();
     }
 
     pub fn files_profile(&self, name: &str, paths: &[&Path], rest: &str) {

@@ -53,13 +53,7 @@ fn zstd_round_trip_is_exact_and_named_zst() {
     pg.create_db(&src);
     pg.psql(&src, "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
     let env = TestEnv::new();
-    env.write(
-        "profiles/z.toml",
-        &format!(
-            "kind = \"postgres\"\n[source]\nport = {}\ndatabase = \"{src}\"\n[store]\nurl = \"file://store\"\n[encryption]\nrecipients = [\"secrets/k.pub.asc\"]\nidentity = \"secrets/k.key.asc\"\n[compression]\nalgorithm = \"zstd\"\n",
-            pg.port
-        ),
-    );
+    env.pg_profile("z", &src, "", "[compression]\nalgorithm = \"zstd\"");
     env.cellar(&["backup", "z"]).ok();
     let names: Vec<String> = env
         .payloads("z")
@@ -92,12 +86,10 @@ fn several_databases_get_one_payload_each() {
         );
     }
     let env = TestEnv::new();
-    env.write(
-        "profiles/m.toml",
-        &format!(
-            "kind = \"postgres\"\n[source]\nport = {}\ndatabases = [\"{a}\", \"{b}\"]\nglobals = false\n[store]\nurl = \"file://store\"\n[encryption]\nrecipients = [\"secrets/k.pub.asc\"]\nidentity = \"secrets/k.key.asc\"\n[compression]\nlevel = 0\n",
-            pg.port
-        ),
+    env.pg_profile_with(
+        "m",
+        &format!("databases = [\"{a}\", \"{b}\"]\nglobals = false"),
+        "",
     );
     env.cellar(&["backup", "m"]).ok();
     let names: Vec<String> = env
@@ -196,19 +188,21 @@ fn password_reaches_pg_dump_through_a_passfile_and_a_wrong_one_fails() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let profile = |password: &str| {
-        format!(
-            "kind = \"postgres\"\n[source]\nport = {}\nuser = \"{PW_USER}\"\npassword = \"{password}\"\ndatabase = \"{src}\"\n[store]\nurl = \"file://store\"\n[encryption]\nrecipients = [\"secrets/k.pub.asc\"]\nidentity = \"secrets/k.key.asc\"\n[compression]\nlevel = 0\n",
-            pg.port
+    let profile = |name: &str, password: &str| {
+        env.pg_profile(
+            name,
+            &src,
+            &format!("user = \"{PW_USER}\"\npassword = \"{password}\""),
+            "",
         )
     };
-    env.write("profiles/good.toml", &profile("file:secrets/db.password"));
+    profile("good", "file:secrets/db.password");
     let out = env.cellar(&["backup", "good", "-v"]);
     out.ok();
     assert!(!out.all().contains(PW_PASSWORD));
     env.cellar(&["db", "ping", "good"]).ok();
 
-    env.write("profiles/bad.toml", &profile("wrong"));
+    profile("bad", "wrong");
     let out = env.cellar(&["backup", "bad"]);
     assert_eq!(out.code, 1);
     assert!(
@@ -260,15 +254,8 @@ fn failing_pg_dump_mid_stream_leaves_no_manifest_and_no_payload() {
 
 #[test]
 fn all_databases_and_globals_are_dumped() {
-    let pg = pg();
     let env = TestEnv::new();
-    env.write(
-        "profiles/every.toml",
-        &format!(
-            "kind = \"postgres\"\n[source]\nport = {}\nall = true\n[store]\nurl = \"file://store\"\n[encryption]\nrecipients = [\"secrets/k.pub.asc\"]\nidentity = \"secrets/k.key.asc\"\n[compression]\nlevel = 0\n",
-            pg.port
-        ),
-    );
+    env.pg_profile_with("every", "all = true", "");
     env.cellar(&["backup", "every"]).ok();
     let names: Vec<String> = env
         .payloads("every")
