@@ -103,11 +103,7 @@ fn flipped_byte_in_a_folder_backup_leaves_no_target() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("is damaged"), "{}", out.stderr);
     assert!(!target.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(env.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".cellar"))
-        .collect();
+    let leftovers = env.leftovers();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

@@ -126,11 +126,7 @@ fn folder_round_trip_keeps_names_modes_links_and_empty_folders() {
     strip_root(&mut got);
     assert_eq!(expected, got);
     // No temporary folder is left beside the target.
-    let leftovers: Vec<_> = std::fs::read_dir(env.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".cellar"))
-        .collect();
+    let leftovers = env.leftovers();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

@@ -411,6 +411,23 @@ level = 1
         v
     }
 
+    /// The payloads' file names.
+    pub fn payload_names(&self, profile: &str) -> Vec<String> {
+        self.payloads(profile)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Temporary files or folders a restore left in the config dir.
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".cellar"))
+            .collect()
+    }
+
     pub fn manifests(&self, profile: &str) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.store(profile))
             .map(|rd| rd.map(|e| e.unwrap().path()).collect())

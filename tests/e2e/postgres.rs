@@ -55,11 +55,7 @@ fn zstd_round_trip_is_exact_and_named_zst() {
     let env = TestEnv::new();
     env.pg_profile("z", &src, "", "[compression]\nalgorithm = \"zstd\"");
     env.cellar(&["backup", "z"]).ok();
-    let names: Vec<String> = env
-        .payloads("z")
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names = env.payload_names("z");
     assert!(
         names.iter().any(|n| n.ends_with(".pgdump.zst.pgp")),
         "{names:?}"
@@ -92,11 +88,7 @@ fn several_databases_get_one_payload_each() {
         "",
     );
     env.cellar(&["backup", "m"]).ok();
-    let names: Vec<String> = env
-        .payloads("m")
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names = env.payload_names("m");
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names
         .iter()
@@ -257,11 +249,7 @@ fn all_databases_and_globals_are_dumped() {
     let env = TestEnv::new();
     env.pg_profile_with("every", "all = true", "");
     env.cellar(&["backup", "every"]).ok();
-    let names: Vec<String> = env
-        .payloads("every")
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names = env.payload_names("every");
     assert!(
         names.iter().any(|n| n.ends_with(".postgres.pgdump.xz.pgp")),
         "{names:?}"
