@@ -16,11 +16,11 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("{profile}: {payload}: {source}")]
+    #[error("{profile}: {payload}: {cause}")]
     Payload {
         profile: String,
         payload: String,
-        source: PipelineError,
+        cause: PipelineError,
     },
     #[error("{profile}: {message}")]
     Other { profile: String, message: String },
@@ -65,10 +65,10 @@ impl Job<'_> {
             produce,
         );
         self.progress.finish();
-        let streamed = r.map_err(|source| BackupError::Payload {
+        let streamed = r.map_err(|cause| BackupError::Payload {
             profile: self.profile.name.clone(),
             payload: name.clone(),
-            source,
+            cause,
         })?;
         info!(
             "{}: stored {name}: {} bytes from {} bytes of {}",
@@ -186,7 +186,10 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 DumpFormat::Custom => (Content::Pgdump, "pgdump"),
                 DumpFormat::Plain => (Content::Sql, "sql"),
             };
+            let mut tables = 0;
             for db in &databases {
+                tables += postgres::count_tables(conn, db)
+                    .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
                 let custom = pg.format == DumpFormat::Custom;
                 let args = &pg.pg_dump_args;
                 job.stream(content, several.then_some(db.as_str()), ext, |w| {
@@ -203,11 +206,14 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 server_version: Some(server_version),
                 databases,
                 paths: Vec::new(),
+                entries: Some(tables),
             })
         }
         Source::Files(fs) => {
+            let mut archived = 0;
             job.stream(Content::Tar, None, "tar", |w| {
-                files::write_tar(fs, w).map(|_| ())
+                archived = files::write_tar(fs, w)?.files;
+                Ok(())
             })?;
             Ok(SourceInfo {
                 description: format!(
@@ -217,6 +223,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 server_version: None,
                 databases: Vec::new(),
                 paths: fs.paths.iter().map(|p| p.display().to_string()).collect(),
+                entries: Some(archived),
             })
         }
     }

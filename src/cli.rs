@@ -23,6 +23,9 @@ pub struct Cli {
     pub quiet: bool,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// After every backup, write a Prometheus textfile with each profile's state here.
+    #[arg(long, global = true, value_name = "PATH", env = "CELLAR_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -38,7 +41,12 @@ pub enum Command {
     /// Validate profiles, then reach each source, store and key.
     Check { profiles: Vec<String> },
     /// Back up every profile (or those named); one failure never stops the others.
-    Run { profiles: Vec<String> },
+    Run {
+        profiles: Vec<String>,
+        /// Only the profiles whose `schedule` fired since their last successful backup.
+        #[arg(long)]
+        due: bool,
+    },
     /// One backup of one profile, now.
     Backup { profile: String },
     /// The complete backups in the store.
@@ -74,6 +82,30 @@ pub enum Command {
         kind: InitKind,
         name: String,
     },
+    /// Last success and failure of each profile; exit 1 when one is stale or failed.
+    Status {
+        profiles: Vec<String>,
+        /// A profile whose last success is older than this is stale, e.g. 26h, 2d.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a profile as cellar resolved it, with secrets redacted.
+    Show { profile: String },
+    /// Stay in the foreground and run each profile on its own `schedule`.
+    Daemon {
+        /// Seconds between looks at the schedules.
+        #[arg(long, default_value_t = 30, hide = true)]
+        tick: u64,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
     /// Debug commands against a profile's PostgreSQL server.
     Db {
         #[command(subcommand)]

@@ -29,8 +29,8 @@ use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: io::Error },
     #[error("{path} is not an OpenPGP key ({reason})")]
     NotACert { path: PathBuf, reason: String },
     #[error("{path} has no valid encryption-capable key; use a certificate with an encryption subkey that is neither expired nor revoked")]
@@ -41,8 +41,8 @@ pub enum KeyError {
     Exists(PathBuf),
     #[error("OpenPGP: {0}")]
     Pgp(#[from] anyhow::Error),
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {cause}")]
+    Write { path: PathBuf, cause: io::Error },
 }
 
 /// One policy for the process: the decryptor borrows it for its lifetime.
@@ -73,9 +73,9 @@ impl RecipientCert {
 
 /// Reads a certificate and checks that it can receive encrypted data.
 pub fn load_recipient(path: &Path) -> Result<RecipientCert, KeyError> {
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let cert = Cert::from_bytes(&bytes).map_err(|e| KeyError::NotACert {
         path: path.to_owned(),
@@ -110,9 +110,9 @@ pub struct Identity {
 }
 
 pub fn load_identity(path: &Path, passphrase: Option<Secret>) -> Result<Identity, KeyError> {
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let cert = Cert::from_bytes(&bytes).map_err(|e| KeyError::NotACert {
         path: path.to_owned(),
@@ -160,9 +160,9 @@ pub fn keygen(
     let (cert, _rev) = builder.generate()?;
     let public = cert.armored().to_vec()?;
     let secret = cert.as_tsk().armored().to_vec()?;
-    std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+    std::fs::create_dir_all(dir).map_err(|cause| KeyError::Write {
         path: dir.to_owned(),
-        source,
+        cause,
     })?;
     write_new(&key_path, &secret, 0o600)?;
     write_new(&pub_path, &public, 0o644)?;
@@ -176,15 +176,15 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|source| KeyError::Write {
+        .map_err(|cause| KeyError::Write {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
-        .map_err(|source| KeyError::Write {
+        .map_err(|cause| KeyError::Write {
             path: path.to_owned(),
-            source,
+            cause,
         })
 }
 

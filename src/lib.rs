@@ -5,19 +5,25 @@
 //! `backup`/`restore`/`catalog` (the operations) and `commands` (the CLI).
 
 pub mod backup;
+pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod commands;
+pub mod hooks;
+pub mod job;
 pub mod keys;
 pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod progress;
 pub mod restore;
+pub mod schedule;
 pub mod secret;
 pub mod source;
+pub mod state;
 pub mod store;
 
 /// An error with the exit code it stands for.

@@ -3,12 +3,13 @@
 //! and maps the outcome to an exit code: 0 success, 1 a job failed, 2 bad
 //! usage or invalid configuration.
 
-use cellar::{cli, commands, logging, progress};
+use cellar::{cancel, cli, commands, logging, progress};
 use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
     logging::init(cli.verbose, cli.quiet, cli.log_format);
+    cancel::install();
     let code = match commands::dispatch(&cli) {
         Ok(code) => code,
         Err(f) => {

@@ -14,11 +14,11 @@ const STDERR_KEEP: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("cannot run {tool}: {source}; {hint}")]
+    #[error("cannot run {tool}: {cause}; {hint}")]
     Spawn {
         tool: String,
         hint: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{tool} failed ({status}){}", fmt_stderr(.stderr))]
     Failed {
@@ -26,11 +26,8 @@ pub enum ProcessError {
         status: ExitStatus,
         stderr: String,
     },
-    #[error("waiting for {tool}: {source}")]
-    Wait {
-        tool: String,
-        source: std::io::Error,
-    },
+    #[error("waiting for {tool}: {cause}")]
+    Wait { tool: String, cause: std::io::Error },
 }
 
 fn fmt_stderr(s: &str) -> String {
@@ -52,10 +49,10 @@ pub struct Running {
 /// Spawns `cmd` with stderr captured. The caller sets stdin/stdout.
 pub fn spawn(cmd: &mut Command, tool: &str, hint: &str) -> Result<Running, ProcessError> {
     cmd.stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+    let mut child = cmd.spawn().map_err(|cause| ProcessError::Spawn {
         tool: tool.to_string(),
         hint: hint.to_string(),
-        source,
+        cause,
     })?;
     let mut err = child.stderr.take().expect("stderr was piped");
     let stderr = std::thread::spawn(move || {
@@ -87,9 +84,9 @@ impl Running {
     /// Waits for the child; a non-zero exit is an error with its stderr.
     /// Returns the stderr text on success (warnings, notices).
     pub fn wait(mut self) -> Result<String, ProcessError> {
-        let status = self.child.wait().map_err(|source| ProcessError::Wait {
+        let status = self.child.wait().map_err(|cause| ProcessError::Wait {
             tool: self.tool.clone(),
-            source,
+            cause,
         })?;
         self.waited = true;
         let stderr = self

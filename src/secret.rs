@@ -59,10 +59,10 @@ impl SecretSource {
 /// What went wrong resolving a secret; the message says how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read secret file {path}: {source}; create it (chmod 600) or fix the path")]
+    #[error("cannot read secret file {path}: {cause}; create it (chmod 600) or fix the path")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("environment variable {0} is not set; export it or use \"file:PATH\"")]
     MissingEnv(String),
@@ -82,9 +82,9 @@ pub struct Resolved {
 pub fn resolve(spec: &str, base: &Path) -> Result<Resolved, SecretError> {
     if let Some(path) = spec.strip_prefix("file:") {
         let path = base.join(path);
-        let text = std::fs::read_to_string(&path).map_err(|source| SecretError::Unreadable {
+        let text = std::fs::read_to_string(&path).map_err(|cause| SecretError::Unreadable {
             path: path.clone(),
-            source,
+            cause,
         })?;
         let value = text.strip_suffix('\n').unwrap_or(&text);
         let value = value.strip_suffix('\r').unwrap_or(value);

@@ -1,14 +1,19 @@
-//! `cellar backup PROFILE`: one backup now.
+//! `cellar backup PROFILE`: one backup now (with its hooks and canaries).
 
 use std::path::Path;
 
 use super::SharedProgress;
 use crate::Failure;
 
-pub fn run(dir: &Path, name: &str, progress: SharedProgress) -> Result<i32, Failure> {
+pub fn run(
+    dir: &Path,
+    name: &str,
+    metrics: Option<&Path>,
+    progress: SharedProgress,
+) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
-    let store = super::open_store(dir, &profile)?;
-    let m = crate::backup::run(&profile, store.as_ref(), progress.as_ref())?;
+    let global = super::load_global(dir)?;
+    let m = super::runner(dir, &global, metrics, progress.as_ref()).run(&profile)?;
     println!(
         "{}: backup {} complete: {} payload(s), {} stored",
         profile.name,

@@ -1,15 +1,19 @@
 //! One file per subcommand. Each builds its options and calls into
-//! `backup`, `restore`, `catalog`, `store` or `source`; the shared steps
-//! (load a profile, open its store, unlock its key) live here.
+//! `job`, `backup`, `restore`, `catalog`, `store` or `source`; the shared
+//! steps (load a profile, open its store, unlock its key) live here.
 
 mod backup;
 mod check;
+mod daemon;
 mod db;
 mod init;
 mod keygen;
 mod list;
+mod meta;
 mod restore;
 mod run;
+mod show;
+mod status;
 mod verify;
 
 use std::path::Path;
@@ -19,8 +23,9 @@ use anyhow::Context;
 use tracing::warn;
 
 use crate::cli::{Cli, Command};
+use crate::job::Runner;
 use crate::keys::{self, Identity};
-use crate::profile::{self, LoadError, Profile};
+use crate::profile::{self, Global, LoadError, ProblemList, Profile};
 use crate::progress::{self, Progress};
 use crate::store::{self, Store};
 use crate::Failure;
@@ -29,10 +34,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
     let abs = std::path::absolute(&cli.config_dir).map_err(Failure::config)?;
     let dir = abs.as_path();
     let progress = progress::for_terminal(cli.quiet);
+    let metrics = cli.metrics_file.as_deref();
     match &cli.command {
         Command::Check { profiles } => check::run(dir, profiles),
-        Command::Run { profiles } => run::run(dir, profiles, progress),
-        Command::Backup { profile } => backup::run(dir, profile, progress),
+        Command::Run { profiles, due } => run::run(dir, profiles, *due, metrics, progress),
+        Command::Backup { profile } => backup::run(dir, profile, metrics, progress),
         Command::List { profile, json } => list::run(dir, profile, *json),
         Command::Verify { profile, id, all } => {
             verify::run(dir, profile, id.as_deref(), *all, progress)
@@ -45,6 +51,15 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
         } => keygen::run(dir, name, user_id.as_deref(), passphrase.as_deref()),
         Command::Init { kind, name } => init::run(dir, *kind, name),
         Command::Db { command } => db::run(dir, command),
+        Command::Status {
+            profiles,
+            max_age,
+            json,
+        } => status::run(dir, profiles, *max_age, *json),
+        Command::Show { profile } => show::run(dir, profile),
+        Command::Daemon { tick } => daemon::run(dir, *tick, metrics, progress),
+        Command::Completions { shell } => meta::completions(*shell),
+        Command::Man => meta::man(),
     }
 }
 
@@ -55,11 +70,30 @@ pub fn load_one(dir: &Path, name: &str) -> Result<Profile, Failure> {
         .map_err(Failure::config)?
         .remove(0);
     let p = profile::load(dir, &file)
-        .map_err(|ps| Failure::config(LoadError::Problems(profile::ProblemList(ps))))?;
+        .map_err(|ps| Failure::config(LoadError::Problems(ProblemList(ps))))?;
     for w in &p.warnings {
         warn!("{w}");
     }
     Ok(p)
+}
+
+/// `cellar.toml`, the settings shared by every profile.
+pub fn load_global(dir: &Path) -> Result<Global, Failure> {
+    profile::load_global(dir).map_err(|ps| Failure::config(LoadError::Problems(ProblemList(ps))))
+}
+
+pub fn runner<'a>(
+    dir: &'a Path,
+    global: &'a Global,
+    metrics: Option<&Path>,
+    progress: &'a dyn Progress,
+) -> Runner<'a> {
+    Runner {
+        config_dir: dir,
+        global,
+        metrics_file: metrics.map(Path::to_path_buf),
+        progress,
+    }
 }
 
 pub fn open_store(dir: &Path, p: &Profile) -> Result<Box<dyn Store>, Failure> {

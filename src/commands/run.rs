@@ -1,18 +1,59 @@
-//! `cellar run [PROFILE...]`: back up every profile; one failing profile
-//! never stops the others, and a summary at the end names each failure.
-//! Exit 2 when a profile is invalid, else 1 when a backup failed.
+//! `cellar run [--due] [PROFILE...]`: back up every profile (or, with
+//! `--due`, those whose schedule fired since their last successful
+//! backup); one failing profile never stops the others, and a summary at
+//! the end names each failure. Exit 2 when a profile is invalid, else 1
+//! when a backup failed.
 
 use std::path::Path;
 
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::SharedProgress;
-use crate::profile::{self, ProblemList};
-use crate::Failure;
+use crate::profile::{self, ProblemList, Profile};
+use crate::{catalog, manifest, schedule, state, Failure};
 
-pub fn run(dir: &Path, names: &[String], progress: SharedProgress) -> Result<i32, Failure> {
+/// When the profile last succeeded: the state file, or else the newest
+/// complete backup in the store (so a lost state folder cannot cause a
+/// burst of backups, nor hide a missing one).
+fn last_success(dir: &Path, p: &Profile) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Some(r) = state::load(dir, &p.name).last_success {
+        return Some(r.started_at);
+    }
+    let store = crate::store::open(&p.store, dir).ok()?;
+    catalog::scan(store.as_ref(), &p.name)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|e| e.complete)
+        .and_then(|e| manifest::parse_id(&e.id))
+}
+
+/// Whether `--due` picks the profile now.
+pub fn due(dir: &Path, p: &Profile, now: chrono::DateTime<chrono::Utc>) -> bool {
+    match &p.schedule {
+        None => {
+            debug!(
+                "{}: no schedule; `run --due` leaves it to explicit runs",
+                p.name
+            );
+            false
+        }
+        Some(s) => schedule::is_due(&s.cron, last_success(dir, p), now),
+    }
+}
+
+pub fn run(
+    dir: &Path,
+    names: &[String],
+    only_due: bool,
+    metrics: Option<&Path>,
+    progress: SharedProgress,
+) -> Result<i32, Failure> {
     let files = profile::discover(dir).map_err(Failure::config)?;
     let files = profile::select(dir, files, names).map_err(Failure::config)?;
+    let global = super::load_global(dir)?;
+    let runner = super::runner(dir, &global, metrics, progress.as_ref());
+    let now = schedule::now();
     let mut ok = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut invalid = false;
@@ -30,13 +71,10 @@ pub fn run(dir: &Path, names: &[String], progress: SharedProgress) -> Result<i32
         for w in &p.warnings {
             warn!("{w}");
         }
-        let result = crate::store::open(&p.store, dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|store| {
-                crate::backup::run(&p, store.as_ref(), progress.as_ref())
-                    .map_err(anyhow::Error::from)
-            });
-        match result {
+        if only_due && !due(dir, &p, now) {
+            continue;
+        }
+        match runner.run(&p) {
             Ok(m) => {
                 println!("{}: backup {} complete", p.name, m.id);
                 ok.push(p.name.clone());
@@ -45,6 +83,9 @@ pub fn run(dir: &Path, names: &[String], progress: SharedProgress) -> Result<i32
                 error!("{:#}", e);
                 failed.push((p.name.clone(), format!("{e:#}")));
             }
+        }
+        if crate::cancel::requested() {
+            break;
         }
     }
     println!("summary: {} succeeded, {} failed", ok.len(), failed.len());

@@ -7,7 +7,7 @@
 //! a truncated stream for a complete one.
 
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 
 /// Chunk size and queue depth: 16 × 256 KiB = 4 MiB in flight per pipe.
 pub const CHUNK: usize = 256 * 1024;
@@ -108,13 +108,20 @@ impl Read for ChannelReader {
             if self.done {
                 return Ok(0);
             }
-            match self.rx.recv() {
+            // Wake up now and then, so a signal stops a stage that waits
+            // on a quiet source (pg_dump waiting for a lock).
+            match self.rx.recv_timeout(std::time::Duration::from_millis(250)) {
                 Ok(Msg::Data(d)) => {
                     self.cur = d;
                     self.pos = 0;
                 }
                 Ok(Msg::Abort) => return Err(io::Error::other(Aborted)),
-                Err(_) => {
+                Err(RecvTimeoutError::Timeout) => {
+                    if crate::cancel::requested() {
+                        return Err(crate::cancel::interrupted());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
                     self.done = true;
                     return Ok(0);
                 }

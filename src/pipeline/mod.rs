@@ -75,8 +75,15 @@ where
 
         // Report the cause, not its echo: a failing store breaks the pipes
         // upstream, and a failing source aborts the stages after it.
+        let echo = |e: &anyhow::Error| {
+            e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            })
+        };
         match (produced, encoded, stored) {
             (_, _, Err(e)) if !e.is_upstream() => Err(PipelineError::Store(e)),
+            (Err(e), Err(enc), _) if echo(&e) => Err(PipelineError::Encode(enc)),
             (Err(e), _, _) => Err(PipelineError::Source(e)),
             (Ok(()), Err(e), _) => Err(PipelineError::Encode(e)),
             (Ok(()), Ok(_), Err(e)) => Err(PipelineError::Store(e)),
@@ -108,6 +115,9 @@ fn encode(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            if crate::cancel::requested() {
+                return Err(crate::cancel::interrupted());
+            }
             plain.write_all(&buf[..n])?;
             progress.advance(n as u64);
         }
@@ -208,7 +218,7 @@ pub fn restore_stream<T>(
                 op: "read",
                 store: store.location(),
                 key: key.to_string(),
-                source: e,
+                cause: e,
             }));
         }
     } else {

@@ -53,6 +53,8 @@ pub struct Profile {
     pub compression: Compression,
     pub retention: Retention,
     pub mirror: Option<Mirror>,
+    pub hooks: Hooks,
+    pub canary: Canary,
     /// Non-fatal findings, e.g. a secret file readable by others.
     pub warnings: Vec<String>,
 }
@@ -282,6 +284,37 @@ pub struct Retention {
     pub monthly: u32,
 }
 
+/// One hook command, split into words; `shell` runs the text with `sh -c`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCommand {
+    pub text: String,
+    pub argv: Vec<String>,
+    pub shell: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub before: Vec<HookCommand>,
+    pub after: Vec<HookCommand>,
+    pub on_failure: Vec<HookCommand>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    /// Percent; 0 = off.
+    pub shrink_warn: u32,
+    pub strict: bool,
+}
+
+impl Default for Canary {
+    fn default() -> Self {
+        Canary {
+            shrink_warn: 50,
+            strict: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Mirror {
     pub database: String,
@@ -302,11 +335,8 @@ pub enum LoadError {
         dir: PathBuf,
         known: String,
     },
-    #[error("cannot read the profiles folder {dir}: {source}; create it or pass --config-dir")]
-    Dir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read the profiles folder {dir}: {cause}; create it or pass --config-dir")]
+    Dir { dir: PathBuf, cause: std::io::Error },
 }
 
 #[derive(Debug)]
@@ -339,7 +369,7 @@ pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
     if !dir.is_dir() {
         return Err(LoadError::Dir {
             dir: dir.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
+            cause: std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
         });
     }
     let mut files = Vec::new();
@@ -349,7 +379,7 @@ pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
     {
         let entry = entry.map_err(|e| LoadError::Dir {
             dir: dir.clone(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         let path = entry.path();
         if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "toml") {
@@ -586,6 +616,15 @@ pub fn parse(
         }
     };
 
+    let hooks = match v.section::<raw::Hooks>(get("hooks"), "hooks", template) {
+        None => Some(Hooks::default()),
+        Some(h) => h.and_then(|h| v.hooks(h)),
+    };
+    let canary = match v.section::<raw::Canary>(get("canary"), "canary", template) {
+        None => Some(Canary::default()),
+        Some(c) => c.and_then(|c| v.canary(c)),
+    };
+
     if !v.problems.is_empty() {
         return Err(v.problems);
     }
@@ -597,6 +636,8 @@ pub fn parse(
         Some(compression),
         Some(retention),
         Some(mirror),
+        Some(hooks),
+        Some(canary),
     ) = (
         kind,
         source,
@@ -605,6 +646,8 @@ pub fn parse(
         compression,
         retention,
         mirror,
+        hooks,
+        canary,
     )
     else {
         unreachable!("a missing part always records a problem")
@@ -620,6 +663,8 @@ pub fn parse(
         compression,
         retention,
         mirror,
+        hooks,
+        canary,
         warnings: v.warnings,
     })
 }
@@ -953,6 +998,119 @@ impl Validator<'_> {
             checks: m.checks,
             keep_previous: m.keep_previous,
         })
+    }
+}
+
+impl Validator<'_> {
+    fn hook_list(
+        &mut self,
+        key: &str,
+        list: &[Spanned<String>],
+        shell: bool,
+    ) -> Option<Vec<HookCommand>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for h in list {
+            match shell_words::split(h.get_ref()) {
+                Ok(argv) if !argv.is_empty() => out.push(HookCommand {
+                    text: h.get_ref().clone(),
+                    argv,
+                    shell,
+                }),
+                Ok(_) => {
+                    ok = false;
+                    self.problem(
+                        Some(h.span()),
+                        key,
+                        "empty command",
+                        "remove the empty entry",
+                    );
+                }
+                Err(e) => {
+                    ok = false;
+                    self.problem(
+                        Some(h.span()),
+                        key,
+                        format!("cannot split `{}` into words: {e}", h.get_ref()),
+                        "close the quote, or set shell = true in [hooks] to hand the line to sh -c",
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn hooks(&mut self, h: raw::Hooks) -> Option<Hooks> {
+        let before = self.hook_list("hooks.before", &h.before, h.shell);
+        let after = self.hook_list("hooks.after", &h.after, h.shell);
+        let on_failure = self.hook_list("hooks.on_failure", &h.on_failure, h.shell);
+        Some(Hooks {
+            before: before?,
+            after: after?,
+            on_failure: on_failure?,
+        })
+    }
+
+    fn canary(&mut self, c: raw::Canary) -> Option<Canary> {
+        let shrink_warn = match c.shrink_warn {
+            Some(s) if *s.get_ref() > 100 => {
+                self.problem(
+                    Some(s.span()),
+                    "canary.shrink_warn",
+                    format!("{} is not a percentage", s.get_ref()),
+                    "use 1-100 (percent smaller than the previous dump), or 0 to turn the check off",
+                );
+                return None;
+            }
+            Some(s) => *s.get_ref(),
+            None => Canary::default().shrink_warn,
+        };
+        Some(Canary {
+            shrink_warn,
+            strict: c.strict.unwrap_or(false),
+        })
+    }
+}
+
+/// The optional `DIR/cellar.toml`: settings for every profile.
+#[derive(Debug, Default)]
+pub struct Global {
+    pub hooks: Hooks,
+}
+
+/// Reads `DIR/cellar.toml` if it exists.
+pub fn load_global(config_dir: &Path) -> Result<Global, Vec<Problem>> {
+    let rel = PathBuf::from("cellar.toml");
+    let text = match std::fs::read_to_string(config_dir.join(&rel)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Global::default()),
+        Err(e) => {
+            return Err(vec![Problem {
+                file: rel,
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+                fix: "check the file's permissions".into(),
+            }])
+        }
+    };
+    let loc = Locator {
+        file: rel.clone(),
+        text: &text,
+    };
+    let raw: raw::Global =
+        toml::from_str(&text).map_err(|e| vec![loc.from_toml("", &e, "README.md")])?;
+    let mut v = Validator {
+        loc: &loc,
+        base: config_dir,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let hooks = raw.hooks.map_or(Some(Hooks::default()), |h| v.hooks(h));
+    match hooks {
+        Some(hooks) if v.problems.is_empty() => Ok(Global { hooks }),
+        _ => Err(v.problems),
     }
 }
 

@@ -25,6 +25,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "compression",
     "retention",
     "mirror",
+    "hooks",
+    "canary",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -143,4 +145,38 @@ pub struct Mirror {
     pub checks: Vec<String>,
     #[serde(default)]
     pub keep_previous: bool,
+}
+
+/// Commands run around a backup. Each entry is one command line, split
+/// into words like a shell would (quotes work) but run without a shell
+/// unless `shell = true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default)]
+    pub before: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub on_failure: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub shell: bool,
+}
+
+/// Warnings about suspicious dumps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// Warn when the dump is smaller than the previous one by more than
+    /// this many percent (default 50; 0 turns the check off).
+    pub shrink_warn: Option<Spanned<u32>>,
+    /// Fail the run (exit 1) instead of warning.
+    pub strict: Option<bool>,
+}
+
+/// The optional global `cellar.toml` in the config dir.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    pub hooks: Option<Hooks>,
 }

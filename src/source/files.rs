@@ -17,6 +17,8 @@ use crate::profile::{Exclude, FilesSource};
 #[derive(Debug, Default, Clone)]
 pub struct TarStats {
     pub entries: u64,
+    /// Regular files among the entries.
+    pub files: u64,
     pub skipped: u64,
 }
 
@@ -54,6 +56,9 @@ pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<Ta
                 .append_path_with_name(path, &name)
                 .with_context(|| format!("archiving {}", path.display()))?;
             stats.entries += 1;
+            if ft.is_file() {
+                stats.files += 1;
+            }
         }
     }
     builder.into_inner()?.flush()?;

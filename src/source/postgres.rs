@@ -207,6 +207,20 @@ pub fn database_state(conn: &PgConn, database: &str) -> anyhow::Result<Option<u6
     Ok(Some(n.trim().parse().unwrap_or(0)))
 }
 
+/// How many user tables `database` has (0: the dump would be empty).
+pub fn count_tables(conn: &PgConn, database: &str) -> anyhow::Result<u64> {
+    let n = query(
+        conn,
+        database,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'm')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg\\_toast%';",
+        &[],
+    )?;
+    Ok(n.trim().parse().unwrap_or(0))
+}
+
 pub fn create_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
     query(
         conn,

@@ -25,12 +25,12 @@ impl LocalStore {
         self.root.join(key)
     }
 
-    fn err(&self, op: &'static str, key: &str, source: io::Error) -> StoreError {
+    fn err(&self, op: &'static str, key: &str, cause: io::Error) -> StoreError {
         StoreError::Io {
             op,
             store: self.location(),
             key: key.to_string(),
-            source,
+            cause,
         }
     }
 }

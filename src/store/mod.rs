@@ -28,13 +28,12 @@ pub struct ObjectInfo {
 pub enum StoreError {
     #[error("{key} is not in the store {store}")]
     NotFound { store: String, key: String },
-    #[error("{op} {key} in {store}: {source}")]
+    #[error("{op} {key} in {store}: {cause}")]
     Io {
         op: &'static str,
         store: String,
         key: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Unsupported(String),
@@ -44,8 +43,8 @@ impl StoreError {
     /// True when the error came from the data being written, not from the
     /// store (the pipeline feeding `put` failed first).
     pub fn is_upstream(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::Other
-            && source.get_ref().is_some_and(|e| e.is::<crate::pipeline::channel::Aborted>()))
+        matches!(self, StoreError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::Other
+            && cause.get_ref().is_some_and(|e| e.is::<crate::pipeline::channel::Aborted>()))
     }
 }
 
@@ -77,11 +76,11 @@ pub trait Store: Send + Sync {
         let read = self
             .get(&key)
             .and_then(|mut r| {
-                r.read_to_end(&mut back).map_err(|source| StoreError::Io {
+                r.read_to_end(&mut back).map_err(|cause| StoreError::Io {
                     op: "read back",
                     store: self.location(),
                     key: key.clone(),
-                    source,
+                    cause,
                 })
             })
             .map(|_| ());

@@ -5,5 +5,6 @@ mod breakglass;
 mod damage;
 mod files;
 mod harness;
+mod ops;
 mod postgres;
 mod profiles;

@@ -1,0 +1,98 @@
+//! `cellar show PROFILE`: the profile as cellar resolved it (defaults
+//! filled in, paths absolute, certificates loaded), with secrets redacted.
+
+use std::path::Path;
+
+use crate::profile::{Databases, HookCommand, Source};
+use crate::Failure;
+
+fn hooks(name: &str, list: &[HookCommand]) {
+    for h in list {
+        println!(
+            "  {name} = {:?}{}",
+            h.text,
+            if h.shell { " (sh -c)" } else { "" }
+        );
+    }
+}
+
+pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
+    let p = super::load_one(dir, name)?;
+    println!("profile {} ({})", p.name, p.file.display());
+    println!("kind = {}", p.kind.as_str());
+    if let Some(s) = &p.schedule {
+        println!("schedule = {:?} (local time)", s.expr);
+    }
+    println!("[source]");
+    match &p.source {
+        Source::Postgres(pg) => {
+            println!("  server = {}", pg.conn.describe());
+            if let Some(src) = &pg.conn.password_source {
+                println!("  password = {}", src.describe());
+            }
+            match &pg.databases {
+                Databases::One(d) => println!("  database = {d:?}"),
+                Databases::Many(ds) => println!("  databases = {ds:?}"),
+                Databases::All => println!("  all = true"),
+            }
+            println!("  format = {:?}", pg.format);
+            println!("  globals = {}", pg.globals);
+            println!("  pg_dump_args = {:?}", pg.pg_dump_args);
+            println!(
+                "  pg_bin_dir = {}",
+                pg.conn
+                    .bin_dir
+                    .as_ref()
+                    .map_or("(PATH)".to_string(), |d| d.display().to_string())
+            );
+        }
+        Source::Files(fs) => {
+            for path in &fs.paths {
+                println!("  path = {}", path.display());
+            }
+            for x in &fs.exclude {
+                println!("  exclude = {:?}", x.text);
+            }
+        }
+    }
+    println!("[store]\n  url = {}", p.store.url);
+    println!("[encryption]");
+    for r in &p.encryption.recipients {
+        println!("  recipient = {} ({})", r.path.display(), r.fingerprint());
+    }
+    if let Some(i) = &p.encryption.identity {
+        println!("  identity = {}", i.display());
+    }
+    if p.encryption.passphrase.is_some() {
+        println!("  passphrase = <redacted>");
+    }
+    let c = p.compression;
+    println!(
+        "[compression]\n  algorithm = {:?}\n  level = {}\n  threads = {} ({} used)",
+        c.algorithm,
+        c.level,
+        c.threads,
+        c.effective_threads()
+    );
+    let r = p.retention;
+    println!(
+        "[retention]\n  daily = {}\n  weekly = {}\n  monthly = {}",
+        r.daily, r.weekly, r.monthly
+    );
+    if let Some(m) = &p.mirror {
+        println!(
+            "[mirror]\n  database = {:?} on {}",
+            m.database,
+            m.conn.describe()
+        );
+    }
+    println!("[hooks]");
+    hooks("before", &p.hooks.before);
+    hooks("after", &p.hooks.after);
+    hooks("on_failure", &p.hooks.on_failure);
+    println!(
+        "[canary]\n  shrink_warn = {}%\n  strict = {}",
+        p.canary.shrink_warn, p.canary.strict
+    );
+    Ok(0)
+}

@@ -1,0 +1,93 @@
+//! `cellar status [--max-age DURATION] [--json] [PROFILE...]`: the last
+//! success, last failure and last mirror drill of each profile, from the
+//! state folder. Exit 1 when any profile's last run failed or its last
+//! success is missing or older than `--max-age`: a Nagios-style check.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::profile;
+use crate::state::{self, Outcome, Run};
+use crate::{schedule, Failure};
+
+fn age(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(secs - secs % 60)).to_string()
+}
+
+fn describe(now: DateTime<Utc>, r: Option<&Run>) -> String {
+    match r {
+        None => "never".into(),
+        Some(r) => format!(
+            "{} ({} ago)",
+            r.backup_id
+                .clone()
+                .unwrap_or_else(|| r.finished_at.format("%Y-%m-%d %H:%M").to_string()),
+            age(now, r.finished_at)
+        ),
+    }
+}
+
+pub fn run(
+    dir: &Path,
+    names: &[String],
+    max_age: Option<Duration>,
+    json: bool,
+) -> Result<i32, Failure> {
+    let files = profile::discover(dir).map_err(Failure::config)?;
+    let files = profile::select(dir, files, names).map_err(Failure::config)?;
+    let now = schedule::now();
+    let mut bad = 0;
+    let mut rows = Vec::new();
+    for f in &files {
+        let st = state::load(dir, &f.name);
+        let failed = st
+            .last_run
+            .as_ref()
+            .is_some_and(|r| r.outcome == Outcome::Failure);
+        let stale = match (&st.last_success, max_age) {
+            (None, _) => true,
+            (Some(r), Some(max)) => (now - r.finished_at).to_std().unwrap_or_default() > max,
+            (Some(_), None) => false,
+        };
+        let verdict = match (failed, stale) {
+            (true, _) => "FAILED",
+            (false, true) => "STALE",
+            (false, false) => "ok",
+        };
+        if failed || stale {
+            bad += 1;
+        }
+        if json {
+            rows.push(serde_json::json!({
+                "profile": f.name,
+                "status": verdict.to_lowercase(),
+                "last_success": st.last_success,
+                "last_failure": st.last_failure,
+                "last_mirror": st.last_mirror,
+                "last_success_age_seconds": st.last_success.as_ref().map(|r| (now - r.finished_at).num_seconds()),
+            }));
+        } else {
+            println!("{}: {verdict}", f.name);
+            println!(
+                "  last success: {}",
+                describe(now, st.last_success.as_ref())
+            );
+            let failure = describe(now, st.last_failure.as_ref());
+            match st.last_failure.as_ref().and_then(|r| r.error.as_deref()) {
+                Some(e) => println!(
+                    "  last failure: {failure}: {}",
+                    e.lines().next().unwrap_or("")
+                ),
+                None => println!("  last failure: {failure}"),
+            }
+            println!("  last mirror:  {}", describe(now, st.last_mirror.as_ref()));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    }
+    Ok(if bad > 0 { 1 } else { 0 })
+}

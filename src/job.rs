@@ -1,0 +1,164 @@
+//! One scheduled unit of work: a profile's backup with everything around
+//! it. Hooks run first (global, then the profile's), then the backup, the
+//! canary checks, the state record, the closing hooks (`after` on success,
+//! `on_failure` otherwise, even when a `before` hook failed) and the
+//! metrics file. `backup`, `run` and `daemon` all go through here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use tracing::{error, warn};
+
+use crate::hooks::{self, HookEnv};
+use crate::manifest::{Content, Manifest};
+use crate::profile::{Global, HookCommand, Profile};
+use crate::progress::Progress;
+use crate::state::{self, Outcome, Run};
+
+pub struct Runner<'a> {
+    pub config_dir: &'a Path,
+    pub global: &'a Global,
+    pub metrics_file: Option<PathBuf>,
+    pub progress: &'a dyn Progress,
+}
+
+/// The main payloads' plaintext size (roles and tablespaces excluded).
+fn dump_bytes(m: &Manifest) -> u64 {
+    m.payloads
+        .iter()
+        .filter(|p| p.content != Content::Globals)
+        .map(|p| p.plain_size)
+        .sum()
+}
+
+/// Canary findings: an empty dump, or one much smaller than the last.
+pub fn canary(p: &Profile, m: &Manifest, previous_plain: Option<u64>) -> Vec<String> {
+    let mut found = Vec::new();
+    if m.source.entries == Some(0) {
+        found.push(match p.kind {
+            crate::profile::Kind::Postgres => {
+                "the dump is empty: the database has no tables".to_string()
+            }
+            crate::profile::Kind::Files => {
+                "the backup is empty: no files were found under `paths`".to_string()
+            }
+        });
+    }
+    let now = dump_bytes(m);
+    if let Some(before) = previous_plain.filter(|b| *b > 0) {
+        if p.canary.shrink_warn > 0 && now < before {
+            let shrink = 100.0 * (before - now) as f64 / before as f64;
+            if shrink > p.canary.shrink_warn as f64 {
+                found.push(format!(
+                    "the dump is {shrink:.0}% smaller than the previous one ({before} -> {now} bytes; shrink_warn = {}%)",
+                    p.canary.shrink_warn
+                ));
+            }
+        }
+    }
+    found
+}
+
+impl Runner<'_> {
+    pub fn run(&self, p: &Profile) -> anyhow::Result<Manifest> {
+        // The injectable clock (CELLAR_NOW), so schedule tests stay coherent.
+        let started_at = crate::schedule::now();
+        let clock = std::time::Instant::now();
+        let mut st = state::load(self.config_dir, &p.name);
+        let previous_plain = st.last_success.as_ref().map(|r| r.plain_bytes);
+        let before: Vec<&HookCommand> = self
+            .global
+            .hooks
+            .before
+            .iter()
+            .chain(&p.hooks.before)
+            .collect();
+        let running = HookEnv {
+            profile: &p.name,
+            backup_id: None,
+            status: "running",
+            error: None,
+        };
+        let mut warnings = Vec::new();
+        let mut made: Option<Manifest> = None;
+        let result = hooks::run("before", &before, &running).and_then(|_| {
+            let store = crate::store::open(&p.store, self.config_dir)?;
+            let m = crate::backup::run(p, store.as_ref(), self.progress)?;
+            warnings = canary(p, &m, previous_plain);
+            made = Some(m.clone());
+            for w in &warnings {
+                warn!("{}: canary: {w}", p.name);
+            }
+            if p.canary.strict && !warnings.is_empty() {
+                return Err(anyhow!(
+                    "{}: backup {} was stored, but the canary failed (strict = true): {}",
+                    p.name,
+                    m.id,
+                    warnings.join("; ")
+                ));
+            }
+            Ok(m)
+        });
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        let run = Run {
+            backup_id: made.as_ref().map(|m| m.id.clone()),
+            started_at,
+            finished_at: started_at
+                + chrono::Duration::from_std(clock.elapsed()).unwrap_or_default(),
+            outcome: if result.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            stored_bytes: made.as_ref().map_or(0, |m| m.stored_size()),
+            plain_bytes: made.as_ref().map_or(0, dump_bytes),
+            error: error.clone(),
+            warnings,
+        };
+        st.record(run);
+        if let Err(e) = state::save(self.config_dir, &p.name, &st) {
+            error!(
+                "{}: cannot record the run in {}: {e}",
+                p.name,
+                state::dir(self.config_dir).display()
+            );
+        }
+
+        let closing = HookEnv {
+            profile: &p.name,
+            backup_id: made.as_ref().map(|m| m.id.as_str()),
+            status: if result.is_ok() { "success" } else { "failure" },
+            error: error.as_deref(),
+        };
+        let (stage, list): (&str, Vec<&HookCommand>) = if result.is_ok() {
+            (
+                "after",
+                p.hooks
+                    .after
+                    .iter()
+                    .chain(&self.global.hooks.after)
+                    .collect(),
+            )
+        } else {
+            (
+                "on_failure",
+                p.hooks
+                    .on_failure
+                    .iter()
+                    .chain(&self.global.hooks.on_failure)
+                    .collect(),
+            )
+        };
+        // A closing hook that fails does not change what happened to the
+        // backup; it is reported as an error of its own.
+        for e in hooks::run_all(stage, &list, &closing) {
+            error!("{}: {e:#}", p.name);
+        }
+        if let Some(path) = &self.metrics_file {
+            if let Err(e) = crate::metrics::write(self.config_dir, path) {
+                error!("cannot write the metrics file {}: {e}", path.display());
+            }
+        }
+        result
+    }
+}
