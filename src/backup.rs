@@ -188,13 +188,15 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
             };
             let mut tables = 0;
             for db in &databases {
-                tables += postgres::count_tables(conn, db)
-                    .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
                 let custom = pg.format == DumpFormat::Custom;
                 let args = &pg.pg_dump_args;
                 job.stream(content, several.then_some(db.as_str()), ext, |w| {
                     postgres::dump(conn, db, custom, args, w)
                 })?;
+                // Counted after the dump, so pg_dump's own error explains
+                // a database that cannot be read.
+                tables += postgres::count_tables(conn, db)
+                    .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
             }
             if pg.globals {
                 job.stream(Content::Globals, None, "globals.sql", |w| {
