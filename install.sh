@@ -117,4 +117,35 @@ else
     say "installed $dest"
 fi
 "$dest" --version 2>/dev/null | sed 's/^/install.sh: /' || true
-say "done; next: see crontab.example, or try scripts/demo.sh"
+
+# --- completions, man page, service examples, logrotate ------------------
+# Each file is (re)generated from the installed binary, so it matches it.
+put() { # put DEST MODE: write stdin to DEST when it differs
+    local tmp
+    tmp=$(mktemp)
+    cat > "$tmp"
+    if [[ -f "$1" ]] && cmp -s "$tmp" "$1"; then
+        rm -f "$tmp"
+        return 0
+    fi
+    install -D -m "$2" "$tmp" "$1"
+    rm -f "$tmp"
+    say "installed $1"
+}
+"$dest" completions bash | put /usr/share/bash-completion/completions/cellar 0644
+"$dest" completions zsh | put /usr/local/share/zsh/site-functions/_cellar 0644
+"$dest" completions fish | put /usr/share/fish/vendor_completions.d/cellar.fish 0644
+"$dest" man | put "$PREFIX/share/man/man1/cellar.1" 0644
+# Examples: installed once, never over a file the admin may have edited.
+for unit in cellar.service cellar.timer cellar-daemon.service; do
+    if [[ -d /etc/systemd/system && ! -e /etc/systemd/system/$unit ]]; then
+        install -m 0644 "$ROOT/packaging/$unit" "/etc/systemd/system/$unit"
+        say "installed /etc/systemd/system/$unit (not enabled)"
+    fi
+done
+if [[ -d /etc/logrotate.d && ! -e /etc/logrotate.d/cellar ]]; then
+    install -m 0644 "$ROOT/packaging/logrotate.conf" /etc/logrotate.d/cellar
+    say "installed /etc/logrotate.d/cellar"
+fi
+say "scheduling: either crontab.example, or: systemctl enable --now cellar.timer (or cellar-daemon.service)"
+say "done; next: try scripts/demo.sh"
