@@ -3,7 +3,6 @@
 //! this id are deleted and no manifest is written, so the store never
 //! shows a backup that is not whole.
 
-use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::catalog;
@@ -111,7 +110,7 @@ fn new_id(store: &dyn Store, profile: &str) -> Result<String, crate::store::Stor
         .into_iter()
         .map(|e| e.id)
         .collect();
-    let mut t = Utc::now();
+    let mut t = crate::schedule::now();
     loop {
         let id = manifest::id_for(t);
         if !taken.contains(&id) {
@@ -126,7 +125,8 @@ pub fn run(
     store: &dyn Store,
     progress: &dyn Progress,
 ) -> Result<Manifest, BackupError> {
-    let started_at = Utc::now();
+    // The injectable clock: tests date backups with CELLAR_NOW.
+    let started_at = crate::schedule::now();
     let id = new_id(store, &profile.name).map_err(|e| BackupError::Other {
         profile: profile.name.clone(),
         message: e.to_string(),
@@ -145,7 +145,7 @@ pub fn run(
             kind: profile.kind,
             id: id.clone(),
             started_at,
-            finished_at: Utc::now(),
+            finished_at: crate::schedule::now().max(started_at),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             source,
             compression: profile.compression,

@@ -26,6 +26,9 @@ pub struct Cli {
     /// After every backup, write a Prometheus textfile with each profile's state here.
     #[arg(long, global = true, value_name = "PATH", env = "CELLAR_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// How long to wait for another cellar working on the same profile.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lock_wait: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,6 +49,26 @@ pub enum Command {
         /// Only the profiles whose `schedule` fired since their last successful backup.
         #[arg(long)]
         due: bool,
+        /// Do not apply the retention after a successful backup.
+        #[arg(long)]
+        no_prune: bool,
+    },
+    /// Apply the retention: keep the newest backup of each recent day, week and month.
+    Prune {
+        profile: String,
+        /// Print what would be kept and deleted, and why; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restore the latest backup into the [mirror] database, swapping it in only on success.
+    Mirror {
+        profile: String,
+        /// Backup id (default: the latest complete backup).
+        #[arg(long)]
+        id: Option<String>,
+        /// With several databases in the backup: which one.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// One backup of one profile, now.
     Backup { profile: String },

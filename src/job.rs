@@ -20,6 +20,10 @@ pub struct Runner<'a> {
     pub global: &'a Global,
     pub metrics_file: Option<PathBuf>,
     pub progress: &'a dyn Progress,
+    /// How long to wait for another cellar holding the profile's lock.
+    pub lock_wait: std::time::Duration,
+    /// Apply the retention after a successful backup.
+    pub prune: bool,
 }
 
 /// The main payloads' plaintext size (roles and tablespaces excluded).
@@ -60,7 +64,25 @@ pub fn canary(p: &Profile, m: &Manifest, previous_plain: Option<u64>) -> Vec<Str
 }
 
 impl Runner<'_> {
+    fn prune(&self, p: &Profile) -> anyhow::Result<()> {
+        let store = crate::store::open(&p.store, self.config_dir)?;
+        let plan = crate::prune::plan(
+            store.as_ref(),
+            &p.name,
+            &p.retention,
+            crate::schedule::now(),
+        )?;
+        let removed = crate::prune::apply(store.as_ref(), &p.name, &plan)?;
+        if !removed.is_empty() {
+            tracing::info!("{}: pruned {}", p.name, removed.join(", "));
+        }
+        Ok(())
+    }
+
     pub fn run(&self, p: &Profile) -> anyhow::Result<Manifest> {
+        // Held until the backup and its prune are done; a busy profile is
+        // not a failed backup, so nothing is recorded for it.
+        let _lock = crate::lock::acquire(self.config_dir, &p.name, "backup", self.lock_wait)?;
         // The injectable clock (CELLAR_NOW), so schedule tests stay coherent.
         let started_at = crate::schedule::now();
         let clock = std::time::Instant::now();
@@ -99,6 +121,14 @@ impl Runner<'_> {
             }
             Ok(m)
         });
+        if result.is_ok() && self.prune {
+            if let Err(e) = self.prune(p) {
+                error!(
+                    "{}: the backup succeeded, but pruning failed: {e:#}",
+                    p.name
+                );
+            }
+        }
         let error = result.as_ref().err().map(|e| format!("{e:#}"));
         let run = Run {
             backup_id: made.as_ref().map(|m| m.id.clone()),

@@ -8,12 +8,12 @@ use crate::Failure;
 pub fn run(
     dir: &Path,
     name: &str,
-    metrics: Option<&Path>,
+    opts: &super::Opts<'_>,
     progress: SharedProgress,
 ) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let global = super::load_global(dir)?;
-    let m = super::runner(dir, &global, metrics, progress.as_ref()).run(&profile)?;
+    let m = super::runner(dir, &global, opts, progress.as_ref()).run(&profile)?;
     println!(
         "{}: backup {} complete: {} payload(s), {} stored",
         profile.name,

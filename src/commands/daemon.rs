@@ -16,14 +16,14 @@ use crate::{cancel, schedule, Failure};
 pub fn run(
     dir: &Path,
     tick: u64,
-    metrics: Option<&Path>,
+    opts: &super::Opts<'_>,
     progress: SharedProgress,
 ) -> Result<i32, Failure> {
     info!("cellar daemon: watching {}", dir.join("profiles").display());
     let mut reported = std::collections::HashSet::new();
     while !cancel::requested() {
         let global = super::load_global(dir)?;
-        let runner = super::runner(dir, &global, metrics, progress.as_ref());
+        let runner = super::runner(dir, &global, opts, progress.as_ref());
         let files = profile::discover(dir).map_err(Failure::config)?;
         for file in &files {
             if cancel::requested() {

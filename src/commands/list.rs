@@ -2,15 +2,29 @@
 
 use std::path::Path;
 
-use crate::catalog;
-use crate::manifest;
 use crate::Failure;
+use crate::{catalog, manifest, retention, schedule};
 
 pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
     let entries = catalog::scan(store.as_ref(), &profile.name)?;
     let (complete, unfinished): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.complete);
+    // The tier each backup is kept under by the retention now.
+    let decisions = retention::decide(
+        &complete
+            .iter()
+            .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
+            .collect::<Vec<_>>(),
+        &profile.retention,
+        schedule::now(),
+    );
+    let tier = |id: &str| {
+        decisions
+            .iter()
+            .find(|d| d.id == id)
+            .map_or("-".to_string(), |d| d.tier_label())
+    };
     if json {
         let rows: Vec<_> = complete
             .iter()
@@ -19,22 +33,24 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                     "id": e.id,
                     "time": manifest::parse_id(&e.id).map(|t| t.to_rfc3339()),
                     "size": e.size(),
+                    "tier": tier(&e.id),
                     "objects": e.objects.iter().map(|o| o.key.rsplit('/').next().unwrap_or(&o.key)).collect::<Vec<_>>(),
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
     } else {
-        println!("{:<18} {:<20} {:>10}", "ID", "TIME (UTC)", "SIZE");
+        println!("{:<18} {:<20} {:>10}  TIER", "ID", "TIME (UTC)", "SIZE");
         for e in &complete {
             let t = manifest::parse_id(&e.id)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default();
             println!(
-                "{:<18} {:<20} {:>10}",
+                "{:<18} {:<20} {:>10}  {}",
                 e.id,
                 t,
-                super::backup::human_bytes(e.size())
+                super::backup::human_bytes(e.size()),
+                tier(&e.id)
             );
         }
         if complete.is_empty() {

@@ -10,6 +10,8 @@ mod init;
 mod keygen;
 mod list;
 mod meta;
+mod mirror;
+mod prune;
 mod restore;
 mod run;
 mod show;
@@ -35,10 +37,36 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
     let dir = abs.as_path();
     let progress = progress::for_terminal(cli.quiet);
     let metrics = cli.metrics_file.as_deref();
+    let wait = cli.lock_wait;
     match &cli.command {
         Command::Check { profiles } => check::run(dir, profiles),
-        Command::Run { profiles, due } => run::run(dir, profiles, *due, metrics, progress),
-        Command::Backup { profile } => backup::run(dir, profile, metrics, progress),
+        Command::Run {
+            profiles,
+            due,
+            no_prune,
+        } => run::run(
+            dir,
+            profiles,
+            *due,
+            &Opts::new(metrics, wait, !no_prune),
+            progress,
+        ),
+        Command::Backup { profile } => {
+            backup::run(dir, profile, &Opts::new(metrics, wait, false), progress)
+        }
+        Command::Prune { profile, dry_run } => prune::run(dir, profile, *dry_run, wait),
+        Command::Mirror {
+            profile,
+            id,
+            database,
+        } => mirror::run(
+            dir,
+            profile,
+            id.as_deref(),
+            database.as_deref(),
+            wait,
+            progress,
+        ),
         Command::List { profile, json } => list::run(dir, profile, *json),
         Command::Verify { profile, id, all } => {
             verify::run(dir, profile, id.as_deref(), *all, progress)
@@ -57,7 +85,9 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             json,
         } => status::run(dir, profiles, *max_age, *json),
         Command::Show { profile } => show::run(dir, profile),
-        Command::Daemon { tick } => daemon::run(dir, *tick, metrics, progress),
+        Command::Daemon { tick } => {
+            daemon::run(dir, *tick, &Opts::new(metrics, wait, true), progress)
+        }
         Command::Completions { shell } => meta::completions(*shell),
         Command::Man => meta::man(),
     }
@@ -82,17 +112,36 @@ pub fn load_global(dir: &Path) -> Result<Global, Failure> {
     profile::load_global(dir).map_err(|ps| Failure::config(LoadError::Problems(ProblemList(ps))))
 }
 
+/// What the backup-running commands share from the command line.
+pub struct Opts<'a> {
+    pub metrics: Option<&'a Path>,
+    pub lock_wait: std::time::Duration,
+    pub prune: bool,
+}
+
+impl<'a> Opts<'a> {
+    pub fn new(metrics: Option<&'a Path>, lock_wait: std::time::Duration, prune: bool) -> Self {
+        Opts {
+            metrics,
+            lock_wait,
+            prune,
+        }
+    }
+}
+
 pub fn runner<'a>(
     dir: &'a Path,
     global: &'a Global,
-    metrics: Option<&Path>,
+    opts: &Opts<'_>,
     progress: &'a dyn Progress,
 ) -> Runner<'a> {
     Runner {
         config_dir: dir,
         global,
-        metrics_file: metrics.map(Path::to_path_buf),
+        metrics_file: opts.metrics.map(Path::to_path_buf),
         progress,
+        lock_wait: opts.lock_wait,
+        prune: opts.prune,
     }
 }
 

@@ -46,13 +46,13 @@ pub fn run(
     dir: &Path,
     names: &[String],
     only_due: bool,
-    metrics: Option<&Path>,
+    opts: &super::Opts<'_>,
     progress: SharedProgress,
 ) -> Result<i32, Failure> {
     let files = profile::discover(dir).map_err(Failure::config)?;
     let files = profile::select(dir, files, names).map_err(Failure::config)?;
     let global = super::load_global(dir)?;
-    let runner = super::runner(dir, &global, metrics, progress.as_ref());
+    let runner = super::runner(dir, &global, opts, progress.as_ref());
     let now = schedule::now();
     let mut ok = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();

@@ -200,7 +200,7 @@ fn run_backs_up_every_profile_and_one_failure_does_not_stop_the_others() {
     env.write("profiles/d_bad.toml", "kind = \"files\"\n");
     std::fs::remove_dir_all(env.path().join("store/b_missing")).ok();
     std::fs::remove_file(env.path().join("profiles/b_missing.toml")).unwrap();
-    let out = env.cellar(&["run"]);
+    let out = env.cellar(&["run", "--no-prune"]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert_eq!(env.manifests("a_ok").len(), 2);
     assert_eq!(env.manifests("c_ok").len(), 2);

@@ -5,6 +5,8 @@ mod breakglass;
 mod damage;
 mod files;
 mod harness;
+mod mirror;
 mod ops;
 mod postgres;
 mod profiles;
+mod retention;

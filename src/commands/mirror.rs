@@ -1,0 +1,77 @@
+//! `cellar mirror PROFILE [--id ID]`: refresh the `[mirror]` database from
+//! a backup, swapping it in only when everything succeeded.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::SharedProgress;
+use crate::restore::Ctx;
+use crate::state::{self, Outcome, Run};
+use crate::{catalog, lock, schedule, Failure};
+
+pub fn run(
+    dir: &Path,
+    name: &str,
+    id: Option<&str>,
+    database: Option<&str>,
+    wait: Duration,
+    progress: SharedProgress,
+) -> Result<i32, Failure> {
+    let profile = super::load_one(dir, name)?;
+    let Some(mirror) = &profile.mirror else {
+        return Err(Failure::config(anyhow::anyhow!(
+            "{} has no [mirror] table; add one with `database = \"{}_test\"`",
+            profile.file.display(),
+            profile.name
+        )));
+    };
+    let store = super::open_store(dir, &profile)?;
+    let identity = super::identity(&profile)?;
+    let _lock = lock::acquire(dir, &profile.name, "mirror", wait)?;
+    let started_at = schedule::now();
+    let m = catalog::manifest(store.as_ref(), &profile.name, id)?;
+    let ctx = Ctx {
+        profile: &profile,
+        store: store.as_ref(),
+        identity: &identity,
+        progress: progress.as_ref(),
+    };
+    let result = crate::mirror::run(&ctx, &m, mirror, database);
+    let mut st = state::load(dir, &profile.name);
+    if let Ok(drill) = &result {
+        {
+            st.last_mirror = Some(Run {
+                backup_id: Some(drill.backup_id.clone()),
+                started_at,
+                finished_at: started_at
+                    + chrono::Duration::milliseconds((drill.seconds * 1000.0) as i64),
+                outcome: Outcome::Success,
+                stored_bytes: m.stored_size(),
+                plain_bytes: m.payloads.iter().map(|p| p.plain_size).sum(),
+                error: None,
+                warnings: drill
+                    .row_counts
+                    .iter()
+                    .take(20)
+                    .map(|(t, n)| format!("{t}: ~{n} rows"))
+                    .chain(std::iter::once(format!(
+                        "{} check(s) passed",
+                        drill.checks_passed
+                    )))
+                    .collect(),
+            });
+            if let Err(e) = state::save(dir, &profile.name, &st) {
+                tracing::error!("cannot record the mirror: {e}");
+            }
+        }
+    }
+    let drill = result?;
+    println!(
+        "{}: backup {} mirrored into {} in {:.1}s ({} check(s) passed)",
+        profile.name, drill.backup_id, mirror.database, drill.seconds, drill.checks_passed
+    );
+    for (table, rows) in drill.row_counts.iter().take(10) {
+        println!("  {table}: ~{rows} rows");
+    }
+    Ok(0)
+}

@@ -1,0 +1,50 @@
+//! `cellar prune PROFILE [--dry-run]`: apply the retention and say, for
+//! every backup, what is kept or deleted and why.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{lock, prune, schedule, Failure};
+
+pub fn run(dir: &Path, name: &str, dry_run: bool, wait: Duration) -> Result<i32, Failure> {
+    let profile = super::load_one(dir, name)?;
+    let store = super::open_store(dir, &profile)?;
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(lock::acquire(dir, &profile.name, "prune", wait)?)
+    };
+    let plan = prune::plan(
+        store.as_ref(),
+        &profile.name,
+        &profile.retention,
+        schedule::now(),
+    )?;
+    let verb = |keep: bool| match (keep, dry_run) {
+        (true, _) => "keep",
+        (false, true) => "would delete",
+        (false, false) => "delete",
+    };
+    for d in &plan.decisions {
+        println!(
+            "{:<12} {}  {:<22} {}",
+            verb(d.keep()),
+            d.id,
+            d.tier_label(),
+            d.reason
+        );
+    }
+    for e in &plan.unfinished {
+        println!(
+            "{:<12} {}  {:<22} unfinished (no manifest) and older than a day",
+            verb(false),
+            e.id,
+            "-"
+        );
+    }
+    if !dry_run {
+        let removed = prune::apply(store.as_ref(), &profile.name, &plan)?;
+        println!("{}: {} backup(s) deleted", profile.name, removed.len());
+    }
+    Ok(0)
+}

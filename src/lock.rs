@@ -1,0 +1,121 @@
+//! One backup, prune or mirror of a profile at a time.
+//!
+//! An exclusive `flock` on `DIR/state/locks/<profile>.lock`. The kernel
+//! drops it when the process ends, however it ends, so a killed cellar
+//! never leaves a stale lock. A second cellar (an overlapping cron entry)
+//! waits up to `--lock-wait`, then gives up with a message naming the
+//! holder.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("profile {profile} is busy: {holder} holds {path}; waited {waited:?} (--lock-wait); try again later")]
+    Busy {
+        profile: String,
+        path: PathBuf,
+        holder: String,
+        waited: Duration,
+    },
+    #[error("cannot open the lock file {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+/// Held while alive; dropping it releases the lock.
+pub struct ProfileLock {
+    _file: File,
+}
+
+pub fn acquire(
+    config_dir: &Path,
+    profile: &str,
+    what: &str,
+    wait: Duration,
+) -> Result<ProfileLock, LockError> {
+    let dir = crate::state::dir(config_dir).join("locks");
+    let path = dir.join(format!("{profile}.lock"));
+    let open = || -> std::io::Result<File> {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+    };
+    let mut file = open().map_err(|cause| LockError::Open {
+        path: path.clone(),
+        cause,
+    })?;
+    let started = Instant::now();
+    loop {
+        // SAFETY: flock on a file descriptor we own.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(
+                file,
+                "pid {} ({what}) since {}",
+                std::process::id(),
+                chrono::Utc::now().to_rfc3339()
+            );
+            return Ok(ProfileLock { _file: file });
+        }
+        if started.elapsed() >= wait {
+            let mut holder = String::new();
+            let _ = file.rewind();
+            let _ = file.read_to_string(&mut holder);
+            return Err(LockError::Busy {
+                profile: profile.to_string(),
+                path,
+                holder: if holder.is_empty() {
+                    "another cellar".into()
+                } else {
+                    holder
+                },
+                waited: wait,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if crate::cancel::requested() {
+            return Err(LockError::Busy {
+                profile: profile.to_string(),
+                path,
+                holder: "(interrupted while waiting)".into(),
+                waited: started.elapsed(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_waits_then_gives_up_and_release_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = acquire(dir.path(), "p", "backup", Duration::ZERO).unwrap();
+        let t = Instant::now();
+        let e = acquire(dir.path(), "p", "backup", Duration::from_millis(500))
+            .err()
+            .unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(500));
+        assert!(
+            e.to_string().contains("is busy") && e.to_string().contains("(backup)"),
+            "{e}"
+        );
+        // Another profile is independent.
+        acquire(dir.path(), "q", "backup", Duration::ZERO).unwrap();
+        drop(first);
+        acquire(dir.path(), "p", "prune", Duration::ZERO).unwrap();
+    }
+}

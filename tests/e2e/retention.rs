@@ -1,0 +1,142 @@
+//! Retention end to end on a local store, and the per-profile lock.
+
+use std::time::Duration;
+
+use crate::harness::{Out, TestEnv};
+
+fn at(env: &TestEnv, now: &str, args: &[&str]) -> Out {
+    env.cmd()
+        .env("CELLAR_NOW", now)
+        .args(args)
+        .output()
+        .unwrap()
+        .into()
+}
+
+fn ids(env: &TestEnv, p: &str) -> Vec<String> {
+    env.manifests(p)
+        .iter()
+        .map(|m| {
+            m.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn prune_keeps_the_policy_explains_itself_and_run_prunes_after_success() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile(
+        "r",
+        &[&data],
+        "[retention]\ndaily = 3\nweekly = 2\nmonthly = 1\n",
+    );
+    // Ten days of backups, two on the last day.
+    for day in 1..=10 {
+        at(
+            &env,
+            &format!("2026-03-{day:02}T02:00:00Z"),
+            &["backup", "r"],
+        )
+        .ok();
+    }
+    at(&env, "2026-03-10T14:00:00Z", &["backup", "r"]).ok();
+    assert_eq!(ids(&env, "r").len(), 11);
+    // An unfinished backup (payload without manifest) from a week ago.
+    let week_ago = env.path().join("store/r/20260303T020000Z.manifest.json");
+    std::fs::remove_file(&week_ago).unwrap();
+
+    let dry = at(&env, "2026-03-10T15:00:00Z", &["prune", "r", "--dry-run"]);
+    dry.ok();
+    assert!(
+        dry.stdout.contains("would delete 20260301T020000Z"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("unfinished (no manifest)"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains("keep         20260310T140000Z  newest,daily,weekly,monthly"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(ids(&env, "r").len(), 10, "--dry-run deleted something");
+
+    let list = at(&env, "2026-03-10T15:00:00Z", &["list", "r"]);
+    assert!(
+        list.stdout
+            .contains("20260308T020000Z   2026-03-08 02:00:00"),
+        "{}",
+        list.stdout
+    );
+
+    at(&env, "2026-03-10T15:00:00Z", &["prune", "r"]).ok();
+    // Daily: 10 (14:00), 9, 8; weekly (ISO weeks): 2026-W11 = 10th, W10 = 8th;
+    // monthly: 2026-03 = the 10th.
+    assert_eq!(
+        ids(&env, "r"),
+        vec!["20260308T020000Z", "20260309T020000Z", "20260310T140000Z"]
+    );
+    assert!(
+        !env.store_entries("r")
+            .iter()
+            .any(|n| n.starts_with("20260303")),
+        "unfinished not removed"
+    );
+
+    // `run` prunes after a successful backup (unless --no-prune).
+    at(&env, "2026-03-20T02:00:00Z", &["run", "--no-prune", "r"]).ok();
+    assert_eq!(ids(&env, "r").len(), 4);
+    at(&env, "2026-03-21T02:00:00Z", &["run", "r"]).ok();
+    assert_eq!(
+        ids(&env, "r"),
+        vec!["20260310T140000Z", "20260320T020000Z", "20260321T020000Z"]
+    );
+    let json = at(&env, "2026-03-21T03:00:00Z", &["list", "r", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(rows[2]["tier"], "newest,daily,weekly,monthly");
+}
+
+#[test]
+fn a_second_cellar_waits_for_the_lock_then_gives_up_and_a_killed_holder_frees_it() {
+    let env = TestEnv::new();
+    let mut big = vec![0u8; 48 << 20];
+    let mut x: u32 = 5;
+    for b in big.iter_mut() {
+        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+        *b = (x >> 24) as u8;
+    }
+    let data = env.data_dir(&[("big", &big)]);
+    env.files_profile("l", &[&data], "");
+    env.edit("profiles/l.toml", "level = 1", "level = 9\nthreads = 1");
+    let mut first = env.cmd().args(["backup", "l"]).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !env.path().join("state/locks/l.lock").exists() {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let second = env.cellar(&["--lock-wait", "1s", "backup", "l"]);
+    assert_eq!(second.code, 1, "{}", second.all());
+    assert!(t.elapsed() >= Duration::from_secs(1));
+    assert!(
+        second.stderr.contains("profile l is busy") && second.stderr.contains("(backup)"),
+        "{}",
+        second.stderr
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    env.edit("profiles/l.toml", "level = 9\nthreads = 1", "level = 0");
+    env.cellar(&["--lock-wait", "1s", "backup", "l"]).ok();
+}
