@@ -19,7 +19,7 @@ pub enum BackupError {
     Payload {
         profile: String,
         payload: String,
-        cause: PipelineError,
+        cause: Box<PipelineError>,
     },
     #[error("{profile}: {message}")]
     Other { profile: String, message: String },
@@ -67,7 +67,7 @@ impl Job<'_> {
         let streamed = r.map_err(|cause| BackupError::Payload {
             profile: self.profile.name.clone(),
             payload: name.clone(),
-            cause,
+            cause: Box::new(cause),
         })?;
         info!(
             "{}: stored {name}: {} bytes from {} bytes of {}",

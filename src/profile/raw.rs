@@ -71,7 +71,7 @@ pub struct Store {
     pub sftp: Option<Spanned<SftpConfig>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub region: Option<String>,
@@ -80,7 +80,15 @@ pub struct S3Config {
     pub access_key_id: Option<Spanned<String>>,
     pub secret_access_key: Option<Spanned<String>>,
     pub storage_class: Option<String>,
-    pub object_lock: Option<ObjectLock>,
+    /// "AES256" or "aws:kms".
+    pub server_side_encryption: Option<Spanned<String>>,
+    pub object_lock: Option<Spanned<ObjectLock>>,
+    /// First multipart part in MiB (default 16, at least 5).
+    pub part_size_mib: Option<Spanned<u32>>,
+    /// Per-request timeout, e.g. "2m" (default 2 minutes).
+    pub timeout: Option<Spanned<String>>,
+    /// Attempts per request, retries with backoff included (default 5).
+    pub max_attempts: Option<u32>,
     pub tag_tiers: Option<bool>,
     #[serde(default)]
     pub request_headers: BTreeMap<String, String>,

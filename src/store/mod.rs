@@ -7,6 +7,7 @@
 //! once for all backends.
 
 mod local;
+pub mod s3;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,14 @@ pub enum StoreError {
         store: String,
         key: String,
         cause: std::io::Error,
+    },
+    /// A remote store refused or failed; `message` says why and what to do.
+    #[error("{op} {key} in {store}: {message}")]
+    Remote {
+        op: &'static str,
+        store: String,
+        key: String,
+        message: String,
     },
     #[error("{0}")]
     Unsupported(String),
@@ -109,6 +118,13 @@ pub fn open(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store>, S
             config_dir.join(path)
         };
         return Ok(Box::new(LocalStore::new(root)));
+    }
+    if url.starts_with("s3://") {
+        let opts = config
+            .s3
+            .clone()
+            .expect("validation resolves [store.s3] for every s3:// url");
+        return Ok(Box::new(s3::S3Store::open(opts)?));
     }
     let scheme = url.split("://").next().unwrap_or(url);
     Err(StoreError::Unsupported(format!(

@@ -10,3 +10,5 @@ mod ops;
 mod postgres;
 mod profiles;
 mod retention;
+mod s3;
+mod s3harness;

@@ -1,0 +1,689 @@
+//! A store in an S3-compatible bucket (`s3://bucket/prefix`): AWS, Wasabi,
+//! DigitalOcean Spaces, MinIO, Garage, Ceph, Swift's S3 API.
+//!
+//! Uploads stream as multipart uploads with bounded memory: parts are read
+//! from the pipeline one at a time (at most two in flight), starting at
+//! `part_size` and doubling every 500 parts up to 1 GiB, so 10,000 parts
+//! hold more than 5 TB. Every part and object carries its Content-MD5, which
+//! buckets with object lock require and every server checks. The object
+//! exists only once the upload is completed; a failed or interrupted upload
+//! is aborted (retried with backoff, since the server may be the thing that
+//! failed), so no orphan parts are billed. Requests are retried with
+//! backoff by the SDK's standard retry policy.
+//!
+//! Downloads stream; a download that breaks mid-way resumes with a ranged
+//! GET from the byte it reached.
+
+use std::io::{self, Read};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ObjectLockMode, ServerSideEncryption, StorageClass,
+};
+use aws_sdk_s3::Client;
+use base64::Engine;
+use md5::{Digest, Md5};
+use tokio::runtime::Runtime;
+
+use super::{ObjectInfo, Reader, Store, StoreError};
+use crate::secret::Secret;
+
+/// Everything the S3 store needs, resolved from `[store.s3]`.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub storage_class: Option<String>,
+    pub server_side_encryption: Option<String>,
+    /// (mode, days)
+    pub object_lock: Option<(String, u32)>,
+    pub tag_tiers: bool,
+    pub request_headers: Vec<(String, String)>,
+    /// First part size in bytes (at least 5 MiB).
+    pub part_size: usize,
+    /// Per-attempt timeout of one request.
+    pub timeout: Duration,
+    /// Attempts per request (the SDK retries with backoff in between).
+    pub max_attempts: u32,
+}
+
+const MIB: usize = 1024 * 1024;
+pub const DEFAULT_PART_SIZE: usize = 16 * MIB;
+const MAX_PART: usize = 1024 * MIB;
+
+/// The size of part `n` (0-based): doubles every 500 parts, up to 1 GiB.
+pub fn part_size(first: usize, n: usize) -> usize {
+    let doublings = (n / 500).min(20) as u32;
+    first
+        .saturating_mul(1usize << doublings)
+        .min(MAX_PART)
+        .max(first)
+}
+
+pub struct S3Store {
+    rt: Runtime,
+    client: Client,
+    opts: S3Options,
+}
+
+impl S3Store {
+    pub fn open(opts: S3Options) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::Unsupported(format!("cannot start the S3 client runtime: {e}"))
+            })?;
+        let client = rt.block_on(client(&opts));
+        Ok(S3Store { rt, client, opts })
+    }
+
+    fn object(&self, key: &str) -> String {
+        if self.opts.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.opts.prefix)
+        }
+    }
+
+    fn fail<E, R>(&self, op: &'static str, key: &str, e: &SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        StoreError::Remote {
+            op,
+            store: self.location(),
+            key: key.to_string(),
+            message: explain(&self.opts, e),
+        }
+    }
+
+    fn headers(
+        &self,
+    ) -> impl Fn(&mut aws_smithy_runtime_api::client::orchestrator::HttpRequest) + Send + Sync + 'static
+    {
+        let headers = self.opts.request_headers.clone();
+        move |req| {
+            for (k, v) in &headers {
+                req.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    fn lock_until(&self) -> Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)> {
+        self.opts.object_lock.as_ref().map(|(mode, days)| {
+            let until = chrono::Utc::now() + chrono::Duration::days(i64::from(*days));
+            (
+                ObjectLockMode::from(mode.to_uppercase().as_str()),
+                aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()),
+            )
+        })
+    }
+
+    fn tagging(&self) -> Option<String> {
+        // New backups start as the newest daily one; retention re-tags.
+        self.opts.tag_tiers.then(|| "cellar-tier=daily".to_string())
+    }
+
+    /// One small object in one request.
+    fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<u64, StoreError> {
+        let object = self.object(key);
+        let len = bytes.len() as u64;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.opts.bucket)
+            .key(&object)
+            .content_md5(md5_b64(&bytes))
+            .body(ByteStream::from(bytes));
+        if let Some(c) = &self.opts.storage_class {
+            req = req.storage_class(StorageClass::from(c.as_str()));
+        }
+        if let Some(s) = &self.opts.server_side_encryption {
+            req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
+        }
+        if let Some((mode, until)) = self.lock_until() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        if let Some(t) = self.tagging() {
+            req = req.tagging(t);
+        }
+        let r = self
+            .rt
+            .block_on(req.customize().mutate_request(self.headers()).send());
+        r.map_err(|e| self.fail("upload", key, &e))?;
+        Ok(len)
+    }
+
+    fn abort(&self, key: &str, upload_id: &str) {
+        let object = self.object(key);
+        // The server may be what failed: keep trying for about a minute.
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=8 {
+            let r = self.rt.block_on(
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.opts.bucket)
+                    .key(&object)
+                    .upload_id(upload_id)
+                    .send(),
+            );
+            match r {
+                Ok(_) => return,
+                Err(e) if e.code() == Some("NoSuchUpload") => return,
+                Err(e) => {
+                    tracing::warn!(
+                        "aborting the upload of {key} (attempt {attempt}): {}",
+                        explain(&self.opts, &e)
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(15));
+                }
+            }
+        }
+        tracing::error!(
+            "could not abort the multipart upload {upload_id} of {key}; a bucket lifecycle rule \
+             (AbortIncompleteMultipartUpload) or `cellar prune` later will clean it up"
+        );
+    }
+}
+
+fn md5_b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
+}
+
+async fn client(o: &S3Options) -> Client {
+    let mut b = match (&o.access_key_id, &o.secret_access_key) {
+        (Some(id), Some(secret)) => aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                id.expose(),
+                secret.expose(),
+                None,
+                None,
+                "cellar profile",
+            ))
+            .region(Region::new(
+                o.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            )),
+        _ => {
+            // The standard chain: environment, shared profile, instance role.
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(r) = &o.region {
+                loader = loader.region(Region::new(r.clone()));
+            }
+            let sdk = loader.load().await;
+            let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+            if sdk.region().is_none() {
+                b = b.region(Region::new("us-east-1"));
+            }
+            b
+        }
+    };
+    if let Some(e) = &o.endpoint {
+        b = b.endpoint_url(e);
+    }
+    b = b
+        .force_path_style(o.path_style)
+        // We send Content-MD5 ourselves; the SDK's default aws-chunked
+        // checksum framing is not understood by every S3-compatible server.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(
+            aws_sdk_s3::config::retry::RetryConfig::standard()
+                .with_max_attempts(o.max_attempts.max(1)),
+        )
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(o.timeout)
+                .build(),
+        );
+    Client::from_conf(b.build())
+}
+
+/// One line that says what is wrong and what to do.
+fn explain<E, R>(o: &S3Options, e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let endpoint = o.endpoint.as_deref().unwrap_or("AWS S3");
+    match e {
+        SdkError::DispatchFailure(_) => format!(
+            "cannot reach {endpoint}: {}; check `endpoint` in [store.s3] and the network",
+            DisplayErrorContext(e)
+        ),
+        SdkError::TimeoutError(_) => format!(
+            "{endpoint} did not answer within {:?}; the server is down or overloaded",
+            o.timeout
+        ),
+        _ => {
+            let code = e.code().unwrap_or("");
+            let fix = match code {
+                "NoSuchBucket" => format!("bucket `{}` does not exist; create it or fix the url", o.bucket),
+                "AccessDenied" | "AllAccessDisabled" => {
+                    "access denied: the credentials need s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject on the bucket".into()
+                }
+                "InvalidAccessKeyId" => "the server does not know this access key id; check access_key_id".into(),
+                "SignatureDoesNotMatch" => "the signature does not match: the secret access key is wrong".into(),
+                "RequestTimeTooSkewed" => "this host's clock is too far off; sync it (timedatectl set-ntp true)".into(),
+                "AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException" => {
+                    "wrong region for this bucket; set `region` in [store.s3] to the bucket's region".into()
+                }
+                "InvalidRequest" | "InvalidArgument" => format!(
+                    "the server refused the request: {}",
+                    e.message().unwrap_or("(no message)")
+                ),
+                _ => DisplayErrorContext(e).to_string(),
+            };
+            if code.is_empty() {
+                fix
+            } else {
+                format!("{fix} ({code})")
+            }
+        }
+    }
+}
+
+/// Fills `buf` from `r` up to its length; returns the bytes read (less
+/// only at the end of the stream).
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl Store for S3Store {
+    fn location(&self) -> String {
+        let endpoint = self
+            .opts
+            .endpoint
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default();
+        if self.opts.prefix.is_empty() {
+            format!("s3://{}{endpoint}", self.opts.bucket)
+        } else {
+            format!("s3://{}/{}{endpoint}", self.opts.bucket, self.opts.prefix)
+        }
+    }
+
+    fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64, StoreError> {
+        let read_err = |e: io::Error| StoreError::Io {
+            op: "read data for",
+            store: self.location(),
+            key: key.to_string(),
+            cause: e,
+        };
+        let first = self.opts.part_size.max(5 * MIB);
+        let mut buf = vec![0u8; first];
+        let n = fill(data, &mut buf).map_err(read_err)?;
+        if n < first {
+            // Small enough for one request.
+            buf.truncate(n);
+            return self.put_small(key, buf);
+        }
+
+        let object = self.object(key);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.opts.bucket)
+            .key(&object);
+        if let Some(c) = &self.opts.storage_class {
+            create = create.storage_class(StorageClass::from(c.as_str()));
+        }
+        if let Some(s) = &self.opts.server_side_encryption {
+            create = create.server_side_encryption(ServerSideEncryption::from(s.as_str()));
+        }
+        if let Some((mode, until)) = self.lock_until() {
+            create = create
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        if let Some(t) = self.tagging() {
+            create = create.tagging(t);
+        }
+        let created = self
+            .rt
+            .block_on(create.customize().mutate_request(self.headers()).send())
+            .map_err(|e| self.fail("start the upload of", key, &e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+
+        let result = (|| -> Result<u64, StoreError> {
+            let mut parts: Vec<CompletedPart> = Vec::new();
+            let mut in_flight: std::collections::VecDeque<(i32, tokio::task::JoinHandle<_>)> =
+                std::collections::VecDeque::new();
+            let mut total = 0u64;
+            let mut chunk = buf;
+            let mut len = n;
+            let mut number = 1i32;
+            loop {
+                chunk.truncate(len);
+                total += len as u64;
+                let body = ByteStream::from(std::mem::take(&mut chunk));
+                let md5 = {
+                    // The body owns the bytes now; hash them through it.
+                    let bytes = body.bytes().expect("in-memory body");
+                    md5_b64(bytes)
+                };
+                let req = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.opts.bucket)
+                    .key(&object)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_md5(md5)
+                    .body(body)
+                    .customize()
+                    .mutate_request(self.headers());
+                in_flight.push_back((number, self.rt.spawn(req.send())));
+                // Two parts in flight: one uploading while the next is read.
+                while in_flight.len() >= 2 {
+                    let (num, h) = in_flight.pop_front().unwrap();
+                    parts.push(self.finish_part(key, num, h)?);
+                }
+                if crate::cancel::requested() {
+                    return Err(StoreError::Io {
+                        op: "upload",
+                        store: self.location(),
+                        key: key.to_string(),
+                        cause: crate::cancel::interrupted(),
+                    });
+                }
+                let size = part_size(first, number as usize);
+                chunk = vec![0u8; size];
+                len = fill(data, &mut chunk).map_err(read_err)?;
+                if len == 0 {
+                    break;
+                }
+                number += 1;
+                if number > 10_000 {
+                    return Err(StoreError::Unsupported(format!(
+                        "{key}: more than 10,000 parts; raise part_size in [store.s3]"
+                    )));
+                }
+            }
+            while let Some((num, h)) = in_flight.pop_front() {
+                parts.push(self.finish_part(key, num, h)?);
+            }
+            self.rt
+                .block_on(
+                    self.client
+                        .complete_multipart_upload()
+                        .bucket(&self.opts.bucket)
+                        .key(&object)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .map_err(|e| self.fail("complete the upload of", key, &e))?;
+            Ok(total)
+        })();
+        if result.is_err() {
+            self.abort(key, &upload_id);
+        }
+        result
+    }
+
+    fn get(&self, key: &str) -> Result<Reader, StoreError> {
+        let object = self.object(key);
+        let first = self.rt.block_on(
+            self.client
+                .get_object()
+                .bucket(&self.opts.bucket)
+                .key(&object)
+                .send(),
+        );
+        let out = match first {
+            Ok(o) => o,
+            Err(e) if e.code() == Some("NoSuchKey") => {
+                return Err(StoreError::NotFound {
+                    store: self.location(),
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(self.fail("download", key, &e)),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
+        let client = self.client.clone();
+        let bucket = self.opts.bucket.clone();
+        let opts = self.opts.clone();
+        self.rt.spawn(async move {
+            let mut body = out.body;
+            let mut offset: u64 = 0;
+            let mut retries = 0;
+            loop {
+                match body.next().await {
+                    None => return,
+                    Some(Ok(bytes)) => {
+                        offset += bytes.len() as u64;
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) if retries < 3 => {
+                        // Resume where the stream broke.
+                        retries += 1;
+                        tracing::warn!(
+                            "download of {object} broke at byte {offset} ({e}); resuming"
+                        );
+                        tokio::time::sleep(Duration::from_secs(retries)).await;
+                        match client
+                            .get_object()
+                            .bucket(&bucket)
+                            .key(&object)
+                            .range(format!("bytes={offset}-"))
+                            .send()
+                            .await
+                        {
+                            Ok(o) => body = o.body,
+                            Err(e) => {
+                                let _ = tx.send(Err(io::Error::other(explain(&opts, &e)))).await;
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(io::Error::other(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::new(S3Reader {
+            rx,
+            cur: bytes::Bytes::new(),
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let full = self.object(prefix);
+        let strip = if self.opts.prefix.is_empty() {
+            0
+        } else {
+            self.opts.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.opts.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        while let Some(page) = self.rt.block_on(pages.next()) {
+            let page = page.map_err(|e| self.fail("list", prefix, &e))?;
+            for o in page.contents() {
+                let Some(k) = o.key() else { continue };
+                if k.len() < strip {
+                    continue;
+                }
+                out.push(ObjectInfo {
+                    key: k[strip..].to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let r = self.rt.block_on(
+            self.client
+                .delete_object()
+                .bucket(&self.opts.bucket)
+                .key(self.object(key))
+                .send(),
+        );
+        r.map(|_| ()).map_err(|e| self.fail("delete", key, &e))
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.rt
+            .block_on(self.client.head_bucket().bucket(&self.opts.bucket).send())
+            .map_err(|e| {
+                // HEAD answers carry no error code: say what its status means.
+                let status = match &e {
+                    SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
+                    _ => None,
+                };
+                let message = match status {
+                    Some(404) => format!(
+                        "bucket `{}` does not exist; create it or fix the url (NoSuchBucket)",
+                        self.opts.bucket
+                    ),
+                    Some(403) => "access denied to the bucket: wrong credentials, or they lack s3:ListBucket (403)".into(),
+                    Some(301) | Some(400) => {
+                        "wrong region for this bucket; set `region` in [store.s3] (or check the clock)".into()
+                    }
+                    _ => explain(&self.opts, &e),
+                };
+                StoreError::Remote {
+                    op: "reach",
+                    store: self.location(),
+                    key: String::new(),
+                    message,
+                }
+            })?;
+        // Then prove write, read and delete with a probe object.
+        let key = format!(".cellar-check-{}", std::process::id());
+        let probe = b"cellar store check".to_vec();
+        self.put_small(&key, probe.clone())?;
+        let mut back = Vec::new();
+        let read = self.get(&key).and_then(|mut r| {
+            r.read_to_end(&mut back).map_err(|cause| StoreError::Io {
+                op: "read back",
+                store: self.location(),
+                key: key.clone(),
+                cause,
+            })
+        });
+        let deleted = self.delete(&key);
+        read?;
+        deleted?;
+        if back != probe {
+            return Err(StoreError::Unsupported(format!(
+                "{}: the probe object read back differently from what was written",
+                self.location()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl S3Store {
+    fn finish_part(
+        &self,
+        key: &str,
+        number: i32,
+        h: tokio::task::JoinHandle<
+            Result<
+                aws_sdk_s3::operation::upload_part::UploadPartOutput,
+                SdkError<
+                    aws_sdk_s3::operation::upload_part::UploadPartError,
+                    aws_smithy_runtime_api::http::Response,
+                >,
+            >,
+        >,
+    ) -> Result<CompletedPart, StoreError> {
+        let out = self
+            .rt
+            .block_on(h)
+            .map_err(|e| StoreError::Unsupported(format!("upload task failed: {e}")))?
+            .map_err(|e| self.fail("upload a part of", key, &e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .build())
+    }
+}
+
+struct S3Reader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+    cur: bytes::Bytes,
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_thousand_parts_hold_more_than_five_terabytes() {
+        let total: u128 = (0..10_000)
+            .map(|n| part_size(DEFAULT_PART_SIZE, n) as u128)
+            .sum();
+        assert!(total > 5 * 1024u128.pow(4), "{total}");
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 0), 16 * MIB);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 499), 16 * MIB);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 500), 32 * MIB);
+        assert_eq!(part_size(DEFAULT_PART_SIZE, 9_999), MAX_PART);
+    }
+}

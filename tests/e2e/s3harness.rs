@@ -1,0 +1,152 @@
+//! A real S3-compatible server for the tests: moto (`moto[server]` from
+//! PyPI, installed by `.ci/run` into /opt/cellar-moto, or wherever
+//! `CELLAR_MOTO_SERVER` points). One shared server per test binary, plus
+//! private ones for tests that stop their server.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+pub struct Moto {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_bin() -> String {
+    std::env::var("CELLAR_MOTO_SERVER")
+        .unwrap_or_else(|_| "/opt/cellar-moto/bin/moto_server".into())
+}
+
+/// Starts a moto server on a free port and waits until it answers.
+pub fn start() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(moto_bin())
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (run .ci/run to install moto): {e}",
+                moto_bin()
+            )
+        });
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { port, child }
+}
+
+static SHARED: OnceLock<Moto> = OnceLock::new();
+
+pub fn shared() -> &'static Moto {
+    SHARED.get_or_init(|| {
+        let m = start();
+        // Stop the shared server when this test process is gone.
+        let watchdog = Command::new("setsid")
+            .args([
+                "-f",
+                "sh",
+                "-c",
+                &format!(
+                    "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+                    std::process::id(),
+                    m.child.id()
+                ),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(watchdog.success());
+        m
+    })
+}
+
+impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A test's own client to create buckets and look at the server.
+    pub fn client(&self) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .build();
+        (rt, aws_sdk_s3::Client::from_conf(conf))
+    }
+
+    pub fn create_bucket(&self, name: &str, object_lock: bool) {
+        let (rt, c) = self.client();
+        rt.block_on(
+            c.create_bucket()
+                .bucket(name)
+                .object_lock_enabled_for_bucket(object_lock)
+                .send(),
+        )
+        .unwrap();
+    }
+
+    pub fn open_uploads(&self, bucket: &str) -> usize {
+        let (rt, c) = self.client();
+        let out = rt
+            .block_on(c.list_multipart_uploads().bucket(bucket).send())
+            .unwrap();
+        out.uploads().len()
+    }
+
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let (rt, c) = self.client();
+        let mut keys = Vec::new();
+        let mut pages = c.list_objects_v2().bucket(bucket).into_paginator().send();
+        while let Some(p) = rt.block_on(pages.next()) {
+            keys.extend(
+                p.unwrap()
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+/// The `[store]` tables for a bucket on this server.
+pub fn store_toml(m: &Moto, bucket: &str, extra: &str) -> String {
+    format!(
+        "[store]\nurl = \"s3://{bucket}/backups\"\n[store.s3]\nendpoint = \"{}\"\npath_style = true\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n{extra}\n",
+        m.endpoint()
+    )
+}
