@@ -248,3 +248,49 @@ fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     env.cellar(&["restore", "f", "--to-dir", target.to_str().unwrap()])
         .ok();
 }
+
+#[test]
+fn wrong_credentials_are_named_as_such() {
+    let (m, id, secret) = s3harness::start_with_auth("auth");
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    let with = |name: &str, id: &str, secret: &str| {
+        env.files_profile(name, &[&data], "");
+        env.edit(
+            &format!("profiles/{name}.toml"),
+            FILE_STORE,
+            &store_toml(&m, "auth", "").replace(
+                "access_key_id = \"test\"\nsecret_access_key = \"test\"",
+                &format!("access_key_id = \"{id}\"\nsecret_access_key = \"env:CELLAR_TEST_S3_SECRET_{name}\""),
+            ),
+        );
+        std::env::set_var(format!("CELLAR_TEST_S3_SECRET_{name}"), secret);
+    };
+    with("good", &id, &secret);
+    with("badsecret", &id, "not-the-secret");
+    with("badid", "AKIANOTKNOWN", &secret);
+    env.cellar(&["check", "good"]).ok();
+    env.cellar(&["backup", "good"]).ok();
+
+    let out = env.cellar(&["check", "badsecret"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("wrong credentials"), "{}", out.stdout);
+    let out = env.cellar(&["backup", "badsecret"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("the secret access key is wrong (SignatureDoesNotMatch)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.all().contains("not-the-secret"));
+
+    let out = env.cellar(&["backup", "badid"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("does not know this access key id")
+            && out.stderr.contains("(InvalidAccessKeyId)"),
+        "{}",
+        out.stderr
+    );
+}

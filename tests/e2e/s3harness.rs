@@ -28,12 +28,18 @@ fn moto_bin() -> String {
 
 /// Starts a moto server on a free port and waits until it answers.
 pub fn start() -> Moto {
+    start_with(&[])
+}
+
+/// Starts a moto server with extra environment variables.
+pub fn start_with(env: &[(&str, &str)]) -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let child = Command::new(moto_bin())
+        .envs(env.iter().copied())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -149,4 +155,35 @@ pub fn store_toml(m: &Moto, bucket: &str, extra: &str) -> String {
         "[store]\nurl = \"s3://{bucket}/backups\"\n[store.s3]\nendpoint = \"{}\"\npath_style = true\nregion = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n{extra}\n",
         m.endpoint()
     )
+}
+
+/// A server that checks signatures: after four unauthenticated calls
+/// (user, key, policy, bucket) every request must be signed with the key
+/// it returns, as (access key id, secret).
+pub fn start_with_auth(bucket: &str) -> (Moto, String, String) {
+    let m = start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+    let python = std::path::Path::new(&moto_bin()).with_file_name("python");
+    let script = format!(
+        r#"
+import boto3, json
+kw = dict(endpoint_url="{e}", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="backup")
+k = iam.create_access_key(UserName="backup")["AccessKey"]
+iam.put_user_policy(UserName="backup", PolicyName="s3", PolicyDocument=json.dumps(
+    {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}}]}}))
+boto3.client("s3", **kw).create_bucket(Bucket="{bucket}")
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#,
+        e = m.endpoint()
+    );
+    let out = Command::new(python).args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (id, secret) = text.trim().split_once(' ').unwrap();
+    (m, id.to_string(), secret.to_string())
 }
