@@ -72,9 +72,15 @@ impl Runner<'_> {
             &p.retention,
             crate::schedule::now(),
         )?;
-        let removed = crate::prune::apply(store.as_ref(), &p.name, &plan)?;
-        if !removed.is_empty() {
-            tracing::info!("{}: pruned {}", p.name, removed.join(", "));
+        let done = crate::prune::apply(store.as_ref(), &p.name, &plan)?;
+        if !done.removed.is_empty() {
+            tracing::info!("{}: pruned {}", p.name, done.removed.join(", "));
+        }
+        for (id, until) in &done.locked {
+            tracing::info!(
+                "{}: {id} is past retention but under object lock until {until}",
+                p.name
+            );
         }
         Ok(())
     }

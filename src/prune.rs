@@ -48,25 +48,76 @@ pub fn plan(
     })
 }
 
-/// Deletes what the plan does not keep; returns the ids removed.
-pub fn apply(store: &dyn Store, profile: &str, plan: &Plan) -> Result<Vec<String>, StoreError> {
-    let mut removed = Vec::new();
+/// What `apply` did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub removed: Vec<String>,
+    /// Backups the retention would delete but object lock still protects,
+    /// with the time the lock ends.
+    pub locked: Vec<(String, DateTime<Utc>)>,
+}
+
+/// The tier a kept backup's objects are tagged with: the longest it is
+/// kept under (monthly, weekly, else daily).
+fn tag_for(d: &Decision) -> &'static str {
+    use crate::retention::Tier;
+    if d.tiers.contains(&Tier::Monthly) {
+        "monthly"
+    } else if d.tiers.contains(&Tier::Weekly) {
+        "weekly"
+    } else {
+        "daily"
+    }
+}
+
+/// Deletes what the plan does not keep (skipping what object lock still
+/// protects) and re-tags what it keeps with its tier.
+pub fn apply(store: &dyn Store, profile: &str, plan: &Plan) -> Result<Applied, StoreError> {
+    let mut done = Applied::default();
+    for d in plan.decisions.iter().filter(|d| d.keep()) {
+        if let Some(entry) = plan.entries.iter().find(|e| e.id == d.id) {
+            for o in &entry.objects {
+                store.set_tier(&o.key, tag_for(d))?;
+            }
+        }
+    }
     for d in plan.decisions.iter().filter(|d| !d.keep()) {
         let Some(entry) = plan.entries.iter().find(|e| e.id == d.id) else {
             continue;
         };
+        let mut lock = None;
+        for o in &entry.objects {
+            if let Some(until) = store.locked_until(&o.key)? {
+                lock = Some(lock.map_or(until, |l: DateTime<Utc>| l.max(until)));
+            }
+        }
+        if let Some(until) = lock {
+            done.locked.push((d.id.clone(), until));
+            continue;
+        }
         let manifest_key = Manifest::key(profile, &d.id);
         store.delete(&manifest_key)?;
         for o in entry.objects.iter().filter(|o| o.key != manifest_key) {
             store.delete(&o.key)?;
         }
-        removed.push(d.id.clone());
+        done.removed.push(d.id.clone());
     }
     for e in &plan.unfinished {
+        let mut locked = false;
+        for o in &e.objects {
+            if let Some(until) = store.locked_until(&o.key)? {
+                done.locked.push((e.id.clone(), until));
+                locked = true;
+                break;
+            }
+        }
+        if locked {
+            continue;
+        }
         for o in &e.objects {
             store.delete(&o.key)?;
         }
-        removed.push(e.id.clone());
+        done.removed.push(e.id.clone());
     }
-    Ok(removed)
+    Ok(done)
 }

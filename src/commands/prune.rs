@@ -43,8 +43,14 @@ pub fn run(dir: &Path, name: &str, dry_run: bool, wait: Duration) -> Result<i32,
         );
     }
     if !dry_run {
-        let removed = prune::apply(store.as_ref(), &profile.name, &plan)?;
-        println!("{}: {} backup(s) deleted", profile.name, removed.len());
+        let done = prune::apply(store.as_ref(), &profile.name, &plan)?;
+        for (id, until) in &done.locked {
+            println!(
+                "skipped      {id}  under object lock until {}; it will be deleted by a prune after that",
+                until.format("%Y-%m-%d %H:%M UTC")
+            );
+        }
+        println!("{}: {} backup(s) deleted", profile.name, done.removed.len());
     }
     Ok(0)
 }

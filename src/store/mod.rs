@@ -75,6 +75,18 @@ pub trait Store: Send + Sync {
     /// Removes `key`; removing a missing key is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Until when the object may not be deleted (S3 object lock); None
+    /// when it may be deleted now.
+    fn locked_until(&self, _key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Records the retention tier on the object, for lifecycle rules (S3
+    /// `tag_tiers`); stores without tags ignore it.
+    fn set_tier(&self, _key: &str, _tier: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Proves the store is reachable and writable: writes, reads back and
     /// deletes a small object.
     fn check(&self) -> Result<(), StoreError> {

@@ -570,6 +570,53 @@ impl Store for S3Store {
         r.map(|_| ()).map_err(|e| self.fail("delete", key, &e))
     }
 
+    fn locked_until(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        if self.opts.object_lock.is_none() {
+            return Ok(None);
+        }
+        let head = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.opts.bucket)
+                    .key(self.object(key))
+                    .send(),
+            )
+            .map_err(|e| self.fail("inspect", key, &e))?;
+        Ok(head
+            .object_lock_retain_until_date()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+            .filter(|t| *t > chrono::Utc::now()))
+    }
+
+    fn set_tier(&self, key: &str, tier: &str) -> Result<(), StoreError> {
+        if !self.opts.tag_tiers {
+            return Ok(());
+        }
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .tag_set(
+                aws_sdk_s3::types::Tag::builder()
+                    .key("cellar-tier")
+                    .value(tier)
+                    .build()
+                    .expect("key and value are set"),
+            )
+            .build()
+            .expect("tag set is set");
+        self.rt
+            .block_on(
+                self.client
+                    .put_object_tagging()
+                    .bucket(&self.opts.bucket)
+                    .key(self.object(key))
+                    .tagging(tagging)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail("tag", key, &e))
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         self.rt
             .block_on(self.client.head_bucket().bucket(&self.opts.bucket).send())

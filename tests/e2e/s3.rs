@@ -294,3 +294,88 @@ fn wrong_credentials_are_named_as_such() {
         out.stderr
     );
 }
+
+fn tag_of(m: &s3harness::Moto, bucket: &str, key: &str) -> String {
+    let (rt, c) = m.client();
+    let tags = rt
+        .block_on(c.get_object_tagging().bucket(bucket).key(key).send())
+        .unwrap();
+    tags.tag_set()
+        .iter()
+        .find(|t| t.key() == "cellar-tier")
+        .map(|t| t.value().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn prune_retags_tiers_and_skips_what_object_lock_protects() {
+    let m = s3harness::shared();
+    m.create_bucket("tiers", false);
+    m.create_bucket("lockprune", true);
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    let at = |now: &str, args: &[&str]| -> crate::harness::Out {
+        env.cmd()
+            .env("CELLAR_NOW", now)
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
+    };
+
+    env.files_profile(
+        "t",
+        &[&data],
+        "[retention]\ndaily = 2\nweekly = 1\nmonthly = 2\n",
+    );
+    env.edit(
+        "profiles/t.toml",
+        FILE_STORE,
+        &store_toml(m, "tiers", "tag_tiers = true"),
+    );
+    for now in ["2026-01-15", "2026-02-10", "2026-02-11", "2026-02-12"] {
+        at(&format!("{now}T02:00:00Z"), &["backup", "t"]).ok();
+    }
+    at("2026-02-12T12:00:00Z", &["prune", "t"]).ok();
+    let keys = m.keys("tiers");
+    let payload = |id: &str| {
+        keys.iter()
+            .find(|k| k.contains(id) && k.ends_with(".pgp"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing in {keys:?}"))
+    };
+    assert!(!keys.iter().any(|k| k.contains("20260210T")), "{keys:?}");
+    assert_eq!(tag_of(m, "tiers", &payload("20260115T020000Z")), "monthly");
+    assert_eq!(tag_of(m, "tiers", &payload("20260211T020000Z")), "daily");
+    assert_eq!(tag_of(m, "tiers", &payload("20260212T020000Z")), "monthly");
+
+    env.files_profile(
+        "k",
+        &[&data],
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    env.edit(
+        "profiles/k.toml",
+        FILE_STORE,
+        &store_toml(
+            m,
+            "lockprune",
+            "object_lock = { mode = \"GOVERNANCE\", days = 1 }",
+        ),
+    );
+    for now in ["2026-03-01", "2026-03-02", "2026-03-03"] {
+        at(&format!("{now}T02:00:00Z"), &["backup", "k"]).ok();
+    }
+    let out = at("2026-03-03T12:00:00Z", &["prune", "k"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("skipped      20260301T020000Z  under object lock until"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("0 backup(s) deleted"), "{}", out.stdout);
+    let list = at("2026-03-03T12:00:00Z", &["list", "k", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+}
