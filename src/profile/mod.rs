@@ -883,6 +883,17 @@ impl Validator<'_> {
                 "remove [store.sftp] or change the url",
             );
         }
+        if scheme == Some("sftp") {
+            if let Err(e) = crate::store::sftp::SftpTarget::parse(&url) {
+                self.problem(
+                    Some(s.url.span()),
+                    "store.url",
+                    format!("invalid sftp url `{url}`: {e}"),
+                    "write sftp://USER@HOST:PORT/PATH",
+                );
+                return None;
+            }
+        }
         let s3 = if scheme == Some("s3") {
             let raw = s.s3.map(Spanned::into_inner).unwrap_or_default();
             Some(self.s3(&s.url, raw)?)

@@ -6,8 +6,10 @@
 //! Everything above this trait (backup, list, verify, restore) is written
 //! once for all backends.
 
+mod bridge;
 mod local;
 pub mod s3;
+pub mod sftp;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -137,6 +139,15 @@ pub fn open(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store>, S
             .clone()
             .expect("validation resolves [store.s3] for every s3:// url");
         return Ok(Box::new(s3::S3Store::open(opts)?));
+    }
+    if url.starts_with("sftp://") {
+        let mut target = sftp::SftpTarget::parse(url)
+            .map_err(|e| StoreError::Unsupported(format!("{url}: {e}")))?;
+        if let Some(o) = &config.sftp {
+            target.identity_file = o.identity_file.as_ref().map(|p| config_dir.join(p));
+            target.known_hosts = o.known_hosts.as_ref().map(|p| config_dir.join(p));
+        }
+        return Ok(Box::new(sftp::SftpStore::open(target)?));
     }
     let scheme = url.split("://").next().unwrap_or(url);
     Err(StoreError::Unsupported(format!(

@@ -472,7 +472,7 @@ impl Store for S3Store {
             }
             Err(e) => return Err(self.fail("download", key, &e)),
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(8);
+        let (tx, reader) = super::bridge::channel();
         let client = self.client.clone();
         let bucket = self.opts.bucket.clone();
         let opts = self.opts.clone();
@@ -518,10 +518,7 @@ impl Store for S3Store {
                 }
             }
         });
-        Ok(Box::new(S3Reader {
-            rx,
-            cur: bytes::Bytes::new(),
-        }))
+        Ok(Box::new(reader))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
@@ -694,27 +691,6 @@ impl S3Store {
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_string))
             .build())
-    }
-}
-
-struct S3Reader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
-    cur: bytes::Bytes,
-}
-
-impl Read for S3Reader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
-        Ok(n)
     }
 }
 

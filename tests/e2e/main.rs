@@ -12,3 +12,5 @@ mod profiles;
 mod retention;
 mod s3;
 mod s3harness;
+mod sftp;
+mod sshharness;

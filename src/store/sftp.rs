@@ -1,0 +1,398 @@
+//! A store on an SFTP server (`sftp://user@host:port/path`), through the
+//! system's OpenSSH client (openssh + openssh-sftp-client).
+//!
+//! Host keys are always checked against `known_hosts` (an unknown host is
+//! an error that says how to add it); the user's ~/.ssh/config is not
+//! read, so what the profile says is what happens. Uploads go to a hidden
+//! temporary name in the target folder, are fsynced (when the server
+//! offers fsync) and renamed when complete, so a payload appears whole or
+//! not at all. Downloads stream.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use openssh::{KnownHosts, SessionBuilder};
+use openssh_sftp_client::error::SftpErrorKind;
+use openssh_sftp_client::file::TokioCompatFile;
+use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+
+use super::{ObjectInfo, Reader, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct SftpTarget {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub root: PathBuf,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl SftpTarget {
+    /// Parses `sftp://[user@]host[:port]/path`.
+    pub fn parse(url: &str) -> Result<SftpTarget, String> {
+        let rest = url.strip_prefix("sftp://").ok_or("not an sftp:// url")?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or("the url has no path after the host")?;
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, authority),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("port `{p}` is not a number"))?,
+            ),
+            None => (hostport, 22),
+        };
+        if host.is_empty() {
+            return Err("the url has no host".into());
+        }
+        Ok(SftpTarget {
+            user,
+            host: host.to_string(),
+            port,
+            root: PathBuf::from(format!("/{}", path.trim_end_matches('/'))),
+            identity_file: None,
+            known_hosts: None,
+        })
+    }
+}
+
+pub struct SftpStore {
+    rt: Runtime,
+    sftp: Sftp,
+    target: SftpTarget,
+    _control: tempfile::TempDir,
+}
+
+fn explain_connect(t: &SftpTarget, e: &openssh::Error) -> String {
+    let text = format!("{e}");
+    let detail = match e {
+        openssh::Error::Connect(io) => io.to_string(),
+        _ => text.clone(),
+    };
+    let known = t
+        .known_hosts
+        .as_ref()
+        .map_or("~/.ssh/known_hosts".to_string(), |p| {
+            p.display().to_string()
+        });
+    if detail.contains("Host key verification failed") || detail.contains("host key") {
+        format!(
+            "the host key of {host}:{port} is not in {known} (or does not match): check the server's \
+             fingerprint, then add it with `ssh-keyscan -p {port} {host} >> {known}`",
+            host = t.host,
+            port = t.port
+        )
+    } else if detail.contains("Permission denied") {
+        format!(
+            "{}@{} refused the login ({detail}); check identity_file in [store.sftp] and the server's authorized_keys",
+            t.user.as_deref().unwrap_or("(current user)"),
+            t.host
+        )
+    } else {
+        format!("cannot connect to {}:{}: {detail}", t.host, t.port)
+    }
+}
+
+impl SftpStore {
+    pub fn open(target: SftpTarget) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::Unsupported(format!("cannot start the SFTP client runtime: {e}"))
+            })?;
+        let control = tempfile::Builder::new()
+            .prefix("cellar-ssh-")
+            .tempdir()
+            .map_err(|e| {
+                StoreError::Unsupported(format!("cannot create an ssh control folder: {e}"))
+            })?;
+        let location = format!(
+            "sftp://{}:{}{}",
+            target.host,
+            target.port,
+            target.root.display()
+        );
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(KnownHosts::Strict)
+            .port(target.port)
+            .control_directory(control.path())
+            .config_file("/dev/null")
+            .connect_timeout(Duration::from_secs(15))
+            .server_alive_interval(Duration::from_secs(15));
+        if let Some(u) = &target.user {
+            b.user(u.clone());
+        }
+        if let Some(k) = &target.identity_file {
+            b.keyfile(k);
+        }
+        if let Some(k) = &target.known_hosts {
+            b.user_known_hosts_file(k);
+        }
+        let session = rt
+            .block_on(b.connect_mux(&target.host))
+            .map_err(|e| StoreError::Remote {
+                op: "connect to",
+                store: location.clone(),
+                key: "the server".into(),
+                message: explain_connect(&target, &e),
+            })?;
+        let sftp = rt
+            .block_on(Sftp::from_session(session, SftpOptions::default()))
+            .map_err(|e| StoreError::Remote {
+                op: "start sftp on",
+                store: location.clone(),
+                key: "the server".into(),
+                message: format!("{e}; is the sftp subsystem enabled on the server?"),
+            })?;
+        Ok(SftpStore {
+            rt,
+            sftp,
+            target,
+            _control: control,
+        })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.target.root.join(key)
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: SftpError) -> StoreError {
+        StoreError::Remote {
+            op,
+            store: self.location(),
+            key: key.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Creates `dir` and its parents, as `mkdir -p`.
+    async fn mkdir_p(&self, dir: &Path) -> Result<(), SftpError> {
+        let mut fs = self.sftp.fs();
+        let mut cur = PathBuf::new();
+        for c in dir.components() {
+            cur.push(c);
+            if fs.metadata(&cur).await.is_err() {
+                if let Err(e) = fs.create_dir(&cur).await {
+                    // Another writer may have made it meanwhile.
+                    if fs.metadata(&cur).await.is_err() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_not_found(e: &SftpError) -> bool {
+    matches!(e, SftpError::SftpError(SftpErrorKind::NoSuchFile, _))
+}
+
+impl Store for SftpStore {
+    fn location(&self) -> String {
+        format!(
+            "sftp://{}{}:{}{}",
+            self.target
+                .user
+                .as_deref()
+                .map(|u| format!("{u}@"))
+                .unwrap_or_default(),
+            self.target.host,
+            self.target.port,
+            self.target.root.display()
+        )
+    }
+
+    fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64, StoreError> {
+        let target = self.path(key);
+        let dir = target.parent().unwrap_or(&self.target.root).to_owned();
+        let name = target.file_name().unwrap().to_string_lossy().into_owned();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        self.rt
+            .block_on(self.mkdir_p(&dir))
+            .map_err(|e| self.err("create folder for", key, e))?;
+        let file = self
+            .rt
+            .block_on(
+                self.sftp
+                    .options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp),
+            )
+            .map_err(|e| self.err("create", key, e))?;
+        let mut file = Box::pin(TokioCompatFile::new(file));
+        let result = (|| -> Result<u64, StoreError> {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = match data.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(StoreError::Io {
+                            op: "read data for",
+                            store: self.location(),
+                            key: key.to_string(),
+                            cause: e,
+                        })
+                    }
+                };
+                self.rt
+                    .block_on(file.write_all(&buf[..n]))
+                    .map_err(|e| StoreError::Remote {
+                        op: "write",
+                        store: self.location(),
+                        key: key.to_string(),
+                        message: e.to_string(),
+                    })?;
+                total += n as u64;
+            }
+            self.rt
+                .block_on(async {
+                    file.flush().await?;
+                    // fsync where the server offers it (OpenSSH's fsync@openssh.com).
+                    let _ = file.as_mut().as_mut_file().sync_all().await;
+                    Ok::<(), io::Error>(())
+                })
+                .map_err(|e| StoreError::Remote {
+                    op: "finish",
+                    store: self.location(),
+                    key: key.to_string(),
+                    message: e.to_string(),
+                })?;
+            Ok(total)
+        })();
+        drop(file);
+        let result = result.and_then(|total| {
+            self.rt
+                .block_on(self.sftp.fs().rename(&tmp, &target))
+                .map_err(|e| self.err("rename into place", key, e))?;
+            Ok(total)
+        });
+        if result.is_err() {
+            // Best effort: the connection may be what failed.
+            let _ = self.rt.block_on(self.sftp.fs().remove_file(&tmp));
+        }
+        result
+    }
+
+    fn get(&self, key: &str) -> Result<Reader, StoreError> {
+        let file = match self.rt.block_on(self.sftp.open(self.path(key))) {
+            Ok(f) => f,
+            Err(e) if is_not_found(&e) => {
+                return Err(StoreError::NotFound {
+                    store: self.location(),
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(self.err("open", key, e)),
+        };
+        let (tx, reader) = super::bridge::channel();
+        self.rt.spawn(async move {
+            let mut file = Box::pin(TokioCompatFile::new(file));
+            loop {
+                let mut buf = vec![0u8; 256 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(bytes::Bytes::from(buf))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::new(reader))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let dir = self.target.root.join(dir_part);
+        let entries = self.rt.block_on(async {
+            let mut fs = self.sftp.fs();
+            let d = match fs.open_dir(&dir).await {
+                Ok(d) => d,
+                Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut stream = Box::pin(d.read_dir());
+            let mut out = Vec::new();
+            while let Some(entry) = stream.next().await {
+                out.push(entry?);
+            }
+            Ok(out)
+        });
+        let entries = entries.map_err(|e| self.err("list", prefix, e))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let name = e.filename().to_string_lossy().into_owned();
+            // Listings include `.` and `..`; hidden names are temporaries.
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = e.metadata();
+            if !meta.file_type().is_some_and(|t| t.is_file()) {
+                continue;
+            }
+            let key = if dir_part.is_empty() {
+                name
+            } else {
+                format!("{dir_part}/{name}")
+            };
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            out.push(ObjectInfo {
+                key,
+                size: meta.len().unwrap_or(0),
+                modified: meta.modified().map(|t| t.as_system_time().into()),
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.rt.block_on(self.sftp.fs().remove_file(self.path(key))) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let t = SftpTarget::parse("sftp://backup@host.example:2222/srv/backups/").unwrap();
+        assert_eq!(t.user.as_deref(), Some("backup"));
+        assert_eq!((t.host.as_str(), t.port), ("host.example", 2222));
+        assert_eq!(t.root, PathBuf::from("/srv/backups"));
+        let t = SftpTarget::parse("sftp://host/x").unwrap();
+        assert_eq!((t.user, t.port), (None, 22));
+        assert!(SftpTarget::parse("sftp://host").is_err());
+        assert!(SftpTarget::parse("sftp://h:port/x").is_err());
+    }
+}

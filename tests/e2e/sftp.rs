@@ -1,0 +1,184 @@
+//! The SFTP store against a real OpenSSH server: round trips, prune,
+//! listing more than 1,000 objects, the server killed mid-upload, a key
+//! the server refuses, an unknown host key.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{db_name, pg, TestEnv};
+use crate::sshharness::Sshd;
+
+const FILE_STORE: &str = "[store]\nurl = \"file://store\"\n";
+
+#[test]
+fn round_trips_prune_and_long_listings_over_sftp() {
+    let sshd = Sshd::start();
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a.txt", b"hello sftp"), ("b.bin", &vec![7u8; 3 << 20])]);
+    env.files_profile(
+        "f",
+        &[&data],
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    env.edit(
+        "profiles/f.toml",
+        FILE_STORE,
+        &sshd.store_toml("client_key", "known_hosts"),
+    );
+    env.cellar(&["check", "f"]).ok();
+    env.cellar(&["backup", "f"]).ok();
+    env.cellar(&["verify", "f"]).ok();
+    let target = env.path().join("r");
+    env.cellar(&["restore", "f", "--to-dir", target.to_str().unwrap()])
+        .ok();
+    let restored = target.join(data.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("b.bin")).unwrap(),
+        vec![7u8; 3 << 20]
+    );
+
+    // Prune on this store: two days of backups, one kept.
+    let at = |now: &str, args: &[&str]| -> crate::harness::Out {
+        env.cmd()
+            .env("CELLAR_NOW", now)
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
+    };
+    at("2030-01-01T02:00:00Z", &["backup", "f"]).ok();
+    at("2030-01-02T02:00:00Z", &["backup", "f"]).ok();
+    let out = at("2030-01-02T03:00:00Z", &["prune", "f"]);
+    out.ok();
+    let manifests: Vec<_> = std::fs::read_dir(sshd.root().join("f"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".manifest.json"))
+        .collect();
+    assert_eq!(
+        manifests,
+        vec!["20300102T020000Z.manifest.json"],
+        "{}",
+        out.stdout
+    );
+
+    // More than 1,000 objects in the folder.
+    for i in 0..1100 {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000 + i * 60, 0).unwrap();
+        std::fs::write(
+            sshd.root()
+                .join("f")
+                .join(format!("{}.tar.xz.pgp", cellar::manifest::id_for(t))),
+            b"x",
+        )
+        .unwrap();
+    }
+    let list = env.cellar(&["list", "f"]);
+    list.ok();
+    assert!(
+        list.stderr.contains("1100 unfinished backup(s)"),
+        "{}",
+        list.stderr
+    );
+
+    // A postgres profile through the same server.
+    let pg = pg();
+    let src = db_name("sftp_src");
+    pg.create_db(&src);
+    pg.psql(
+        &src,
+        "CREATE TABLE t AS SELECT g AS x FROM generate_series(1, 500) g;",
+    );
+    env.pg_profile("db", &src, "", "");
+    env.edit(
+        "profiles/db.toml",
+        FILE_STORE,
+        &sshd.store_toml("client_key", "known_hosts"),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("sftp_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    assert_eq!(pg.dump(&src), pg.dump(&dst));
+}
+
+#[test]
+fn refused_key_and_unknown_host_key_say_how_to_fix() {
+    let sshd = Sshd::start();
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile("stranger", &[&data], "");
+    env.edit(
+        "profiles/stranger.toml",
+        FILE_STORE,
+        &sshd.store_toml("stranger_key", "known_hosts"),
+    );
+    let out = env.cellar(&["check", "stranger"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("refused the login"), "{}", out.stdout);
+
+    env.files_profile("unknown", &[&data], "");
+    env.edit(
+        "profiles/unknown.toml",
+        FILE_STORE,
+        &sshd.store_toml("client_key", "empty_known_hosts"),
+    );
+    let out = env.cellar(&["backup", "unknown"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("ssh-keyscan -p"), "{}", out.stderr);
+}
+
+#[test]
+fn server_killed_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
+    let mut sshd = Sshd::start();
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("small", b"first")]);
+    env.files_profile("f", &[&data], "");
+    env.edit(
+        "profiles/f.toml",
+        FILE_STORE,
+        &sshd.store_toml("client_key", "known_hosts"),
+    );
+    env.cellar(&["backup", "f"]).ok();
+
+    let mut big = vec![0u8; 48 << 20];
+    let mut x: u32 = 11;
+    for b in big.iter_mut() {
+        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+        *b = (x >> 24) as u8;
+    }
+    std::fs::write(data.join("big"), &big).unwrap();
+    env.edit("profiles/f.toml", "level = 1", "level = 9\nthreads = 1");
+    let child = env
+        .cmd()
+        .args(["backup", "f"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let dir = sshd.root().join("f");
+    while !std::fs::read_dir(&dir)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp-"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    sshd.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sftp://"), "{stderr}");
+    sshd.resume();
+    std::fs::remove_file(data.join("big")).unwrap();
+    env.edit("profiles/f.toml", "level = 9\nthreads = 1", "level = 1");
+    let list = env.cellar(&["list", "f", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{}", list.stdout);
+    let target = env.path().join("r");
+    env.cellar(&["restore", "f", "--to-dir", target.to_str().unwrap()])
+        .ok();
+}
