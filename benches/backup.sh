@@ -21,11 +21,15 @@
 #   g2 cellar restore bench_zstd --to-database DB
 #   h1 pg_dump | restic backup --stdin (zstd auto)       (only when restic is installed)
 #   h2 pg_dump | borg create --compression zstd,3 -      (only when borg is installed)
+#   i  cellar backup bench_s3   (zstd, to a moto S3 server on loopback)
+#   j  cellar backup bench_sftp (zstd, to a private sshd on loopback)
+#      (i and j need moto in /opt/cellar-moto, see .ci/run, and /usr/sbin/sshd; STORES=0 skips them)
 # with /usr/bin/time: wall seconds, CPU seconds and peak RSS (the largest single
 # process of the pipeline), plus the output size. It prints the median per
 # variant and whether the targets hold:
 #   cellar xz   <= 1.10 x (b) xz alone        cellar xz <= (c) gpg pipeline
 #   cellar zstd <= 1.25 x (a) raw pg_dump     cellar restore <= 1.15 x (g1) pg_restore
+#   cellar to S3, to SFTP <= 1.10 x (f) the same backup to a folder
 #
 # Environment:
 #   PRESET=6        xz preset for b, c, d          REPS=2      repetitions
@@ -371,10 +375,48 @@ level = $3
 threads = $THREADS
 EOF
 }
+# Remote stores on loopback: a moto S3 server and a private sshd, each given
+# the zstd profile, compared with the same backup to a folder.
+STORES=${STORES:-1}
+MOTO=${CELLAR_MOTO_SERVER:-/opt/cellar-moto/bin/moto_server}
+HAVE_STORES=0
+if [[ -n "$CELLAR" && "$STORES" == 1 && -x "$MOTO" && -x /usr/sbin/sshd ]]; then
+    HAVE_STORES=1
+    free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    MOTO_PORT=$(free_port)
+    "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+    SSH_DIR="$WORK/ssh"
+    mkdir -p "$SSH_DIR/root" /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -f "$SSH_DIR/host_key"
+    ssh-keygen -q -t ed25519 -N '' -f "$SSH_DIR/client_key"
+    cp "$SSH_DIR/client_key.pub" "$SSH_DIR/authorized_keys"
+    SSH_PORT=$(free_port)
+    printf '%s\n' "Port $SSH_PORT" "ListenAddress 127.0.0.1" "HostKey $SSH_DIR/host_key" \
+        "PidFile $SSH_DIR/sshd.pid" "AuthorizedKeysFile $SSH_DIR/authorized_keys" \
+        "PasswordAuthentication no" "KbdInteractiveAuthentication no" \
+        "PermitRootLogin prohibit-password" "UsePAM no" "StrictModes no" \
+        "Subsystem sftp internal-sftp" >"$SSH_DIR/sshd_config"
+    echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$SSH_DIR/host_key.pub")" >"$SSH_DIR/known_hosts"
+    /usr/sbin/sshd -D -e -f "$SSH_DIR/sshd_config" >"$WORK/sshd.log" 2>&1 &
+    for _ in $(seq 100); do
+        (echo >"/dev/tcp/127.0.0.1/$MOTO_PORT") 2>/dev/null && (echo >"/dev/tcp/127.0.0.1/$SSH_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    "$(dirname "$MOTO")/python" -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$MOTO_PORT', region_name='us-east-1', aws_access_key_id='b', aws_secret_access_key='b').create_bucket(Bucket='bench')"
+fi
+
 if [[ -n "$CELLAR" ]]; then
     write_profile bench_xz xz "$PRESET"
     write_profile bench_zstd zstd "$ZSTD_LEVEL"
-    if ! "$CELLAR" --config-dir "$CONF" check bench_xz bench_zstd >"$WORK/check.log" 2>&1; then
+    CHECK=(bench_xz bench_zstd)
+    if [[ "$HAVE_STORES" == 1 ]]; then
+        write_profile bench_s3 zstd "$ZSTD_LEVEL"
+        sed -i "s|^url = \"file://$STORE\"|url = \"s3://bench/cellar\"\\n[store.s3]\\nendpoint = \"http://127.0.0.1:$MOTO_PORT\"\\npath_style = true\\nregion = \"us-east-1\"\\naccess_key_id = \"b\"\\nsecret_access_key = \"b\"|" "$CONF/profiles/bench_s3.toml"
+        write_profile bench_sftp zstd "$ZSTD_LEVEL"
+        sed -i "s|^url = \"file://$STORE\"|url = \"sftp://$(id -un)@127.0.0.1:$SSH_PORT$SSH_DIR/root\"\\n[store.sftp]\\nidentity_file = \"$SSH_DIR/client_key\"\\nknown_hosts = \"$SSH_DIR/known_hosts\"|" "$CONF/profiles/bench_sftp.toml"
+        CHECK+=(bench_s3 bench_sftp)
+    fi
+    if ! "$CELLAR" --config-dir "$CONF" check "${CHECK[@]}" >"$WORK/check.log" 2>&1; then
         cat "$WORK/check.log" >&2
         die "cellar check failed for the bench profiles in $CONF/profiles"
     fi
@@ -399,9 +441,12 @@ LABEL[g1]="pg_restore (local -Z0 dump)";       CMD[g1]="pg_restore -d restore_pg
 LABEL[g2]="cellar restore (zstd)";             CMD[g2]="$CELLAR_Q --config-dir $CONF_Q restore bench_zstd --to-database restore_cellar"
 LABEL[h1]="pg_dump | restic (zstd auto)";      CMD[h1]="$DUMP | restic --repo $(q "$BENCH_DIR/restic") --no-cache --compression auto -q backup --stdin --stdin-filename $DB.pgdump"
 LABEL[h2]="pg_dump | borg (zstd,$ZSTD_LEVEL)"; CMD[h2]="$DUMP | borg create --compression zstd,$ZSTD_LEVEL $(q "$BENCH_DIR/borg")::$DB -"
-REF=([c]=b [d]=b [f]=e [g2]=g1 [h1]=e [h2]=e)
+LABEL[i]="cellar backup (zstd) to S3 (moto)"; CMD[i]="$CELLAR_Q --config-dir $CONF_Q backup bench_s3"
+LABEL[j]="cellar backup (zstd) to SFTP";      CMD[j]="$CELLAR_Q --config-dir $CONF_Q backup bench_sftp"
+REF=([c]=b [d]=b [f]=e [g2]=g1 [h1]=e [h2]=e [i]=f [j]=f)
 OUT=([a]="raw" [b]="$WORK/out.xz" [c]="$WORK/out.xz.gpg" [d]="store:bench_xz" [e]="$WORK/out.zst"
-     [f]="store:bench_zstd" [g1]="" [g2]="" [h1]="dir:$BENCH_DIR/restic" [h2]="dir:$BENCH_DIR/borg")
+     [f]="store:bench_zstd" [g1]="" [g2]="" [h1]="dir:$BENCH_DIR/restic" [h2]="dir:$BENCH_DIR/borg"
+     [i]="" [j]="dir:${SSH_DIR:-/nonexistent}/root/bench_sftp")
 
 VARIANTS=(a)
 [[ "$SKIP_XZ" == 1 ]] || VARIANTS+=(b c)
@@ -412,6 +457,7 @@ VARIANTS+=(g1)
 [[ -z "$CELLAR" ]] || VARIANTS+=(g2)
 [[ "$HAVE_RESTIC" == 0 ]] || VARIANTS+=(h1)
 [[ "$HAVE_BORG" == 0 ]] || VARIANTS+=(h2)
+[[ "$HAVE_STORES" == 0 ]] || VARIANTS+=(i j)
 
 SAMPLES="$WORK/samples.tsv"
 : >"$SAMPLES"
@@ -422,6 +468,7 @@ prepare() { # untimed set-up before a variant
         b|c|e) rm -f -- "${OUT[$1]}" ;;
         d) rm -rf -- "$STORE/bench_xz" ;;
         f) rm -rf -- "$STORE/bench_zstd" ;;
+        j) rm -rf -- "$SSH_DIR/root/bench_sftp" ;;
         g1|g2)
             local target=restore_pg
             [[ "$1" == g2 ]] && target=restore_cellar
@@ -551,6 +598,8 @@ RESULTS="$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
     target "cellar xz <= gpg shell pipeline" d c 1.00
     target "cellar zstd <= 1.25 x raw pg_dump" f a 1.25
     target "cellar restore <= 1.15 x pg_restore" g2 g1 1.15
+    target "cellar to S3 <= 1.10 x to a folder" i f 1.10
+    target "cellar to SFTP <= 1.10 x to a folder" j f 1.10
     echo "$TARGET_FAIL" >"$WORK/target_fail"
     echo
     echo "samples (id rep wall_s cpu_s rss_KB out_bytes):"
