@@ -92,32 +92,38 @@ pub trait Store: Send + Sync {
     /// Proves the store is reachable and writable: writes, reads back and
     /// deletes a small object.
     fn check(&self) -> Result<(), StoreError> {
-        let key = format!(".cellar-check-{}", std::process::id());
-        let probe = b"cellar store check";
-        self.put(&key, &mut &probe[..])?;
-        let mut back = Vec::new();
-        let read = self
-            .get(&key)
-            .and_then(|mut r| {
-                r.read_to_end(&mut back).map_err(|cause| StoreError::Io {
-                    op: "read back",
-                    store: self.location(),
-                    key: key.clone(),
-                    cause,
-                })
-            })
-            .map(|_| ());
-        let deleted = self.delete(&key);
-        read?;
-        deleted?;
-        if back != probe {
-            return Err(StoreError::Unsupported(format!(
-                "{}: the probe object read back differently from what was written",
-                self.location()
-            )));
-        }
-        Ok(())
+        probe(self)
     }
+}
+
+/// Writes, reads back and deletes a small object: the proof that a store
+/// is reachable and writable, with this store's own error messages.
+pub fn probe<S: Store + ?Sized>(store: &S) -> Result<(), StoreError> {
+    let key = format!(".cellar-check-{}", std::process::id());
+    let probe = b"cellar store check";
+    store.put(&key, &mut &probe[..])?;
+    let mut back = Vec::new();
+    let read = store
+        .get(&key)
+        .and_then(|mut r| {
+            r.read_to_end(&mut back).map_err(|cause| StoreError::Io {
+                op: "read back",
+                store: store.location(),
+                key: key.clone(),
+                cause,
+            })
+        })
+        .map(|_| ());
+    let deleted = store.delete(&key);
+    read?;
+    deleted?;
+    if back != probe {
+        return Err(StoreError::Unsupported(format!(
+            "{}: the probe object read back differently from what was written",
+            store.location()
+        )));
+    }
+    Ok(())
 }
 
 /// Opens the store a profile names. Relative `file://` paths are relative

@@ -642,28 +642,7 @@ impl Store for S3Store {
                 }
             })?;
         // Then prove write, read and delete with a probe object.
-        let key = format!(".cellar-check-{}", std::process::id());
-        let probe = b"cellar store check".to_vec();
-        self.put_small(&key, probe.clone())?;
-        let mut back = Vec::new();
-        let read = self.get(&key).and_then(|mut r| {
-            r.read_to_end(&mut back).map_err(|cause| StoreError::Io {
-                op: "read back",
-                store: self.location(),
-                key: key.clone(),
-                cause,
-            })
-        });
-        let deleted = self.delete(&key);
-        read?;
-        deleted?;
-        if back != probe {
-            return Err(StoreError::Unsupported(format!(
-                "{}: the probe object read back differently from what was written",
-                self.location()
-            )));
-        }
-        Ok(())
+        super::probe(self)
     }
 }
 

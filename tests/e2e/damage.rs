@@ -213,12 +213,7 @@ fn killed_backup_leaves_no_listed_backup_and_earlier_ones_restore() {
     env.files_profile("f", &[&data], "");
     env.cellar(&["backup", "f"]).ok();
     // Enough slow-to-compress data that the backup is still running.
-    let mut big = vec![0u8; 64 << 20];
-    let mut x: u32 = 1;
-    for b in big.iter_mut() {
-        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-        *b = (x >> 24) as u8;
-    }
+    let big = crate::harness::noise(64 << 20, 1);
     std::fs::write(data.join("big"), &big).unwrap();
     env.edit("profiles/f.toml", "level = 1", "level = 9\nthreads = 1");
     let mut child = env.cmd().arg("backup").arg("f").spawn().unwrap();
@@ -272,12 +267,7 @@ fn full_disk_fails_cleanly() {
     let _guard = Unmount(mnt.clone());
     let data = env.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let mut big = vec![0u8; 8 << 20];
-    let mut x: u32 = 7;
-    for b in big.iter_mut() {
-        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-        *b = (x >> 24) as u8;
-    }
+    let big = crate::harness::noise(8 << 20, 7);
     std::fs::write(data.join("big"), &big).unwrap();
     env.files_profile("f", &[&data], "");
     let p = env.path().join("profiles/f.toml");

@@ -397,6 +397,16 @@ level = 1
         c
     }
 
+    /// Runs cellar with its clock set to `now` (RFC 3339).
+    pub fn at(&self, now: &str, args: &[&str]) -> Out {
+        self.cmd()
+            .env("CELLAR_NOW", now)
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
+    }
+
     pub fn cellar(&self, args: &[&str]) -> Out {
         self.cmd().args(args).output().unwrap().into()
     }
@@ -448,6 +458,18 @@ level = 1
         v.sort();
         v
     }
+}
+
+/// `n` bytes that do not compress (a fixed pseudo-random sequence), for
+/// payloads that must take a while or span several parts.
+pub fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 /// Flips one byte in the middle of a file.

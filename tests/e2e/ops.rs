@@ -11,12 +11,7 @@ fn manifests(env: &TestEnv, p: &str) -> usize {
 }
 
 fn run_due_at(env: &TestEnv, now: &str) -> crate::harness::Out {
-    env.cmd()
-        .env("CELLAR_NOW", now)
-        .args(["run", "--due"])
-        .output()
-        .unwrap()
-        .into()
+    env.at(now, &["run", "--due"])
 }
 
 #[test]
@@ -56,12 +51,7 @@ fn due_runs_what_fired_and_catches_up_missed_runs() {
 #[test]
 fn daemon_stops_on_sigterm_mid_backup_without_a_manifest() {
     let env = TestEnv::new();
-    let mut big = vec![0u8; 64 << 20];
-    let mut x: u32 = 3;
-    for b in big.iter_mut() {
-        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-        *b = (x >> 24) as u8;
-    }
+    let big = crate::harness::noise(64 << 20, 3);
     let data = env.data_dir(&[("big", &big)]);
     env.files_profile("slow", &[&data], "");
     env.edit(

@@ -2,16 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Out, TestEnv};
-
-fn at(env: &TestEnv, now: &str, args: &[&str]) -> Out {
-    env.cmd()
-        .env("CELLAR_NOW", now)
-        .args(args)
-        .output()
-        .unwrap()
-        .into()
-}
+use crate::harness::TestEnv;
 
 fn ids(env: &TestEnv, p: &str) -> Vec<String> {
     env.manifests(p)
@@ -39,20 +30,16 @@ fn prune_keeps_the_policy_explains_itself_and_run_prunes_after_success() {
     );
     // Ten days of backups, two on the last day.
     for day in 1..=10 {
-        at(
-            &env,
-            &format!("2026-03-{day:02}T02:00:00Z"),
-            &["backup", "r"],
-        )
-        .ok();
+        env.at(&format!("2026-03-{day:02}T02:00:00Z"), &["backup", "r"])
+            .ok();
     }
-    at(&env, "2026-03-10T14:00:00Z", &["backup", "r"]).ok();
+    env.at("2026-03-10T14:00:00Z", &["backup", "r"]).ok();
     assert_eq!(ids(&env, "r").len(), 11);
     // An unfinished backup (payload without manifest) from a week ago.
     let week_ago = env.path().join("store/r/20260303T020000Z.manifest.json");
     std::fs::remove_file(&week_ago).unwrap();
 
-    let dry = at(&env, "2026-03-10T15:00:00Z", &["prune", "r", "--dry-run"]);
+    let dry = env.at("2026-03-10T15:00:00Z", &["prune", "r", "--dry-run"]);
     dry.ok();
     assert!(
         dry.stdout.contains("would delete 20260301T020000Z"),
@@ -72,7 +59,7 @@ fn prune_keeps_the_policy_explains_itself_and_run_prunes_after_success() {
     );
     assert_eq!(ids(&env, "r").len(), 10, "--dry-run deleted something");
 
-    let list = at(&env, "2026-03-10T15:00:00Z", &["list", "r"]);
+    let list = env.at("2026-03-10T15:00:00Z", &["list", "r"]);
     assert!(
         list.stdout
             .contains("20260308T020000Z   2026-03-08 02:00:00"),
@@ -80,7 +67,7 @@ fn prune_keeps_the_policy_explains_itself_and_run_prunes_after_success() {
         list.stdout
     );
 
-    at(&env, "2026-03-10T15:00:00Z", &["prune", "r"]).ok();
+    env.at("2026-03-10T15:00:00Z", &["prune", "r"]).ok();
     // Daily: 10 (14:00), 9, 8; weekly (ISO weeks): 2026-W11 = 10th, W10 = 8th;
     // monthly: 2026-03 = the 10th.
     assert_eq!(
@@ -95,14 +82,15 @@ fn prune_keeps_the_policy_explains_itself_and_run_prunes_after_success() {
     );
 
     // `run` prunes after a successful backup (unless --no-prune).
-    at(&env, "2026-03-20T02:00:00Z", &["run", "--no-prune", "r"]).ok();
+    env.at("2026-03-20T02:00:00Z", &["run", "--no-prune", "r"])
+        .ok();
     assert_eq!(ids(&env, "r").len(), 4);
-    at(&env, "2026-03-21T02:00:00Z", &["run", "r"]).ok();
+    env.at("2026-03-21T02:00:00Z", &["run", "r"]).ok();
     assert_eq!(
         ids(&env, "r"),
         vec!["20260310T140000Z", "20260320T020000Z", "20260321T020000Z"]
     );
-    let json = at(&env, "2026-03-21T03:00:00Z", &["list", "r", "--json"]);
+    let json = env.at("2026-03-21T03:00:00Z", &["list", "r", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(rows[2]["tier"], "newest,daily,weekly,monthly");
 }
@@ -110,12 +98,7 @@ fn prune_keeps_the_policy_explains_itself_and_run_prunes_after_success() {
 #[test]
 fn a_second_cellar_waits_for_the_lock_then_gives_up_and_a_killed_holder_frees_it() {
     let env = TestEnv::new();
-    let mut big = vec![0u8; 48 << 20];
-    let mut x: u32 = 5;
-    for b in big.iter_mut() {
-        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-        *b = (x >> 24) as u8;
-    }
+    let big = crate::harness::noise(48 << 20, 5);
     let data = env.data_dir(&[("big", &big)]);
     env.files_profile("l", &[&data], "");
     env.edit("profiles/l.toml", "level = 1", "level = 9\nthreads = 1");

@@ -4,20 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{db_name, pg, TestEnv, RICH_SCHEMA};
+use crate::harness::{db_name, noise, pg, TestEnv, RICH_SCHEMA};
 use crate::s3harness::{self, store_toml};
 
 const FILE_STORE: &str = "[store]\nurl = \"file://store\"\n";
-
-fn random_bytes(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 #[test]
 fn files_and_postgres_round_trip_through_s3_with_multipart() {
@@ -25,10 +15,7 @@ fn files_and_postgres_round_trip_through_s3_with_multipart() {
     m.create_bucket("roundtrip", false);
     let env = TestEnv::new();
     // 12 MiB of noise: three 5 MiB parts.
-    let data = env.data_dir(&[
-        ("noise.bin", &random_bytes(12 << 20, 9)),
-        ("a.txt", b"hello"),
-    ]);
+    let data = env.data_dir(&[("noise.bin", &noise(12 << 20, 9)), ("a.txt", b"hello")]);
     env.files_profile("f", &[&data], "");
     env.edit(
         "profiles/f.toml",
@@ -208,7 +195,7 @@ fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     env.edit("profiles/f.toml", "level = 1", "level = 0");
     env.cellar(&["backup", "f"]).ok();
 
-    std::fs::write(data.join("big"), random_bytes(40 << 20, 3)).unwrap();
+    std::fs::write(data.join("big"), noise(40 << 20, 3)).unwrap();
     let child = env
         .cmd()
         .args(["backup", "f"])
@@ -314,14 +301,6 @@ fn prune_retags_tiers_and_skips_what_object_lock_protects() {
     m.create_bucket("lockprune", true);
     let env = TestEnv::new();
     let data = env.data_dir(&[("x", b"x")]);
-    let at = |now: &str, args: &[&str]| -> crate::harness::Out {
-        env.cmd()
-            .env("CELLAR_NOW", now)
-            .args(args)
-            .output()
-            .unwrap()
-            .into()
-    };
 
     env.files_profile(
         "t",
@@ -334,9 +313,9 @@ fn prune_retags_tiers_and_skips_what_object_lock_protects() {
         &store_toml(m, "tiers", "tag_tiers = true"),
     );
     for now in ["2026-01-15", "2026-02-10", "2026-02-11", "2026-02-12"] {
-        at(&format!("{now}T02:00:00Z"), &["backup", "t"]).ok();
+        env.at(&format!("{now}T02:00:00Z"), &["backup", "t"]).ok();
     }
-    at("2026-02-12T12:00:00Z", &["prune", "t"]).ok();
+    env.at("2026-02-12T12:00:00Z", &["prune", "t"]).ok();
     let keys = m.keys("tiers");
     let payload = |id: &str| {
         keys.iter()
@@ -364,9 +343,9 @@ fn prune_retags_tiers_and_skips_what_object_lock_protects() {
         ),
     );
     for now in ["2026-03-01", "2026-03-02", "2026-03-03"] {
-        at(&format!("{now}T02:00:00Z"), &["backup", "k"]).ok();
+        env.at(&format!("{now}T02:00:00Z"), &["backup", "k"]).ok();
     }
-    let out = at("2026-03-03T12:00:00Z", &["prune", "k"]);
+    let out = env.at("2026-03-03T12:00:00Z", &["prune", "k"]);
     out.ok();
     assert!(
         out.stdout
@@ -375,7 +354,7 @@ fn prune_retags_tiers_and_skips_what_object_lock_protects() {
         out.stdout
     );
     assert!(out.stdout.contains("0 backup(s) deleted"), "{}", out.stdout);
-    let list = at("2026-03-03T12:00:00Z", &["list", "k", "--json"]);
+    let list = env.at("2026-03-03T12:00:00Z", &["list", "k", "--json"]);
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3);
 }

@@ -37,17 +37,9 @@ fn round_trips_prune_and_long_listings_over_sftp() {
     );
 
     // Prune on this store: two days of backups, one kept.
-    let at = |now: &str, args: &[&str]| -> crate::harness::Out {
-        env.cmd()
-            .env("CELLAR_NOW", now)
-            .args(args)
-            .output()
-            .unwrap()
-            .into()
-    };
-    at("2030-01-01T02:00:00Z", &["backup", "f"]).ok();
-    at("2030-01-02T02:00:00Z", &["backup", "f"]).ok();
-    let out = at("2030-01-02T03:00:00Z", &["prune", "f"]);
+    env.at("2030-01-01T02:00:00Z", &["backup", "f"]).ok();
+    env.at("2030-01-02T02:00:00Z", &["backup", "f"]).ok();
+    let out = env.at("2030-01-02T03:00:00Z", &["prune", "f"]);
     out.ok();
     let manifests: Vec<_> = std::fs::read_dir(sshd.root().join("f"))
         .unwrap()
@@ -140,12 +132,7 @@ fn server_killed_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     );
     env.cellar(&["backup", "f"]).ok();
 
-    let mut big = vec![0u8; 48 << 20];
-    let mut x: u32 = 11;
-    for b in big.iter_mut() {
-        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-        *b = (x >> 24) as u8;
-    }
+    let big = crate::harness::noise(48 << 20, 11);
     std::fs::write(data.join("big"), &big).unwrap();
     env.edit("profiles/f.toml", "level = 1", "level = 9\nthreads = 1");
     let child = env
