@@ -162,9 +162,13 @@ impl S3Store {
         if let Some(t) = self.tagging() {
             req = req.tagging(t);
         }
-        let r = self
-            .rt
-            .block_on(req.customize().mutate_request(self.headers()).send());
+        // Content-MD5 already protects the body: skip SigV4's second hash of it.
+        let r = self.rt.block_on(
+            req.customize()
+                .disable_payload_signing()
+                .mutate_request(self.headers())
+                .send(),
+        );
         r.map_err(|e| self.fail("upload", key, &e))?;
         Ok(len)
     }
@@ -399,6 +403,7 @@ impl Store for S3Store {
                     .content_md5(md5)
                     .body(body)
                     .customize()
+                    .disable_payload_signing()
                     .mutate_request(self.headers());
                 in_flight.push_back((number, self.rt.spawn(req.send())));
                 // Two parts in flight: one uploading while the next is read.

@@ -123,11 +123,20 @@ impl SftpStore {
             target.port,
             target.root.display()
         );
+        // Our own ssh_config instead of the user's: AES-GCM first, which
+        // AES-NI makes about twice as cheap as chacha20 (measured with
+        // `ssh -c`), and both ends share the host's cores on loopback.
+        let config = control.path().join("ssh_config");
+        std::fs::write(
+            &config,
+            "Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr\nCompression no\n",
+        )
+        .map_err(|e| StoreError::Unsupported(format!("cannot write an ssh config: {e}")))?;
         let mut b = SessionBuilder::default();
         b.known_hosts_check(KnownHosts::Strict)
             .port(target.port)
             .control_directory(control.path())
-            .config_file("/dev/null")
+            .config_file(&config)
             .connect_timeout(Duration::from_secs(15))
             .server_alive_interval(Duration::from_secs(15));
         if let Some(u) = &target.user {

@@ -195,7 +195,7 @@ fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     env.edit("profiles/f.toml", "level = 1", "level = 0");
     env.cellar(&["backup", "f"]).ok();
 
-    std::fs::write(data.join("big"), noise(40 << 20, 3)).unwrap();
+    std::fs::write(data.join("big"), noise(96 << 20, 3)).unwrap();
     let child = env
         .cmd()
         .args(["backup", "f"])
@@ -218,7 +218,11 @@ fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("did not answer within"), "{stderr}");
+    // Depending on where the request hung: no answer, or a dropped connection.
+    assert!(
+        stderr.contains("did not answer within") || stderr.contains("cannot reach"),
+        "{stderr}"
+    );
     assert_eq!(
         m.open_uploads("frozen"),
         0,
