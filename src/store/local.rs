@@ -102,8 +102,7 @@ impl Store for LocalStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         // Keys are "<folder>/<name>": list the folder the prefix names.
-        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let dir = self.root.join(dir_part);
+        let dir = self.root.join(super::folder_of(prefix));
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -112,18 +111,9 @@ impl Store for LocalStore {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| self.err("list", prefix, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            let Some(key) = super::folder_key(prefix, &entry.file_name().to_string_lossy()) else {
                 continue;
-            }
-            let key = if dir_part.is_empty() {
-                name
-            } else {
-                format!("{dir_part}/{name}")
             };
-            if !key.starts_with(prefix) {
-                continue;
-            }
             let meta = entry.metadata().map_err(|e| self.err("stat", &key, e))?;
             if !meta.is_file() {
                 continue;

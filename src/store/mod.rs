@@ -96,6 +96,28 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// For stores that keep keys as files in folders (local, SFTP): the
+/// folder a listing of `prefix` reads, relative to the store's root.
+pub fn folder_of(prefix: &str) -> &str {
+    prefix.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The key of the file `name` found in `folder_of(prefix)`, or None when
+/// the listing must skip it: hidden names (temporaries, `.`, `..`) and
+/// names outside the prefix.
+pub fn folder_key(prefix: &str, name: &str) -> Option<String> {
+    if name.starts_with('.') {
+        return None;
+    }
+    let dir = folder_of(prefix);
+    let key = if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    };
+    key.starts_with(prefix).then_some(key)
+}
+
 /// Writes, reads back and deletes a small object: the proof that a store
 /// is reachable and writable, with this store's own error messages.
 pub fn probe<S: Store + ?Sized>(store: &S) -> Result<(), StoreError> {

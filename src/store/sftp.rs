@@ -334,8 +334,7 @@ impl Store for SftpStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let dir = self.target.root.join(dir_part);
+        let dir = self.target.root.join(super::folder_of(prefix));
         let entries = self.rt.block_on(async {
             let mut fs = self.sftp.fs();
             let d = match fs.open_dir(&dir).await {
@@ -353,21 +352,12 @@ impl Store for SftpStore {
         let entries = entries.map_err(|e| self.err("list", prefix, e))?;
         let mut out = Vec::new();
         for e in entries {
-            let name = e.filename().to_string_lossy().into_owned();
             // Listings include `.` and `..`; hidden names are temporaries.
-            if name.starts_with('.') {
+            let Some(key) = super::folder_key(prefix, &e.filename().to_string_lossy()) else {
                 continue;
-            }
+            };
             let meta = e.metadata();
             if !meta.file_type().is_some_and(|t| t.is_file()) {
-                continue;
-            }
-            let key = if dir_part.is_empty() {
-                name
-            } else {
-                format!("{dir_part}/{name}")
-            };
-            if !key.starts_with(prefix) {
                 continue;
             }
             out.push(ObjectInfo {
