@@ -187,16 +187,44 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 DumpFormat::Plain => (Content::Sql, "sql"),
             };
             let mut tables = 0;
+            let mut dumped = Vec::new();
+            let mut skipped = Vec::new();
             for db in &databases {
                 let custom = pg.format == DumpFormat::Custom;
                 let args = &pg.pg_dump_args;
-                job.stream(content, several.then_some(db.as_str()), ext, |w| {
+                let r = job.stream(content, several.then_some(db.as_str()), ext, |w| {
                     postgres::dump(conn, db, custom, args, w)
-                })?;
+                });
+                if let Err(e) = r {
+                    // A database dropped between the listing and its dump
+                    // (all = true) is not a failed backup: it is gone.
+                    let gone = matches!(pg.databases, Databases::All)
+                        && !crate::cancel::requested()
+                        && matches!(postgres::database_state(conn, db), Ok(None));
+                    if !gone {
+                        return Err(e);
+                    }
+                    warn!(
+                        "{}: database {db} was dropped during the backup; it is not in this backup",
+                        job.profile.name
+                    );
+                    skipped.push(format!("{db}: dropped during the backup"));
+                    continue;
+                }
+                dumped.push(db.clone());
                 // Counted after the dump, so pg_dump's own error explains
                 // a database that cannot be read.
-                tables += postgres::count_tables(conn, db)
-                    .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
+                tables += match postgres::count_tables(conn, db) {
+                    Ok(n) => n,
+                    // Dumped, then dropped: the dump stands.
+                    Err(_)
+                        if matches!(pg.databases, Databases::All)
+                            && matches!(postgres::database_state(conn, db), Ok(None)) =>
+                    {
+                        0
+                    }
+                    Err(e) => return Err(job.other(format!("reading {db}: {e:#}"))),
+                };
             }
             if pg.globals {
                 job.stream(Content::Globals, None, "globals.sql", |w| {
@@ -206,9 +234,10 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
             Ok(SourceInfo {
                 description: conn.describe(),
                 server_version: Some(server_version),
-                databases,
+                databases: dumped,
                 paths: Vec::new(),
                 entries: Some(tables),
+                skipped,
             })
         }
         Source::Files(fs) => {
@@ -226,6 +255,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 databases: Vec::new(),
                 paths: fs.paths.iter().map(|p| p.display().to_string()).collect(),
                 entries: Some(archived),
+                skipped: Vec::new(),
             })
         }
     }

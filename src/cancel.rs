@@ -28,10 +28,25 @@ pub fn requested() -> bool {
     flag().load(Ordering::Relaxed)
 }
 
+/// The marker inside the error a stage returns when it stops for a signal.
+///
+/// It is deliberately not `ErrorKind::Interrupted`: `io::copy` and every
+/// read loop retry that kind, which would swallow the stop.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal (SIGTERM/SIGINT): the job was abandoned")]
+pub struct Cancelled;
+
 /// The error a stage returns when it stops for a signal.
 pub fn interrupted() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::Interrupted,
-        "interrupted by a signal (SIGTERM/SIGINT): the backup was abandoned",
-    )
+    std::io::Error::other(Cancelled)
+}
+
+/// Whether an error (anywhere in its chain) is a stop for a signal.
+pub fn is_cancelled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<Cancelled>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<Cancelled>())
+    })
 }

@@ -177,9 +177,16 @@ pub struct RestoreArgs {
     /// With several databases in the backup: which one.
     #[arg(long)]
     pub database: Option<String>,
-    /// Replace the content of a non-empty target database (in the same transaction).
+    /// Replace a non-empty target database: the backup is restored into a
+    /// scratch database that is swapped in only when the restore succeeded.
     #[arg(long)]
     pub clean: bool,
+    /// With --clean: keep the old content as database cellar_previous_<hash>.
+    #[arg(long)]
+    pub keep_previous: bool,
+    /// pg_restore workers for a custom-format backup (default: [restore] jobs, or one per core).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Also restore roles and tablespaces (pg_dumpall --globals-only) first.
     #[arg(long)]
     pub globals: bool,

@@ -40,6 +40,10 @@ pub struct SourceInfo {
     /// Files archived, or user tables dumped: 0 means an empty backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
+    /// Databases listed by `all = true` that were dropped before pg_dump
+    /// reached them: not in the backup, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

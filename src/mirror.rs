@@ -2,35 +2,27 @@
 //! only when the restore, the `after_restore` statements and the `checks`
 //! all succeeded.
 //!
-//! 1. Restore into a fresh `<database>__cellar_incoming` (dropped first if
-//!    a previous run left it), through the same verified, single-transaction
-//!    restore as `cellar restore`.
+//! 1. Restore into a scratch database through the same engine as
+//!    `cellar restore --to-database` ([`crate::restore::database`]).
 //! 2. Run `after_restore` (anonymization), then `checks` (each must return
-//!    true); any failure aborts.
-//! 3. Only then: end the sessions on `<database>`, rename it to
-//!    `<database>__cellar_previous`, rename the incoming one to
-//!    `<database>`, drop the previous one (unless `keep_previous`).
+//!    true) in the scratch database; any failure aborts.
+//! 3. Only then: swap it in (the engine's swap), and drop the previous
+//!    copy unless `keep_previous`.
 //!
-//! On any failure before step 3 the incoming database is dropped and
+//! On any failure before step 3 the scratch database is dropped and
 //! `<database>` is exactly as it was.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::manifest::Manifest;
-use crate::profile::{Mirror, PgConn};
-use crate::restore::{self, Ctx, DbTarget};
+use crate::profile::{Mirror, PgConn, RestoreConfig};
+use crate::restore::database::{self, DbTarget};
+use crate::restore::{self, Ctx};
 use crate::source::postgres;
-
-pub fn incoming_name(db: &str) -> String {
-    format!("{db}__cellar_incoming")
-}
-
-pub fn previous_name(db: &str) -> String {
-    format!("{db}__cellar_previous")
-}
 
 /// What a successful mirror measured.
 #[derive(Debug, Clone)]
@@ -52,42 +44,45 @@ pub fn run(
     m: &Manifest,
     mirror: &Mirror,
     database: Option<&str>,
+    options: &RestoreConfig,
+    config_dir: &Path,
 ) -> anyhow::Result<Drill> {
     let started = Instant::now();
     let conn = &mirror.conn;
     let target = &mirror.database;
-    let incoming = incoming_name(target);
     let payload = restore::database_payload(m, database)?;
-
-    step(
-        "drop leftover incoming",
-        postgres::drop_database(conn, &incoming),
-    )?;
-    let prepared = (|| -> anyhow::Result<(usize, Vec<(String, i64)>)> {
-        step(
-            "restore",
-            restore::to_database(
-                ctx,
-                m,
-                payload,
-                &DbTarget {
-                    conn,
-                    database: &incoming,
-                    clean: false,
-                    no_owner: false,
-                },
-            ),
-        )?;
+    let t = DbTarget {
+        conn,
+        database: target,
+        clean: true,
+        no_owner: false,
+        keep_previous: mirror.keep_previous,
+        jobs: options.jobs,
+        spool_dir: &options.spool_dir,
+        config_dir,
+    };
+    if let crate::profile::Source::Postgres(pg) = &ctx.profile.source {
+        if pg.backs_up(conn, target) {
+            bail!(
+                "refusing to mirror into {target}: the profile backs it up on the same server ({}), so the mirror would replace it with the last backup; set [mirror] database to a separate test database",
+                conn.describe()
+            );
+        }
+    }
+    let prepared = (|| -> anyhow::Result<_> {
+        database::check_target(&t)?.map_err(anyhow::Error::msg)?;
+        let scratch = step("restore", database::prepare(ctx, m, payload, &t))?;
+        let db = scratch.name().to_string();
         for (i, sql) in mirror.after_restore.iter().enumerate() {
             step(
                 &format!("after_restore #{}", i + 1),
-                postgres::query(conn, &incoming, &format!("{sql};"), &[]).map(|_| ()),
+                postgres::query(conn, &db, &format!("{sql};"), &[]).map(|_| ()),
             )?;
         }
         for (i, sql) in mirror.checks.iter().enumerate() {
             let out = step(
                 &format!("check #{}", i + 1),
-                postgres::query(conn, &incoming, &format!("{sql};"), &[]),
+                postgres::query(conn, &db, &format!("{sql};"), &[]),
             )?;
             let value = out.lines().next().unwrap_or("").trim();
             if value != "t" {
@@ -98,28 +93,20 @@ pub fn run(
                 );
             }
         }
-        let counts = step("count rows", row_counts(conn, &incoming))?;
-        Ok((mirror.checks.len(), counts))
+        let counts = step("count rows", row_counts(conn, &db))?;
+        Ok((scratch, counts))
     })();
-    let (checks_passed, row_counts) = match prepared {
-        Ok(v) => v,
-        Err(e) => {
-            if let Err(d) = postgres::drop_database(conn, &incoming) {
-                warn!("could not drop {incoming}: {d:#}");
-            }
-            return Err(e.context(format!("{target} was left as it was")));
-        }
-    };
-    if let Err(e) = step("swap", swap(conn, target, &incoming, mirror.keep_previous)) {
-        if let Err(d) = postgres::drop_database(conn, &incoming) {
-            warn!("could not drop {incoming}: {d:#}");
-        }
-        return Err(e.context(format!("{target} was left as it was")));
+    let (scratch, row_counts) =
+        prepared.map_err(|e| e.context(format!("{target} was left as it was")))?;
+    let kept = step("swap", scratch.swap())
+        .map_err(|e| e.context(format!("{target} was left as it was")))?;
+    if let Some(previous) = kept {
+        info!("{}: the previous {target} is kept as {previous}", m.profile);
     }
     let drill = Drill {
         backup_id: m.id.clone(),
         seconds: started.elapsed().as_secs_f64(),
-        checks_passed,
+        checks_passed: mirror.checks.len(),
         row_counts,
     };
     info!(
@@ -145,47 +132,4 @@ fn row_counts(conn: &PgConn, db: &str) -> anyhow::Result<Vec<(String, i64)>> {
         .filter_map(|l| l.rsplit_once('|'))
         .map(|(t, n)| (t.to_string(), n.trim().parse().unwrap_or(0).max(0)))
         .collect())
-}
-
-/// Ends the sessions on the old database and renames the new one in. The
-/// two renames are one transaction: either both happen or neither. A
-/// client that reconnects in between makes the rename fail; the swap is
-/// tried again a few times before giving up.
-fn swap(conn: &PgConn, target: &str, incoming: &str, keep_previous: bool) -> anyhow::Result<()> {
-    let previous = previous_name(target);
-    postgres::drop_database(conn, &previous)?;
-    let exists = postgres::database_state(conn, target)?.is_some();
-    let sql = if exists {
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-           WHERE datname IN (:'target', :'incoming') AND pid <> pg_backend_pid();
-         BEGIN;
-         ALTER DATABASE :\"target\" RENAME TO :\"previous\";
-         ALTER DATABASE :\"incoming\" RENAME TO :\"target\";
-         COMMIT;"
-    } else {
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-           WHERE datname = :'incoming' AND pid <> pg_backend_pid();
-         ALTER DATABASE :\"incoming\" RENAME TO :\"target\";"
-    };
-    let vars = [
-        ("target", target),
-        ("incoming", incoming),
-        ("previous", previous.as_str()),
-    ];
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match postgres::query(conn, "postgres", sql, &vars) {
-            Ok(_) => break,
-            Err(e) if attempt < 3 => {
-                warn!("swap attempt {attempt} failed, retrying: {e:#}");
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if exists && !keep_previous {
-        postgres::drop_database(conn, &previous)?;
-    }
-    Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Running {
     pub child: Child,
     stderr: Option<JoinHandle<String>>,
     waited: bool,
+    /// The child leads a process group of its own (its workers too).
+    group: bool,
 }
 
 /// Spawns `cmd` with stderr captured. The caller sets stdin/stdout.
@@ -77,7 +79,18 @@ pub fn spawn(cmd: &mut Command, tool: &str, hint: &str) -> Result<Running, Proce
         child,
         stderr: Some(stderr),
         waited: false,
+        group: false,
     })
+}
+
+/// Like [`spawn`], but the child leads a new process group, so killing it
+/// also kills the workers it forked (pg_restore -j).
+pub fn spawn_group(cmd: &mut Command, tool: &str, hint: &str) -> Result<Running, ProcessError> {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let mut r = spawn(cmd, tool, hint)?;
+    r.group = true;
+    Ok(r)
 }
 
 impl Running {
@@ -105,19 +118,51 @@ impl Running {
         }
     }
 
-    /// Kills the child and reaps it.
-    pub fn kill(mut self) {
+    /// Waits like [`Running::wait`], but a SIGTERM/SIGINT to cellar kills
+    /// the child (and its group) within a fraction of a second and returns
+    /// the cancellation error.
+    pub fn wait_or_cancel(mut self) -> anyhow::Result<String> {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return Ok(self.wait()?),
+                Ok(None) => {}
+                Err(cause) => {
+                    return Err(ProcessError::Wait {
+                        tool: self.tool.clone(),
+                        cause,
+                    }
+                    .into())
+                }
+            }
+            if crate::cancel::requested() {
+                self.terminate();
+                return Err(anyhow::Error::new(crate::cancel::interrupted())
+                    .context(format!("stopping {}", self.tool)));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(&mut self) {
+        if self.group {
+            // SAFETY: kill(2) on the process group this child leads.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.waited = true;
+    }
+
+    /// Kills the child and reaps it.
+    pub fn kill(mut self) {
+        self.terminate();
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.waited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.terminate();
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::keys;
 use crate::profile::{self, Databases, Profile, Source};
+use crate::restore::database;
 use crate::source::postgres;
 use crate::Failure;
 
@@ -56,6 +57,55 @@ pub fn run(dir: &Path, names: &[String]) -> Result<i32, Failure> {
 
 type Item = (&'static str, anyhow::Result<String>);
 
+/// Scratch databases of this profile's restores and mirror that exist on
+/// their server while no cellar is working on them: left by a killed run,
+/// they may hold un-anonymized data. Markers of scratch databases that are
+/// gone are removed.
+fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
+    let Source::Postgres(pg) = &p.source else {
+        return Ok("none".into());
+    };
+    let mut found: Vec<String> = Vec::new();
+    let mut check = |conn: &crate::profile::PgConn,
+                     target: &str,
+                     marker: Option<&std::path::PathBuf>| {
+        let name = database::scratch_name(target);
+        match postgres::database_state(conn, &name) {
+            Ok(Some(_)) => found.push(format!(
+                "{name} on {} (a killed restore or mirror into {target}; it may hold un-anonymized data: the next run into {target} drops it, or run DROP DATABASE {name})",
+                conn.describe()
+            )),
+            Ok(None) => {
+                if let Some(m) = marker {
+                    let _ = std::fs::remove_file(m);
+                }
+            }
+            Err(_) => {}
+        }
+    };
+    if let Some(m) = &p.mirror {
+        check(&m.conn, &m.database, None);
+    }
+    for (path, m) in database::markers(dir) {
+        if m.profile != p.name || m.running() {
+            continue;
+        }
+        if p.mirror.as_ref().is_some_and(|mi| mi.database == m.target) {
+            continue;
+        }
+        // A restore may have gone to another server (--host); ask the
+        // profile's server only when it is the one recorded.
+        if m.server == pg.conn.describe() {
+            check(&pg.conn, &m.target, Some(&path));
+        }
+    }
+    if found.is_empty() {
+        Ok("none".into())
+    } else {
+        anyhow::bail!("{}", found.join("; "))
+    }
+}
+
 fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
     let mut items: Vec<Item> = Vec::new();
     match &p.source {
@@ -78,6 +128,7 @@ fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
                         postgres::ping(&pg.conn, &db).map(|_| db.clone()),
                     ));
                 }
+                items.push(("scratch databases", leftovers(dir, p)));
             }
         }
         Source::Files(fs) => {

@@ -36,7 +36,7 @@ pub fn run(
         identity: &identity,
         progress: progress.as_ref(),
     };
-    let result = crate::mirror::run(&ctx, &m, mirror, database);
+    let result = crate::mirror::run(&ctx, &m, mirror, database, &profile.restore, dir);
     let mut st = state::load(dir, &profile.name);
     if let Ok(drill) = &result {
         {

@@ -6,7 +6,8 @@ use super::SharedProgress;
 use crate::catalog;
 use crate::cli::RestoreArgs;
 use crate::profile::Source;
-use crate::restore::{self, Ctx, DbTarget};
+use crate::restore::database::{self, DbTarget};
+use crate::restore::{self, Ctx};
 use crate::Failure;
 
 pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i32, Failure> {
@@ -62,26 +63,31 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         if let Some(u) = &args.user {
             conn.user = u.clone();
         }
-        if args.globals {
-            restore::globals(&ctx, &m, &conn)?;
-        }
+        let jobs = args.jobs.map_or(profile.restore.jobs, |j| j.max(1));
         let target = DbTarget {
             conn: &conn,
             database: db,
             clean: args.clean,
             no_owner: args.no_owner,
+            keep_previous: args.keep_previous,
+            jobs,
+            spool_dir: &profile.restore.spool_dir,
+            config_dir: dir,
         };
-        restore::to_database(&ctx, &m, payload, &target).map_err(|e| {
-            if format!("{e:#}").contains("pass --clean") {
-                Failure::config(e)
-            } else {
-                e.into()
-            }
-        })?;
+        // Mistakes in the request are exit 2, before anything is fetched.
+        database::check_target(&target)?
+            .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
+        if args.globals {
+            restore::globals(&ctx, &m, &conn)?;
+        }
+        let kept = database::restore(&ctx, &m, payload, &target)?;
         println!(
             "{}: backup {} restored into database {db}",
             profile.name, m.id
         );
+        if let Some(previous) = kept {
+            println!("  its previous content is kept as database {previous}");
+        }
     } else {
         return Err(Failure::config(anyhow::anyhow!(
             "choose a target: --to-dir, --to-database or --to-file"

@@ -1,7 +1,8 @@
 //! `cellar status [--max-age DURATION] [--json] [PROFILE...]`: the last
 //! success, last failure and last mirror drill of each profile, from the
-//! state folder. Exit 1 when any profile's last run failed or its last
-//! success is missing or older than `--max-age`: a Nagios-style check.
+//! state folder. Exit 1 when any profile's last run failed, its last
+//! success is missing or older than `--max-age`, or a killed restore or
+//! mirror left a scratch database behind: a Nagios-style check.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::profile;
+use crate::restore::database::{self, Marker};
 use crate::state::{self, Outcome, Run};
 use crate::{schedule, Failure};
 
@@ -52,12 +54,20 @@ pub fn run(
             (Some(r), Some(max)) => (now - r.finished_at).to_std().unwrap_or_default() > max,
             (Some(_), None) => false,
         };
-        let verdict = match (failed, stale) {
-            (true, _) => "FAILED",
-            (false, true) => "STALE",
-            (false, false) => "ok",
+        // Scratch databases of restores or mirrors that were killed: they
+        // may hold un-anonymized production data.
+        let leftovers: Vec<Marker> = database::markers(dir)
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.profile == f.name && !m.running())
+            .collect();
+        let verdict = match (failed, stale, leftovers.is_empty()) {
+            (true, _, _) => "FAILED",
+            (false, true, _) => "STALE",
+            (false, false, false) => "LEFTOVER",
+            (false, false, true) => "ok",
         };
-        if failed || stale {
+        if failed || stale || !leftovers.is_empty() {
             bad += 1;
         }
         if json {
@@ -67,6 +77,7 @@ pub fn run(
                 "last_success": st.last_success,
                 "last_failure": st.last_failure,
                 "last_mirror": st.last_mirror,
+                "leftover_scratch": leftovers,
                 "last_success_age_seconds": st.last_success.as_ref().map(|r| (now - r.finished_at).num_seconds()),
             }));
         } else {
@@ -84,6 +95,17 @@ pub fn run(
                 None => println!("  last failure: {failure}"),
             }
             println!("  last mirror:  {}", describe(now, st.last_mirror.as_ref()));
+            for m in &leftovers {
+                println!(
+                    "  leftover scratch database {} on {} (a restore into {} killed at {}; it may hold un-anonymized data): the next restore or mirror into {} drops it, or run DROP DATABASE {}",
+                    m.scratch,
+                    m.server,
+                    m.target,
+                    m.started_at.format("%Y-%m-%d %H:%M UTC"),
+                    m.target,
+                    m.scratch
+                );
+            }
         }
     }
     if json {

@@ -252,6 +252,9 @@ struct ProgressReader<'a, R> {
 
 impl<R: Read> Read for ProgressReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if crate::cancel::requested() {
+            return Err(crate::cancel::interrupted());
+        }
         let n = self.inner.read(out)?;
         self.progress.advance(n as u64);
         Ok(n)

@@ -52,6 +52,7 @@ pub struct Profile {
     pub encryption: Encryption,
     pub compression: Compression,
     pub retention: Retention,
+    pub restore: RestoreConfig,
     pub mirror: Option<Mirror>,
     pub hooks: Hooks,
     pub canary: Canary,
@@ -180,6 +181,25 @@ pub struct PgSource {
     pub format: DumpFormat,
     pub globals: bool,
     pub pg_dump_args: Vec<String>,
+}
+
+impl PgSource {
+    /// Whether `database` on the server `conn` is one this profile backs
+    /// up (with `all = true`, every database on the source server is).
+    pub fn backs_up(&self, conn: &PgConn, database: &str) -> bool {
+        let local =
+            |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1" | "") || h.starts_with('/');
+        let same_host =
+            conn.host == self.conn.host || (local(&conn.host) && local(&self.conn.host));
+        if !same_host || conn.port != self.conn.port {
+            return false;
+        }
+        match &self.databases {
+            Databases::One(d) => d == database,
+            Databases::Many(ds) => ds.iter().any(|d| d == database),
+            Databases::All => true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -312,6 +332,24 @@ impl Default for Canary {
         Canary {
             shrink_warn: 50,
             strict: false,
+        }
+    }
+}
+
+/// `[restore]`: how database restores and mirrors run.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    /// pg_restore workers (already resolved: never 0).
+    pub jobs: usize,
+    /// Where a custom-format restore spools the checked dump.
+    pub spool_dir: PathBuf,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            spool_dir: std::env::temp_dir(),
         }
     }
 }
@@ -593,6 +631,11 @@ pub fn parse(
         weekly: r.weekly.unwrap_or(4),
         monthly: r.monthly.unwrap_or(12),
     });
+    let restore = match v.section::<raw::Restore>(get("restore"), "restore", template) {
+        None => Some(raw::Restore::default()),
+        Some(r) => r,
+    }
+    .and_then(|r| v.restore(r));
     let mirror_value = get("mirror");
     let mirror_span = mirror_value.as_ref().map(|m| m.span());
     let mirror = match v.section::<raw::Mirror>(mirror_value, "mirror", template) {
@@ -608,11 +651,10 @@ pub fn parse(
                 );
                 None
             } else {
-                let source_conn = match &source {
-                    Some(Source::Postgres(p)) => Some(p.conn.clone()),
+                match &source {
+                    Some(Source::Postgres(p)) => Some(v.mirror(m, p)),
                     _ => None,
-                };
-                source_conn.map(|c| v.mirror(m, c))
+                }
             }
         }
     };
@@ -636,6 +678,7 @@ pub fn parse(
         Some(encryption),
         Some(compression),
         Some(retention),
+        Some(restore),
         Some(mirror),
         Some(hooks),
         Some(canary),
@@ -646,6 +689,7 @@ pub fn parse(
         encryption,
         compression,
         retention,
+        restore,
         mirror,
         hooks,
         canary,
@@ -663,6 +707,7 @@ pub fn parse(
         encryption,
         compression,
         retention,
+        restore,
         mirror,
         hooks,
         canary,
@@ -1107,7 +1152,33 @@ impl Validator<'_> {
         })
     }
 
-    fn mirror(&mut self, m: raw::Mirror, source: PgConn) -> Option<Mirror> {
+    fn restore(&mut self, r: raw::Restore) -> Option<RestoreConfig> {
+        let mut out = RestoreConfig::default();
+        if let Some(j) = &r.jobs {
+            match *j.get_ref() {
+                0 => {}
+                n @ 1..=64 => out.jobs = n as usize,
+                n => {
+                    self.problem(
+                        Some(j.span()),
+                        "restore.jobs",
+                        format!("jobs = {n} is more pg_restore workers than makes sense"),
+                        "use 0 (one per core) or a number from 1 to 64",
+                    );
+                    return None;
+                }
+            }
+        }
+        if let Some(d) = &r.spool_dir {
+            out.spool_dir = self.base.join(d);
+        }
+        Some(out)
+    }
+
+    fn mirror(&mut self, m: raw::Mirror, pg: &PgSource) -> Option<Mirror> {
+        let source = pg.conn.clone();
+        let database_span = Some(m.database.span());
+        let database = m.database.into_inner();
         let password = match &m.password {
             Some(p) => Some(self.secret(p, "mirror.password")?),
             None => None,
@@ -1129,8 +1200,29 @@ impl Validator<'_> {
             },
             bin_dir: source.bin_dir.clone(),
         };
+        if database.trim().is_empty() {
+            self.problem(
+                database_span,
+                "mirror.database",
+                "[mirror] database is empty",
+                "name the test database the mirror refreshes, e.g. database = \"shop_test\"",
+            );
+            return None;
+        }
+        if pg.backs_up(&conn, &database) {
+            self.problem(
+                database_span,
+                "mirror.database",
+                format!(
+                    "the mirror target {} is a database this profile backs up, on the same server: a mirror would replace it with the last backup",
+                    database
+                ),
+                "mirror into a separate test database, e.g. database = \"shop_test\", or set host/port in [mirror] for another server",
+            );
+            return None;
+        }
         Some(Mirror {
-            database: m.database,
+            database,
             conn,
             after_restore: m.after_restore,
             checks: m.checks,

@@ -24,6 +24,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "encryption",
     "compression",
     "retention",
+    "restore",
     "mirror",
     "hooks",
     "canary",
@@ -139,10 +140,20 @@ pub struct Retention {
     pub monthly: Option<u32>,
 }
 
+/// How database restores (and mirrors) run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    /// pg_restore -j; 0 = the number of cores.
+    pub jobs: Option<Spanned<u32>>,
+    /// Where a custom-format restore spools the checked dump.
+    pub spool_dir: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
-    pub database: String,
+    pub database: Spanned<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,

@@ -5,18 +5,18 @@
 //! the call returns. Connection parameters go in a conninfo string, so a
 //! database name can hold any character.
 //!
-//! Restoring into a database runs the whole script inside one transaction
-//! that cellar opens and closes itself: `BEGIN` goes first, and `COMMIT`
-//! is sent only by [`PendingRestore::commit`], which the caller invokes once
-//! the pipeline has proved the stream intact. Dropping a pending restore
-//! kills psql, and the server rolls the transaction back.
+//! Restores only ever write into a scratch database (see
+//! `restore::database`): custom archives go through `pg_restore -d -j N`,
+//! which never involves psql; SQL from a backup (plain dumps, globals, the
+//! database-level statements) goes through [`psql_restricted`], where a
+//! `\restrict` key that only cellar knows blocks every psql meta-command.
 
 use std::io::{self, Read, Write};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
-use crate::process::{self, Running};
+use crate::process;
 use crate::profile::PgConn;
 
 const HINT: &str = "install the PostgreSQL client tools (apt-get install postgresql-client) or set pg_bin_dir in [source]";
@@ -116,12 +116,14 @@ pub fn server_version(conn: &PgConn) -> anyhow::Result<String> {
 }
 
 /// The databases `all = true` backs up: every one that accepts connections
-/// except the templates.
+/// except the templates and cellar's own scratch and previous copies.
 pub fn list_databases(conn: &PgConn) -> anyhow::Result<Vec<String>> {
     let out = query(
         conn,
         "postgres",
-        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1;",
+        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate
+           AND datname NOT LIKE 'cellar\\_scratch\\_%' AND datname NOT LIKE 'cellar\\_previous\\_%'
+         ORDER BY 1;",
         &[],
     )?;
     Ok(out
@@ -242,130 +244,352 @@ pub fn drop_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
-/// Drops every user schema (and what is in it) and recreates `public` as
-/// PostgreSQL 15 makes it; runs inside the restore's transaction, so a
-/// failed restore leaves the old content in place.
-const CLEAN_SQL: &str = r#"
-DO $cellar$
-DECLARE s record;
-BEGIN
-  FOR s IN SELECT nspname FROM pg_namespace
-           WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-             AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp%'
-  LOOP
-    EXECUTE format('DROP SCHEMA %I CASCADE', s.nspname);
-  END LOOP;
-END
-$cellar$;
-CREATE SCHEMA public;
-ALTER SCHEMA public OWNER TO pg_database_owner;
-GRANT USAGE ON SCHEMA public TO PUBLIC;
-"#;
-
-/// A restore whose transaction is open, waiting for `commit`.
-pub struct PendingRestore {
-    psql: Running,
-    stdin: std::process::ChildStdin,
+/// The scratch databases (`cellar_scratch_*`) on a server: restores or
+/// mirrors in progress, or left by one that was killed.
+pub fn scratch_databases(conn: &PgConn) -> anyhow::Result<Vec<String>> {
+    let out = query(
+        conn,
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'cellar\\_scratch\\_%' ORDER BY 1;",
+        &[],
+    )?;
+    Ok(out
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
-impl PendingRestore {
-    pub fn commit(mut self) -> anyhow::Result<()> {
-        self.stdin
-            .write_all(b"\nCOMMIT;\n")
-            .and_then(|_| self.stdin.flush())
-            .context("sending COMMIT to psql")?;
-        drop(self.stdin);
-        self.psql.wait().context("committing the restore")?;
-        Ok(())
+/// Makes `file` the child's descriptor 3 (and not close-on-exec), so a
+/// child can open an unnamed spool file as `/dev/fd/3`.
+fn pass_as_fd3(cmd: &mut Command, file: &std::fs::File) {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = file.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
-/// Applies a dump (custom archive through pg_restore, or plain SQL) to
-/// `database` inside one open transaction. Returns once the whole stream
-/// went in; nothing is committed until [`PendingRestore::commit`].
-pub fn restore_into(
+/// Restores a spooled custom archive into `database` with `jobs` parallel
+/// pg_restore workers, stopping at the first error. A SIGTERM kills
+/// pg_restore and its workers.
+pub fn restore_custom(
     conn: &PgConn,
     database: &str,
-    custom: bool,
-    clean: bool,
+    spool: &std::fs::File,
+    jobs: usize,
     no_owner: bool,
+) -> anyhow::Result<()> {
+    let env = client_env(conn)?;
+    let mut cmd = command(conn, "pg_restore", &env);
+    cmd.args(["--exit-on-error", "--no-password"]);
+    cmd.arg(format!("--jobs={}", jobs.max(1)));
+    if no_owner {
+        cmd.args(["--no-owner", "--no-privileges"]);
+    }
+    cmd.arg(format!("--dbname={}", conninfo(conn, database)));
+    cmd.arg("/dev/fd/3");
+    pass_as_fd3(&mut cmd, spool);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    process::spawn_group(&mut cmd, "pg_restore", HINT)?
+        .wait_or_cancel()
+        .map(|_| ())
+}
+
+/// The database-level part of a spooled custom archive (CREATE DATABASE
+/// with its encoding and locale, owner, comment, settings, grants), as
+/// pg_restore --create would print it, with the database renamed to
+/// `rename_to`. Returns (CREATE DATABASE statement, the other statements).
+pub fn database_sql(
+    conn: &PgConn,
+    spool: &std::fs::File,
+    rename_to: &str,
+    no_owner: bool,
+) -> anyhow::Result<(String, String)> {
+    let mut cmd = Command::new(conn.tool("pg_restore"));
+    // Without --create, the list leaves the database-level entries out.
+    cmd.args(["--create", "--list", "/dev/fd/3"]);
+    pass_as_fd3(&mut cmd, spool);
+    let listing = output_of(cmd, "pg_restore").context("listing the archive")?;
+    let mut list = tempfile::Builder::new().prefix("cellar-toc-").tempfile()?;
+    for line in listing.lines().filter(|l| is_database_entry(l)) {
+        writeln!(list, "{line}")?;
+    }
+    list.flush()?;
+
+    let mut cmd = Command::new(conn.tool("pg_restore"));
+    cmd.args(["--create", "--schema-only", "--file=-"]);
+    if no_owner {
+        cmd.args(["--no-owner", "--no-privileges"]);
+    }
+    cmd.arg("--use-list").arg(list.path()).arg("/dev/fd/3");
+    pass_as_fd3(&mut cmd, spool);
+    let sql = output_of(cmd, "pg_restore").context("reading the database-level entries")?;
+    Ok(rename_database_sql(&sql, rename_to))
+}
+
+/// Runs a client tool to its end and returns what it printed.
+fn output_of(mut cmd: Command, tool: &str) -> anyhow::Result<String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = process::spawn(&mut cmd, tool, HINT)?;
+    let mut out = String::new();
+    child
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)?;
+    child.wait()?;
+    Ok(out)
+}
+
+/// Whether a `pg_restore --list` line is a database-level entry: the
+/// database itself, its properties, or a comment, ACL or security label
+/// on it.
+fn is_database_entry(line: &str) -> bool {
+    let Some((_, rest)) = line.split_once("; ") else {
+        return false;
+    };
+    // "<table oid> <oid> <desc> <schema> <tag> <owner>"
+    let mut parts = rest.splitn(3, ' ');
+    let (Some(_), Some(_), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    what.starts_with("DATABASE - ")
+        || what.starts_with("DATABASE PROPERTIES - ")
+        || what.contains(" - DATABASE ")
+}
+
+/// Rewrites pg_restore's database-level script for another database name:
+/// keeps only statements about that database (CREATE, ALTER, COMMENT ON,
+/// GRANT/REVOKE ON, SECURITY LABEL ON, ALTER ROLE ... IN DATABASE) and the
+/// session settings, drops psql meta-commands. Returns (CREATE DATABASE,
+/// the rest).
+pub fn rename_database_sql(sql: &str, rename_to: &str) -> (String, String) {
+    let original = sql.lines().find_map(|l| {
+        let rest = l.strip_prefix("CREATE DATABASE ")?;
+        Some(leading_identifier(rest))
+    });
+    let mut create = String::new();
+    let mut rest = String::new();
+    let Some(original) = original else {
+        return (create, rest);
+    };
+    let from = format!("DATABASE {original}");
+    let to = format!("DATABASE {rename_to}");
+    let mut continuing = false;
+    for line in sql.lines() {
+        if continuing {
+            rest.push_str(line);
+            rest.push('\n');
+            continuing = !line.trim_end().ends_with(';');
+            continue;
+        }
+        if line.is_empty() || line.starts_with("--") || line.starts_with('\\') {
+            continue;
+        }
+        if line.starts_with("SET ") || line.starts_with("SELECT pg_catalog.set_config(") {
+            rest.push_str(line);
+            rest.push('\n');
+            continue;
+        }
+        let Some(at) = line.find(&from).filter(|&i| {
+            let after = &line[i + from.len()..];
+            after.starts_with(' ') || after.starts_with(';')
+        }) else {
+            continue;
+        };
+        let renamed = format!("{}{to}{}", &line[..at], &line[at + from.len()..]);
+        let allowed = [
+            "ALTER DATABASE ",
+            "COMMENT ON DATABASE ",
+            "GRANT ",
+            "REVOKE ",
+            "SECURITY LABEL ",
+            "ALTER ROLE ",
+        ];
+        if renamed.starts_with("CREATE DATABASE ") && create.is_empty() {
+            create = renamed;
+            create.push('\n');
+        } else if allowed.iter().any(|a| renamed.starts_with(a)) {
+            rest.push_str(&renamed);
+            rest.push('\n');
+            continuing = !renamed.trim_end().ends_with(';');
+        }
+    }
+    (create, rest)
+}
+
+/// The identifier at the start of `s`, as written (quoted or not).
+fn leading_identifier(s: &str) -> &str {
+    if let Some(body) = s.strip_prefix('"') {
+        let b = body.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'"' {
+                if b.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                return &s[..i + 2];
+            }
+            i += 1;
+        }
+        s
+    } else {
+        s.split([' ', ';']).next().unwrap_or(s)
+    }
+}
+
+/// Whether this psql has `\restrict` (15.14+, 16.10+, 17.6+, 18+), the
+/// only way to stop SQL from a backup running psql meta-commands.
+pub fn psql_can_restrict(conn: &PgConn) -> anyhow::Result<bool> {
+    let out = Command::new(conn.tool("psql"))
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run psql: {e}; {HINT}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or("");
+    let mut nums = version.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    Ok(match major {
+        15 => minor >= 14,
+        16 => minor >= 10,
+        17 => minor >= 6,
+        m => m >= 18,
+    })
+}
+
+/// Copies SQL from a backup into psql behind a `\restrict` key that only
+/// cellar knows: the dump's own `\restrict`/`\unrestrict` lines are
+/// dropped (outside COPY data), so no meta-command in the stream can run.
+pub struct Restricted<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    in_copy: bool,
+    /// `line` continues a line whose start was already passed on.
+    partial: bool,
+}
+
+impl<W: Write> Restricted<W> {
+    pub fn new(mut out: W) -> io::Result<Self> {
+        let mut key = [0u8; 16];
+        sequoia_openpgp::crypto::random(&mut key).map_err(io::Error::other)?;
+        writeln!(out, "\\restrict {}", hex::encode(key))?;
+        Ok(Restricted {
+            out,
+            line: Vec::with_capacity(1 << 16),
+            in_copy: false,
+            partial: false,
+        })
+    }
+
+    fn emit_line(&mut self) -> io::Result<()> {
+        let l = &self.line;
+        if std::mem::take(&mut self.partial) {
+            // The rest of a long line: its start was judged already.
+        } else if self.in_copy {
+            if l == b"\\.\n" || l == b"\\." {
+                self.in_copy = false;
+            }
+        } else if l.starts_with(b"\\restrict ") || l.starts_with(b"\\unrestrict ") {
+            self.line.clear();
+            return Ok(());
+        } else if l.starts_with(b"COPY ") && l.trim_ascii_end().ends_with(b"FROM stdin;") {
+            self.in_copy = true;
+        }
+        self.out.write_all(&self.line)?;
+        self.line.clear();
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.line.is_empty() {
+            self.emit_line()?;
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for Restricted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..=i]);
+            self.emit_line()?;
+            rest = &rest[i + 1..];
+        }
+        self.line.extend_from_slice(rest);
+        // A very long line (a huge COPY row) is passed on in pieces; only
+        // a line's start decides anything.
+        if self.line.len() > 1 << 20 {
+            self.emit_line()?;
+            self.partial = true;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Feeds SQL from a backup into psql on `database`, restricted (see
+/// [`Restricted`]). With `stop_on_error` the first error ends psql and the
+/// call fails; without it psql carries on (globals: "role exists") and its
+/// messages are returned.
+pub fn psql_restricted(
+    conn: &PgConn,
+    database: &str,
+    stop_on_error: bool,
     input: &mut dyn Read,
-) -> anyhow::Result<PendingRestore> {
+) -> anyhow::Result<String> {
+    if !psql_can_restrict(conn)? {
+        bail!(
+            "{} is too old to block psql meta-commands in SQL from a backup (\\restrict needs \
+             psql 15.14, 16.10, 17.6 or newer); upgrade the PostgreSQL client tools or point \
+             pg_bin_dir at newer ones",
+            conn.tool("psql").display()
+        );
+    }
     let env = client_env(conn)?;
     let mut cmd = command(conn, "psql", &env);
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    cmd.args(["-X", "-q"]);
+    if stop_on_error {
+        cmd.args(["-v", "ON_ERROR_STOP=1"]);
+    }
     cmd.arg(format!("--dbname={}", conninfo(conn, database)));
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
-    let mut stdin = psql.child.stdin.take().unwrap();
-
-    let mut head = String::from("BEGIN;\n");
-    if clean {
-        head.push_str(CLEAN_SQL);
-    }
-    let fed: io::Result<()> = (|| {
-        stdin.write_all(head.as_bytes())?;
-        if custom {
-            let mut cmd = command(conn, "pg_restore", &env);
-            cmd.args(["--file=-", "--exit-on-error"]);
-            if no_owner {
-                cmd.args(["--no-owner", "--no-privileges"]);
-            }
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-            let mut pg_restore =
-                process::spawn(&mut cmd, "pg_restore", HINT).map_err(io::Error::other)?;
-            let mut to_restore = pg_restore.child.stdin.take().unwrap();
-            let mut from_restore = pg_restore.child.stdout.take().unwrap();
-            let forwarded = std::thread::scope(|s| {
-                let fwd = s.spawn(|| {
-                    let r = io::copy(&mut from_restore, &mut stdin);
-                    if r.is_err() {
-                        // psql stopped: keep pg_restore moving so the
-                        // feeding side cannot block, then report.
-                        let _ = io::copy(&mut from_restore, &mut io::sink());
-                    }
-                    r
-                });
-                let fed = io::copy(input, &mut to_restore);
-                drop(to_restore);
-                let fwd = fwd.join().expect("forwarding thread panicked");
-                fed.and(fwd)
-            });
-            match forwarded {
-                Ok(_) => pg_restore.wait().map(|_| ()).map_err(io::Error::other),
-                Err(e) => {
-                    pg_restore.kill();
-                    Err(e)
-                }
-            }
-        } else {
-            io::copy(input, &mut stdin).map(|_| ())
-        }
-    })();
-    if let Err(e) = fed {
+    let stdin = psql.child.stdin.take().unwrap();
+    let fed = Restricted::new(io::BufWriter::with_capacity(1 << 16, stdin)).and_then(|mut w| {
+        io::copy(input, &mut w)?;
+        w.finish()?.into_inner().map_err(|e| e.into_error())?;
+        Ok(())
+    });
+    match (psql.wait_or_cancel(), fed) {
         // If psql stopped on an SQL error, its message is the real cause.
-        drop(stdin);
-        return match psql.wait() {
-            Err(p) => Err(anyhow::Error::new(p).context(format!("restoring into {database}"))),
-            Ok(_) => Err(anyhow::Error::new(e).context(format!("restoring into {database}"))),
-        };
+        (Err(e), _) => Err(e.context(format!("restoring into {database}"))),
+        (Ok(_), Err(e)) => Err(anyhow::Error::new(e).context(format!("restoring into {database}"))),
+        (Ok(notes), Ok(())) => Ok(notes),
     }
-    Ok(PendingRestore { psql, stdin })
-}
-
-/// Runs a plain SQL script (e.g. globals) outside a transaction, carrying
-/// on past errors such as "role already exists"; returns psql's messages.
-pub fn run_script(
-    conn: &PgConn,
-    database: &str,
-    script: &std::path::Path,
-) -> anyhow::Result<String> {
-    let env = client_env(conn)?;
-    let mut cmd = command(conn, "psql", &env);
-    cmd.args(["-X", "-q", "-f"]).arg(script);
-    cmd.arg(format!("--dbname={}", conninfo(conn, database)));
-    cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    Ok(process::spawn(&mut cmd, "psql", HINT)?.wait()?)
 }
 
 /// Checks a custom archive by converting it to SQL without applying it.

@@ -56,8 +56,21 @@ fn run_ok(cmd: &mut Command, what: &str) {
     );
 }
 
+/// The cluster the tests of this binary share; each test uses databases
+/// with names of its own.
 pub fn pg() -> &'static Pg {
-    PG.get_or_init(|| {
+    PG.get_or_init(start_cluster)
+}
+
+/// A cluster of its own, for a test that must see every database on its
+/// server (`all = true`) without seeing other tests'. Stopped when the test
+/// process ends.
+pub fn private_pg() -> Pg {
+    start_cluster()
+}
+
+fn start_cluster() -> Pg {
+    {
         let dir = tempfile::Builder::new()
             .prefix("cellar-test-pg-")
             .tempdir()
@@ -113,10 +126,13 @@ pub fn pg() -> &'static Pg {
         let pg = Pg { port };
         pg.psql(
             "postgres",
-            &format!("CREATE ROLE {PW_USER} LOGIN SUPERUSER PASSWORD '{}';", PW_PASSWORD.replace('\'', "''")),
+            &format!(
+                "CREATE ROLE {PW_USER} LOGIN SUPERUSER PASSWORD '{}';",
+                PW_PASSWORD.replace('\'', "''")
+            ),
         );
         pg
-    })
+    }
 }
 
 impl Pg {
@@ -483,4 +499,23 @@ pub fn flip_byte(path: &Path) {
 /// A unique database name for one test.
 pub fn db_name(test: &str) -> String {
     format!("t_{test}")
+}
+
+/// A pg_bin_dir for a test: the real client tools, except those given as
+/// (tool, shell script) which replace them.
+pub fn fake_bin_dir(env: &TestEnv, scripts: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = env.path().join("pgbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
+        let path = bin.join(tool);
+        match scripts.iter().find(|(t, _)| *t == tool) {
+            Some((_, script)) => {
+                std::fs::write(&path, script).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            None => std::os::unix::fs::symlink(format!("{PG_BIN}/{tool}"), &path).unwrap(),
+        }
+    }
+    bin
 }

@@ -9,6 +9,7 @@ mod mirror;
 mod ops;
 mod postgres;
 mod profiles;
+mod restore_engine;
 mod retention;
 mod s3;
 mod s3harness;

@@ -1,6 +1,8 @@
 //! Mirror: swap on success, and in every failing case the test database
 //! is exactly as it was.
 
+use cellar::restore::database::{previous_name, scratch_name};
+
 use crate::harness::{db_name, flip_byte, pg, TestEnv};
 
 fn setup(test: &str, mirror_extra: &str) -> (TestEnv, String, String) {
@@ -37,7 +39,7 @@ fn unchanged(target: &str) {
         pg.psql(target, "SELECT v FROM old_content").trim(),
         "previous test data"
     );
-    assert!(!pg.exists(&format!("{target}__cellar_incoming")));
+    assert!(!pg.exists(&scratch_name(target)));
 }
 
 #[test]
@@ -82,8 +84,8 @@ fn mirror_swaps_in_the_anonymized_copy_while_a_client_is_connected() {
         .trim(),
         "0"
     );
-    assert!(!pg.exists(&format!("{target}__cellar_previous")));
-    assert!(!pg.exists(&format!("{target}__cellar_incoming")));
+    assert!(!pg.exists(&previous_name(&target)));
+    assert!(!pg.exists(&scratch_name(&target)));
     let status = client.wait().unwrap();
     assert!(!status.success(), "the old session was not ended");
     // The drill is recorded for `status`.
@@ -137,10 +139,10 @@ fn failing_after_restore_or_check_leaves_the_test_database_and_a_later_run_works
     );
     unchanged(&target);
 
-    // A leftover incoming database from a crashed run does not stop the next.
+    // A leftover scratch database from a crashed run does not stop the next.
     pg().psql(
         "postgres",
-        &format!("CREATE DATABASE \"{target}__cellar_incoming\""),
+        &format!("CREATE DATABASE \"{}\"", scratch_name(&target)),
     );
     env.edit("profiles/db.toml", "count(*) = 99", "count(*) = 100");
     env.cellar(&["mirror", "db"]).ok();
@@ -156,11 +158,8 @@ fn keep_previous_keeps_the_old_copy_and_db_commands_reach_the_mirror() {
     env.cellar(&["mirror", "db"]).ok();
     let pg = pg();
     assert_eq!(
-        pg.psql(
-            &format!("{target}__cellar_previous"),
-            "SELECT v FROM old_content"
-        )
-        .trim(),
+        pg.psql(&previous_name(&target), "SELECT v FROM old_content")
+            .trim(),
         "previous test data"
     );
     let out = env.cellar(&["db", "list", "db", "--mirror"]);
@@ -169,6 +168,6 @@ fn keep_previous_keeps_the_old_copy_and_db_commands_reach_the_mirror() {
     env.cellar(&["db", "ping", "db", "--mirror"]).ok();
     pg.psql(
         "postgres",
-        &format!("DROP DATABASE \"{target}__cellar_previous\""),
+        &format!("DROP DATABASE \"{}\"", previous_name(&target)),
     );
 }

@@ -246,13 +246,56 @@ fn failing_pg_dump_mid_stream_leaves_no_manifest_and_no_payload() {
 
 #[test]
 fn all_databases_and_globals_are_dumped() {
+    // A cluster of its own: other tests create and drop databases on the
+    // shared one all the time.
+    let own = crate::harness::private_pg();
+    own.psql("postgres", "CREATE DATABASE shop");
+    own.psql("postgres", "CREATE DATABASE cellar_scratch_0123456789ab");
+    own.psql("shop", "CREATE TABLE t (v int); INSERT INTO t VALUES (1);");
+    own.psql("postgres", "CREATE DATABASE gone;");
     let env = TestEnv::new();
-    env.pg_profile_with("every", "all = true", "");
+    // A pg_dump that finds `gone` dropped just before it dumps it, as a
+    // database dropped between the listing and its dump would be.
+    let bin = crate::harness::fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *\"dbname='gone'\"*) psql -X -q -h 127.0.0.1 -p {} -U postgres -d postgres -c 'DROP DATABASE gone' ;; esac\nexec {}/pg_dump \"$@\"\n",
+                own.port,
+                crate::harness::PG_BIN
+            ),
+        )],
+    );
+    env.pg_profile_with(
+        "every",
+        &format!("all = true\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.edit(
+        "profiles/every.toml",
+        &format!("port = {}", pg().port),
+        &format!("port = {}", own.port),
+    );
     env.cellar(&["backup", "every"]).ok();
     let names = env.payload_names("every");
     assert!(
-        names.iter().any(|n| n.ends_with(".postgres.pgdump.xz.pgp")),
+        names.iter().any(|n| n.ends_with(".postgres.pgdump.xz.pgp"))
+            && names.iter().any(|n| n.ends_with(".shop.pgdump.xz.pgp")),
         "{names:?}"
+    );
+    // cellar's own scratch databases are never backed up; the dropped
+    // one is recorded in the manifest.
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("cellar_scratch") || n.contains(".gone.")),
+        "{names:?}"
+    );
+    let manifest = std::fs::read_to_string(&env.manifests("every")[0]).unwrap();
+    assert!(
+        manifest.contains("gone: dropped during the backup"),
+        "{manifest}"
     );
     assert!(
         names.iter().any(|n| n.ends_with(".globals.sql.xz.pgp")),

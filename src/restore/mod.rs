@@ -2,9 +2,11 @@
 //!
 //! Every path goes through [`pipeline::restore_stream`], which proves size,
 //! BLAKE2b-512 and the OpenPGP integrity check before its consumer's work
-//! may be committed. Each target has its own commit step: a database
-//! transaction's COMMIT, or a rename into place of a folder or file that
-//! was written beside the target.
+//! may be committed. Each target has its own commit step: the swap of a
+//! scratch database into place ([`database`]), or a rename into place of a
+//! folder or file that was written beside the target.
+
+pub mod database;
 
 use std::path::{Path, PathBuf};
 
@@ -179,65 +181,6 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
     Ok(())
 }
 
-pub struct DbTarget<'a> {
-    pub conn: &'a PgConn,
-    pub database: &'a str,
-    pub clean: bool,
-    pub no_owner: bool,
-}
-
-/// Restores a dump into a database in one transaction committed only after
-/// the stream checked out. A database created for the restore is dropped
-/// again if the restore fails.
-pub fn to_database(
-    ctx: &Ctx<'_>,
-    m: &Manifest,
-    p: &Payload,
-    t: &DbTarget<'_>,
-) -> anyhow::Result<()> {
-    let custom = match p.content {
-        Content::Pgdump => true,
-        Content::Sql => false,
-        _ => bail!(
-            "backup {} is not a database dump; use --to-dir or --to-file",
-            m.id
-        ),
-    };
-    let created = match postgres::database_state(t.conn, t.database)? {
-        None => {
-            postgres::create_database(t.conn, t.database)?;
-            true
-        }
-        Some(0) => false,
-        Some(n) if t.clean => {
-            info!("{}: replacing the {n} objects in {} (--clean)", m.profile, t.database);
-            false
-        }
-        Some(n) => bail!(
-            "database {} is not empty ({n} objects); pass --clean to replace its content, or restore into a new name",
-            t.database
-        ),
-    };
-    let result = ctx
-        .stream(m, p, |r| {
-            postgres::restore_into(t.conn, t.database, custom, t.clean, t.no_owner, r)
-        })
-        .map_err(anyhow::Error::from)
-        .and_then(|pending| pending.commit());
-    if let Err(e) = result {
-        if created {
-            if let Err(d) = postgres::drop_database(t.conn, t.database) {
-                warn!(
-                    "could not drop {} created for the failed restore: {d:#}",
-                    t.database
-                );
-            }
-        }
-        return Err(e.context(format!("{} was left as it was", t.database)));
-    }
-    Ok(())
-}
-
 /// Restores the roles and tablespaces payload (after verifying it whole).
 pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &PgConn) -> anyhow::Result<()> {
     let Some(p) = m.payloads.iter().find(|p| p.content == Content::Globals) else {
@@ -246,15 +189,16 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &PgConn) -> anyhow::Result<()>
             m.id
         );
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("cellar-globals-")
-        .tempfile()?;
-    let tmp = ctx.stream(m, p, |r| {
-        let mut f = tmp.reopen()?;
-        std::io::copy(r, &mut f)?;
-        Ok(tmp)
+    // Checked whole before any of it runs: spooled to an unnamed file.
+    let mut tmp = tempfile::tempfile()?;
+    ctx.stream(m, p, |r| {
+        std::io::copy(r, &mut tmp)?;
+        Ok(())
     })?;
-    let notes = postgres::run_script(conn, "postgres", tmp.path())?;
+    use std::io::Seek;
+    tmp.rewind()?;
+    // Roles that already exist are errors psql reports and carries past.
+    let notes = postgres::psql_restricted(conn, "postgres", false, &mut tmp)?;
     for line in notes.lines().filter(|l| l.contains("ERROR")) {
         warn!("globals: {line}");
     }

@@ -1,0 +1,474 @@
+//! The one engine behind `restore --to-database` and `mirror`: restore
+//! into a scratch database, then swap it in.
+//!
+//! 1. Fetch and check. A custom archive is spooled, decrypted and
+//!    decompressed, into an unnamed file under `[restore] spool_dir`
+//!    (nothing is left behind even on `kill -9`); every check (stored size
+//!    and BLAKE2b-512, OpenPGP integrity, plaintext size and BLAKE2b-512)
+//!    passes before the server is touched. A plain dump streams into psql.
+//! 2. Restore into `cellar_scratch_<hash of the target>`: a short name that
+//!    can never equal or truncate to the target. Custom archives go through
+//!    `pg_restore -j N --exit-on-error`; plain dumps through psql with
+//!    `ON_ERROR_STOP` and meta-commands blocked. Whatever the dump does
+//!    with transactions (large objects bring their own BEGIN/COMMIT) only
+//!    ever touches the scratch database.
+//! 3. Database-level properties from the archive (encoding and locale,
+//!    owner, comment, settings, grants) are applied to the scratch database.
+//! 4. (Mirror: `after_restore`, then `checks`, run by the caller.)
+//! 5. [`Scratch::swap`]: end the sessions on the target, rename target →
+//!    `cellar_previous_<hash>` and scratch → target in one transaction, drop
+//!    the previous copy unless asked to keep it.
+//!
+//! Any failure before the swap drops the scratch database ([`Scratch`]'s
+//! `Drop`), so the target is exactly as it was. A scratch database left by
+//! a killed run is dropped by the next run for the same target, and a
+//! marker in `state/scratch/` lets `status` report it meanwhile.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use blake2::Digest;
+use tracing::{info, warn};
+
+use super::Ctx;
+use crate::manifest::{Content, Manifest, Payload};
+use crate::profile::PgConn;
+use crate::source::postgres;
+
+pub const SCRATCH_PREFIX: &str = "cellar_scratch_";
+pub const PREVIOUS_PREFIX: &str = "cellar_previous_";
+
+fn tag(target: &str) -> String {
+    let mut h = blake2::Blake2b512::new();
+    h.update(target.as_bytes());
+    hex::encode(&h.finalize()[..6])
+}
+
+/// The scratch database for `target`: 27 bytes, whatever the target's
+/// length, so it can never truncate to (or equal) another name.
+pub fn scratch_name(target: &str) -> String {
+    format!("{SCRATCH_PREFIX}{}", tag(target))
+}
+
+/// Where the old content of `target` goes during the swap.
+pub fn previous_name(target: &str) -> String {
+    format!("{PREVIOUS_PREFIX}{}", tag(target))
+}
+
+/// A database restore's target and options.
+pub struct DbTarget<'a> {
+    pub conn: &'a PgConn,
+    pub database: &'a str,
+    /// Replace a target that holds objects (`--clean`); the mirror always does.
+    pub clean: bool,
+    pub no_owner: bool,
+    pub keep_previous: bool,
+    pub jobs: usize,
+    pub spool_dir: &'a Path,
+    /// The config dir, for the target lock and the scratch marker.
+    pub config_dir: &'a Path,
+}
+
+/// Refuses targets that are cellar's own names, and (without `clean`) a
+/// target that holds objects: the inner `Err` is such a refusal (exit 2
+/// material), the outer one a server that could not be asked. Call before
+/// any work.
+pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
+    if t.database.is_empty() {
+        return Ok(Err("the target database name is empty".into()));
+    }
+    if t.database.starts_with(SCRATCH_PREFIX) || t.database.starts_with(PREVIOUS_PREFIX) {
+        return Ok(Err(format!(
+            "{} is a name cellar uses for its scratch and previous copies; restore into another name",
+            t.database
+        )));
+    }
+    if t.database.len() > 63 {
+        return Ok(Err(format!(
+            "database name {} is {} bytes; PostgreSQL keeps only 63, so choose a shorter name",
+            t.database,
+            t.database.len()
+        )));
+    }
+    if !t.clean {
+        if let Some(n @ 1..) = postgres::database_state(t.conn, t.database)? {
+            return Ok(Err(format!(
+                "database {} is not empty ({n} objects); pass --clean to replace it (it is swapped out only after the restore succeeded), or restore into a new name",
+                t.database
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A restored scratch database waiting to be swapped in. Dropping it
+/// without [`Scratch::swap`] drops the database.
+pub struct Scratch<'a> {
+    conn: &'a PgConn,
+    target: String,
+    name: String,
+    keep_previous: bool,
+    marker: PathBuf,
+    done: bool,
+    _lock: crate::lock::ProfileLock,
+}
+
+impl Scratch<'_> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Ends the sessions on the target and renames the scratch database
+    /// into its place, both renames in one transaction. Returns the name
+    /// the old content was kept under, if kept.
+    pub fn swap(mut self) -> anyhow::Result<Option<String>> {
+        let kept = swap(self.conn, &self.target, &self.name, self.keep_previous)?;
+        self.done = true;
+        let _ = std::fs::remove_file(&self.marker);
+        Ok(kept)
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match postgres::drop_database(self.conn, &self.name) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.marker);
+            }
+            Err(e) => warn!(
+                "could not drop the scratch database {} (it may hold restored data; drop it by hand): {e:#}",
+                self.name
+            ),
+        }
+    }
+}
+
+/// The marker files for scratch databases that exist (or may, after a
+/// crash): `state/scratch/<name>.json`.
+pub fn marker_dir(config_dir: &Path) -> PathBuf {
+    crate::state::dir(config_dir).join("scratch")
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Marker {
+    pub profile: String,
+    pub server: String,
+    pub target: String,
+    pub scratch: String,
+    pub pid: u32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Marker {
+    /// Whether the process that wrote it is still running.
+    pub fn running(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks that the pid exists.
+        unsafe { libc::kill(self.pid as i32, 0) == 0 }
+    }
+}
+
+/// Every marker, for `status` and `check`.
+pub fn markers(config_dir: &Path) -> Vec<(PathBuf, Marker)> {
+    let Ok(rd) = std::fs::read_dir(marker_dir(config_dir)) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((e.path(), serde_json::from_str(&text).ok()?))
+        })
+        .collect()
+}
+
+fn write_marker(path: &Path, marker: &Marker) -> io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("in a folder"))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(marker)?.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Bytes free for an unprivileged writer in `dir`'s filesystem.
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct we own from a valid C string.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn human(n: u64) -> String {
+    let mut v = n as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+/// The step that failed, for the error message.
+fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.with_context(|| format!("restore step `{name}` failed"))
+}
+
+/// Steps 1–3: a checked, restored scratch database for `t`, ready for the
+/// mirror's statements and the swap.
+pub fn prepare<'a>(
+    ctx: &Ctx<'_>,
+    m: &Manifest,
+    p: &Payload,
+    t: &DbTarget<'a>,
+) -> anyhow::Result<Scratch<'a>> {
+    let custom = match p.content {
+        Content::Pgdump => true,
+        Content::Sql => false,
+        _ => bail!(
+            "backup {} is not a database dump; use --to-dir or --to-file",
+            m.id
+        ),
+    };
+    let name = scratch_name(t.database);
+    // One restore per target at a time: the scratch name is shared.
+    let lock = crate::lock::acquire(
+        t.config_dir,
+        &format!("target-{}", tag(t.database)),
+        &format!("restore into {}", t.database),
+        Duration::ZERO,
+    )?;
+
+    // Step 1 for custom archives: the whole dump, checked, on local disk.
+    let spool = if custom {
+        Some(step("spool", spool(ctx, m, p, t.spool_dir))?)
+    } else {
+        if !postgres::psql_can_restrict(t.conn)? {
+            // Fail before creating anything (the message says what to do).
+            postgres::psql_restricted(t.conn, "postgres", true, &mut io::empty())?;
+        }
+        None
+    };
+    let db_sql = match &spool {
+        Some(f) => Some(step(
+            "read database properties",
+            postgres::database_sql(t.conn, f, &name, t.no_owner),
+        )?),
+        None => None,
+    };
+
+    // A scratch database left by a killed run goes first.
+    step(
+        "drop leftover scratch database",
+        postgres::drop_database(t.conn, &name),
+    )?;
+    let marker = marker_dir(t.config_dir).join(format!("{name}.json"));
+    write_marker(
+        &marker,
+        &Marker {
+            profile: m.profile.clone(),
+            server: t.conn.describe(),
+            target: t.database.to_string(),
+            scratch: name.clone(),
+            pid: std::process::id(),
+            started_at: chrono::Utc::now(),
+        },
+    )
+    .with_context(|| format!("writing {}", marker.display()))?;
+    let create = db_sql.as_ref().map(|(c, _)| c.as_str()).unwrap_or("");
+    let created = if create.is_empty() {
+        postgres::create_database(t.conn, &name)
+    } else {
+        postgres::psql_restricted(t.conn, "postgres", true, &mut create.as_bytes())
+            .map(|_| ())
+            .with_context(|| format!("creating {name} as the backup's database was created"))
+    };
+    if let Err(e) = created {
+        let _ = std::fs::remove_file(&marker);
+        return Err(e).context("restore step `create scratch database` failed");
+    }
+    let scratch = Scratch {
+        conn: t.conn,
+        target: t.database.to_string(),
+        name,
+        keep_previous: t.keep_previous,
+        marker,
+        done: false,
+        _lock: lock,
+    };
+
+    // Step 2.
+    match &spool {
+        Some(f) => step(
+            "pg_restore",
+            postgres::restore_custom(t.conn, &scratch.name, f, t.jobs, t.no_owner),
+        )?,
+        None => {
+            ctx.stream(m, p, |r| {
+                postgres::psql_restricted(t.conn, &scratch.name, true, r).map(|_| ())
+            })
+            .map_err(anyhow::Error::from)
+            .context("restore step `psql` failed")?;
+        }
+    }
+    // Step 3.
+    if let Some((_, rest)) = &db_sql {
+        if !rest.trim().is_empty() {
+            step(
+                "database properties",
+                postgres::psql_restricted(t.conn, "postgres", true, &mut rest.as_bytes()),
+            )?;
+        }
+    }
+    info!(
+        "{}: backup {} {} restored into the scratch database {}",
+        m.profile, m.id, p.name, scratch.name
+    );
+    Ok(scratch)
+}
+
+/// Fetches, checks, decrypts and decompresses a payload into an unnamed
+/// file under `dir` (O_TMPFILE: it disappears with the last descriptor,
+/// even on `kill -9`).
+fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<File> {
+    let free = free_bytes(dir).with_context(|| {
+        format!(
+            "spool folder {} ([restore] spool_dir) cannot be used",
+            dir.display()
+        )
+    })?;
+    // Room for the dump plus a little for everything else on that disk.
+    let needed = p.plain_size + p.plain_size / 50 + (16 << 20);
+    if free < needed {
+        bail!(
+            "the spool folder {} has {} free; this restore needs {} for the decrypted dump of {}; \
+             free some space or set [restore] spool_dir to a folder with more room",
+            dir.display(),
+            human(free),
+            human(needed),
+            p.name
+        );
+    }
+    let file = tempfile::tempfile_in(dir)
+        .with_context(|| format!("creating a spool file in {}", dir.display()))?;
+    ctx.stream(m, p, |r| {
+        let mut w = io::BufWriter::with_capacity(1 << 20, &file);
+        io::copy(r, &mut w)
+            .and_then(|_| w.flush())
+            .with_context(|| format!("writing the spool file in {}", dir.display()))?;
+        Ok(())
+    })?;
+    // Readers open it anew as /dev/fd/3, so its offset does not matter.
+    Ok(file)
+}
+
+/// Ends the sessions on the old database and renames the new one in. The
+/// two renames are one transaction: either both happen or neither. A
+/// client that reconnects in between makes the rename fail; the swap is
+/// tried again a few times before giving up.
+fn swap(
+    conn: &PgConn,
+    target: &str,
+    scratch: &str,
+    keep_previous: bool,
+) -> anyhow::Result<Option<String>> {
+    let previous = previous_name(target);
+    step(
+        "drop the previous copy",
+        postgres::drop_database(conn, &previous),
+    )?;
+    let exists = postgres::database_state(conn, target)?.is_some();
+    let sql = if exists {
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+           WHERE datname IN (:'target', :'scratch') AND pid <> pg_backend_pid();
+         BEGIN;
+         ALTER DATABASE :\"target\" RENAME TO :\"previous\";
+         ALTER DATABASE :\"scratch\" RENAME TO :\"target\";
+         COMMIT;"
+    } else {
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+           WHERE datname = :'scratch' AND pid <> pg_backend_pid();
+         ALTER DATABASE :\"scratch\" RENAME TO :\"target\";"
+    };
+    let vars = [
+        ("target", target),
+        ("scratch", scratch),
+        ("previous", previous.as_str()),
+    ];
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match postgres::query(conn, "postgres", sql, &vars) {
+            Ok(_) => break,
+            Err(e) if attempt < 3 => {
+                warn!("swap attempt {attempt} failed, retrying: {e:#}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context("restore step `swap` failed"),
+        }
+    }
+    if !exists {
+        return Ok(None);
+    }
+    if keep_previous {
+        return Ok(Some(previous));
+    }
+    if let Err(e) = postgres::drop_database(conn, &previous) {
+        warn!("the restore is in place, but the old copy {previous} could not be dropped: {e:#}");
+    }
+    Ok(None)
+}
+
+/// `restore --to-database`: the whole engine, swap included.
+pub fn restore(
+    ctx: &Ctx<'_>,
+    m: &Manifest,
+    p: &Payload,
+    t: &DbTarget<'_>,
+) -> anyhow::Result<Option<String>> {
+    let scratch = prepare(ctx, m, p, t)
+        .map_err(|e| e.context(format!("{} was left as it was", t.database)))?;
+    scratch
+        .swap()
+        .map_err(|e| e.context(format!("{} was left as it was", t.database)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_are_short_and_distinct_for_long_targets() {
+        let a = "a".repeat(63);
+        let b = format!("{}b", "a".repeat(62));
+        for t in [a.as_str(), b.as_str(), "shop"] {
+            assert!(scratch_name(t).len() < 40);
+            assert_ne!(scratch_name(t), t);
+            assert_ne!(scratch_name(t), previous_name(t));
+        }
+        assert_ne!(scratch_name(&a), scratch_name(&b));
+        assert_eq!(scratch_name("shop"), scratch_name("shop"));
+    }
+
+    #[test]
+    fn free_space_of_a_folder() {
+        assert!(free_bytes(Path::new("/")).unwrap() > 0);
+        assert!(free_bytes(Path::new("/no/such/folder")).is_err());
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,564 @@
+//! The restore engine's promises, attacked: a restore into a database
+//! (and a mirror) never half-applies, large objects included, whatever the
+//! dump does with transactions, whatever kills cellar, whatever the name.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cellar::restore::database::{previous_name, scratch_name};
+
+use crate::harness::{db_name, fake_bin_dir, pg, TestEnv};
+
+/// A source database with a large object, a comment and a grant to a role
+/// of its own (dropped again after the backup, so the restore hits a
+/// missing role).
+fn source_with_large_object(test: &str, format: &str) -> (TestEnv, String, String) {
+    let pg = pg();
+    let src = db_name(&format!("{test}_src"));
+    let role = format!("reporter_{test}");
+    pg.create_db(&src);
+    pg.psql(
+        "postgres",
+        &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role};"),
+    );
+    pg.psql(
+        &src,
+        &format!(
+            "CREATE TABLE t (id int PRIMARY KEY, doc oid, note text);
+             INSERT INTO t SELECT g, NULL, 'row ' || g FROM generate_series(1, 500) g;
+             UPDATE t SET doc = lo_from_bytea(0, convert_to(repeat('large object ', 5000), 'UTF8')) WHERE id = 1;
+             CREATE INDEX t_note ON t (note);
+             GRANT SELECT ON t TO {role};"
+        ),
+    );
+    let env = TestEnv::new();
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\nformat = \"{format}\""),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    pg.psql(&src, &format!("REVOKE ALL ON t FROM {role};"));
+    pg.psql("postgres", &format!("DROP ROLE {role};"));
+    (env, src, role)
+}
+
+fn victim(name: &str) {
+    let pg = pg();
+    pg.create_db(name);
+    pg.psql(
+        name,
+        "CREATE TABLE keepme (v text); INSERT INTO keepme VALUES ('old content');
+         SELECT lo_from_bytea(4242, 'old large object');",
+    );
+}
+
+fn assert_victim_unchanged(name: &str) {
+    let pg = pg();
+    assert_eq!(pg.psql(name, "SELECT v FROM keepme").trim(), "old content");
+    assert_eq!(
+        pg.psql(name, "SELECT count(*) FROM pg_tables WHERE tablename = 't'")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(
+            name,
+            "SELECT convert_from(lo_get(oid), 'UTF8') FROM pg_largeobject_metadata"
+        )
+        .trim(),
+        "old large object"
+    );
+    assert_no_scratch(name);
+}
+
+fn assert_no_scratch(target: &str) {
+    assert!(
+        !pg().exists(&scratch_name(target)),
+        "scratch database of {target} left behind"
+    );
+}
+
+fn large_objects(db: &str) -> String {
+    pg().psql(
+        db,
+        "SELECT oid, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY 1",
+    )
+}
+
+fn large_object_and_missing_role(format: &str) {
+    let pg = pg();
+    let test = format!("lo_{format}");
+    let (env, src, role) = source_with_large_object(&test, format);
+    let dst = db_name(&format!("{test}_victim"));
+    victim(&dst);
+
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "--clean"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("left as it was") && out.stderr.contains(&role),
+        "{}",
+        out.stderr
+    );
+    assert_victim_unchanged(&dst);
+
+    // With the role back, the same restore succeeds and equals the source.
+    pg.psql("postgres", &format!("CREATE ROLE {role};"));
+    pg.psql(&src, &format!("GRANT SELECT ON t TO {role};"));
+    env.cellar(&["restore", "db", "--to-database", &dst, "--clean"])
+        .ok();
+    assert_eq!(pg.dump(&dst), pg.dump(&src));
+    assert_eq!(large_objects(&dst), large_objects(&src));
+    assert_eq!(
+        pg.psql(
+            &dst,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'keepme'"
+        )
+        .trim(),
+        "0"
+    );
+    assert_no_scratch(&dst);
+    assert!(!pg.exists(&previous_name(&dst)));
+
+    // --clean over a database that already holds (these same) large objects.
+    env.cellar(&["restore", "db", "--to-database", &dst, "--clean"])
+        .ok();
+    assert_eq!(large_objects(&dst), large_objects(&src));
+    for db in [&dst, &src] {
+        pg.psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    }
+    pg.psql("postgres", &format!("DROP ROLE {role}"));
+}
+
+#[test]
+fn custom_dump_with_large_object_and_missing_role_never_half_applies() {
+    large_object_and_missing_role("custom");
+}
+
+#[test]
+fn plain_dump_with_large_object_and_missing_role_never_half_applies() {
+    large_object_and_missing_role("plain");
+}
+
+#[test]
+fn database_level_properties_come_back() {
+    let pg = pg();
+    let src = db_name("dbprops_src");
+    let dst = db_name("dbprops_dst");
+    pg.create_db(&src);
+    pg.psql(
+        "postgres",
+        &format!(
+            "COMMENT ON DATABASE {src} IS 'the shop''s data';
+             ALTER DATABASE {src} SET work_mem = '7MB';
+             REVOKE TEMPORARY ON DATABASE {src} FROM PUBLIC;"
+        ),
+    );
+    pg.psql(&src, "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    let props = |db: &str| {
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT shobj_description(d.oid, 'pg_database'), s.setconfig, array(SELECT unnest(d.datacl)::text ORDER BY 1), d.encoding
+                 FROM pg_database d LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0
+                 WHERE datname = '{db}'"
+            ),
+        )
+    };
+    let want = props(&src).replace(&src, &dst);
+    assert!(
+        want.contains("the shop's data") && want.contains("work_mem=7MB"),
+        "{want}"
+    );
+    assert_eq!(props(&dst), want);
+    assert_eq!(pg.psql(&dst, "SELECT v FROM a").trim(), "1");
+}
+
+/// A bin dir whose pg_restore records its arguments, the others real.
+fn recording_bin_dir(env: &TestEnv) -> std::path::PathBuf {
+    let log = env.path().join("pg_restore.args");
+    fake_bin_dir(
+        env,
+        &[(
+            "pg_restore",
+            &format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec {}/pg_restore \"$@\"\n",
+                log.display(),
+                crate::harness::PG_BIN
+            ),
+        )],
+    )
+}
+
+#[test]
+fn parallel_pg_restore_is_used_with_the_chosen_jobs() {
+    let pg = pg();
+    let src = db_name("jobs_src");
+    pg.create_db(&src);
+    pg.psql(
+        &src,
+        "CREATE TABLE a AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;
+         CREATE TABLE b AS SELECT g AS id FROM generate_series(1, 20000) g;
+         ALTER TABLE a ADD PRIMARY KEY (id); ALTER TABLE b ADD PRIMARY KEY (id);",
+    );
+    let env = TestEnv::new();
+    let bin = recording_bin_dir(&env);
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "[restore]\njobs = 3\n",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("jobs_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    env.cellar(&[
+        "restore",
+        "db",
+        "--to-database",
+        &dst,
+        "--clean",
+        "--jobs",
+        "2",
+    ])
+    .ok();
+    let args = std::fs::read_to_string(env.path().join("pg_restore.args")).unwrap();
+    let runs: Vec<&str> = args.lines().filter(|l| l.contains("--dbname")).collect();
+    assert_eq!(runs.len(), 2, "{args}");
+    assert!(runs[0].contains("--jobs=3"), "{args}");
+    assert!(runs[1].contains("--jobs=2"), "{args}");
+    assert_eq!(pg.dump(&dst), pg.dump(&src));
+}
+
+#[test]
+fn target_names_of_60_and_63_bytes() {
+    let pg = pg();
+    let src = db_name("longname_src");
+    pg.create_db(&src);
+    pg.psql(
+        &src,
+        "CREATE TABLE a (v text); INSERT INTO a VALUES ('new');",
+    );
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    for len in [60, 63] {
+        let target = format!("{}_{}", db_name("ln"), "x".repeat(len));
+        let target = target[..len].to_string();
+        victim(&target);
+        env.cellar(&["restore", "db", "--to-database", &target, "--clean"])
+            .ok();
+        assert_eq!(pg.psql(&target, "SELECT v FROM a").trim(), "new");
+        assert_eq!(
+            pg.psql(
+                &target,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'keepme'"
+            )
+            .trim(),
+            "0"
+        );
+        assert_no_scratch(&target);
+        assert!(!pg.exists(&previous_name(&target)));
+        pg.psql("postgres", &format!("DROP DATABASE \"{target}\""));
+    }
+    // 64 bytes would be truncated by PostgreSQL: refused before any work.
+    let out = env.cellar(&["restore", "db", "--to-database", &"y".repeat(64)]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("63"), "{}", out.stderr);
+}
+
+/// A database big enough that a restore takes a few seconds.
+fn big_source(test: &str) -> (TestEnv, String) {
+    let pg = pg();
+    let src = db_name(&format!("{test}_src"));
+    pg.create_db(&src);
+    pg.psql(
+        &src,
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('z', 200) AS v
+           FROM generate_series(1, 400000) g;
+         ALTER TABLE big ADD PRIMARY KEY (id);
+         CREATE INDEX big_v ON big (v);
+         SELECT lo_from_bytea(0, 'a large object');",
+    );
+    let env = TestEnv::new();
+    env.pg_profile(
+        "db",
+        &src,
+        "globals = false",
+        &format!(
+            "[mirror]\ndatabase = \"{}\"\nchecks = [\"SELECT count(*) = 400000 FROM big\"]\n",
+            db_name(&format!("{test}_mirror"))
+        ),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    (env, src)
+}
+
+/// Starts cellar, waits until `ready()` (or 60 s), then sends `signal`;
+/// returns the exit code (128 + signal when killed) and how long cellar
+/// took to end after the signal.
+fn interrupt_when(
+    env: &TestEnv,
+    args: &[&str],
+    ready: impl Fn(u32) -> bool,
+    signal: i32,
+) -> (i32, Duration) {
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ready(child.id()) && started.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let sent = Instant::now();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    (
+        status.code().or(status.signal().map(|s| 128 + s)).unwrap(),
+        sent.elapsed(),
+    )
+}
+
+/// Sessions connected to `db`.
+fn sessions(db: &str) -> u32 {
+    pg().psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// Whether `pid` holds an unnamed (O_TMPFILE) file open: the spool.
+fn spooling(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|l| l.to_string_lossy().contains("/#"))
+        })
+        .unwrap_or(false)
+}
+
+type Moment = (&'static str, Box<dyn Fn(u32) -> bool>);
+
+/// The moments a kill lands at: while spooling, once the scratch database
+/// exists, and while pg_restore writes into it.
+fn moments(target: &str) -> Vec<Moment> {
+    let scratch = scratch_name(target);
+    let s2 = scratch.clone();
+    vec![
+        ("spooling", Box::new(spooling)),
+        ("scratch created", Box::new(move |_| pg().exists(&scratch))),
+        ("pg_restore running", Box::new(move |_| sessions(&s2) > 0)),
+    ]
+}
+
+#[test]
+fn kill_9_at_several_moments_then_the_same_command_succeeds() {
+    let pg = pg();
+    let (env, src) = big_source("kill9");
+    let dst = db_name("kill9_dst");
+    let mirror = db_name("kill9_mirror");
+    victim(&dst);
+    victim(&mirror);
+    let restore = ["restore", "db", "--to-database", &dst, "--clean"];
+    let mut saw_leftover = false;
+    for args in [&restore[..], &["mirror", "db"][..]] {
+        let target = if args[0] == "mirror" { &mirror } else { &dst };
+        for (moment, ready) in moments(target) {
+            let (code, _) = interrupt_when(&env, args, ready, libc::SIGKILL);
+            eprintln!("kill -9 of {} when {moment}: exit {code}", args[0]);
+            if code == 0 {
+                // Finished before the kill: put the victim back.
+                victim(target);
+                continue;
+            }
+            assert_eq!(code, 128 + libc::SIGKILL, "{moment}");
+            assert_victim_unchanged_but_scratch(target);
+            if pg.exists(&scratch_name(target)) {
+                saw_leftover = true;
+                let st = env.cellar(&["status", "db"]);
+                assert!(
+                    st.stdout.contains(&scratch_name(target)),
+                    "status does not flag the leftover after a kill when {moment}: {}",
+                    st.stdout
+                );
+                assert_eq!(st.code, 1);
+                let ck = env.cellar(&["check", "db"]);
+                assert!(ck.stdout.contains(&scratch_name(target)), "{}", ck.stdout);
+            }
+        }
+    }
+    assert!(
+        saw_leftover,
+        "no kill landed while a scratch database existed"
+    );
+    env.cellar(&restore).ok();
+    env.cellar(&["mirror", "db"]).ok();
+    for target in [&dst, &mirror] {
+        assert_no_scratch(target);
+        assert_eq!(pg.psql(target, "SELECT count(*) FROM big").trim(), "400000");
+    }
+    assert_eq!(pg.dump(&dst), pg.dump(&src));
+    let st = env.cellar(&["status", "db"]);
+    assert!(!st.stdout.contains("scratch"), "{}", st.stdout);
+}
+
+/// The target after a killed run: its old content, whatever the scratch
+/// database holds.
+fn assert_victim_unchanged_but_scratch(name: &str) {
+    let pg = pg();
+    assert_eq!(pg.psql(name, "SELECT v FROM keepme").trim(), "old content");
+    assert_eq!(
+        pg.psql(
+            name,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'big'"
+        )
+        .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn sigterm_during_the_spool_and_during_pg_restore_stops_cleanly() {
+    let pg = pg();
+    let (env, _src) = big_source("term");
+    let dst = db_name("term_dst");
+    victim(&dst);
+    let args = ["restore", "db", "--to-database", &dst, "--clean"];
+    let mut stopped = 0;
+    for (moment, ready) in moments(&dst) {
+        let (code, took) = interrupt_when(&env, &args, ready, libc::SIGTERM);
+        eprintln!("SIGTERM when {moment}: exit {code} after {took:?}");
+        if code == 0 {
+            victim(&dst);
+            continue;
+        }
+        stopped += 1;
+        assert_eq!(code, 1, "SIGTERM when {moment}");
+        assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+        assert_victim_unchanged_but_scratch(&dst);
+        assert_no_scratch(&dst);
+        assert!(
+            pg.psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'",
+                    scratch_name(&dst)
+                )
+            )
+            .trim()
+                == "0"
+        );
+    }
+    assert!(stopped > 0, "every run finished before its SIGTERM");
+}
+
+#[test]
+fn a_spool_folder_without_room_is_a_clear_error() {
+    let mnt = tempfile::Builder::new()
+        .prefix("cellar-small-")
+        .tempdir()
+        .unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(mnt.path())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let pg = pg();
+    let (env, _src) = big_source("spoolfull");
+    env.write(
+        "profiles/db.toml",
+        &std::fs::read_to_string(env.path().join("profiles/db.toml"))
+            .unwrap()
+            .replace(
+                "[mirror]",
+                &format!(
+                    "[restore]\nspool_dir = {:?}\n[mirror]",
+                    mnt.path().to_str().unwrap()
+                ),
+            ),
+    );
+    let dst = db_name("spoolfull_dst");
+    victim(&dst);
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "--clean"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains(mnt.path().to_str().unwrap())
+            && out.stderr.contains("spool_dir")
+            && out.stderr.contains("needs"),
+        "{}",
+        out.stderr
+    );
+    assert_victim_unchanged_but_scratch(&dst);
+    assert_no_scratch(&dst);
+    assert!(!pg.exists(&scratch_name(&dst)));
+}
+
+#[test]
+fn psql_meta_commands_in_a_plain_dump_do_not_run() {
+    let pg = pg();
+    let env = TestEnv::new();
+    // A pg_dump that writes SQL with a shell escape in it, as a forged or
+    // hostile dump would.
+    let marker = env.path().join("pwned");
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!(
+                "#!/bin/sh\ncat <<'EOF'\n\\restrict abc\nCREATE TABLE t (v int);\n\\! touch {m}\nINSERT INTO t VALUES (1);\n\\unrestrict abc\n-- PostgreSQL database dump complete\nEOF\n",
+                m = marker.display()
+            ),
+        )],
+    );
+    let src = db_name("metacmd_src");
+    pg.create_db(&src);
+    pg.psql(&src, "CREATE TABLE t (v int);");
+    env.pg_profile(
+        "db",
+        &src,
+        &format!(
+            "globals = false\nformat = \"plain\"\npg_bin_dir = {:?}",
+            bin.to_str().unwrap()
+        ),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("metacmd_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    let out = env.cellar(&["restore", "db", "--to-database", &dst]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("restricted"), "{}", out.stderr);
+    assert!(!marker.exists(), "the shell command ran");
+    assert!(!pg.exists(&dst));
+    assert_no_scratch(&dst);
+}
