@@ -159,6 +159,10 @@ pub enum RestoreError {
 /// stream was intact. `consume` gets the plaintext; it may stop reading
 /// early (the rest is drained and checked). Its result is returned only
 /// when every check passed.
+///
+/// Two stages, joined by a bounded pipe: one thread reads the stored bytes
+/// (hashing them) and decrypts; the calling thread decompresses, hashes the
+/// plaintext and runs `consume`. Memory stays flat.
 pub fn restore_stream<T>(
     store: &dyn Store,
     manifest: &Manifest,
@@ -175,45 +179,47 @@ pub fn restore_stream<T>(
         payload: expected.name.clone(),
         detail,
     };
-    let mut stored = hashing::HashReader::new(store.get(key)?);
-    let mut plain_tally = None;
-    let outcome: Result<T, RestoreError> = (|| {
-        let mut decrypted =
-            keys::decrypt_from(&mut stored, identity).map_err(|e| RestoreError::Decrypt {
-                backup: backup_id.to_string(),
-                payload: expected.name.clone(),
-                detail: format!("{e:#}"),
-            })?;
-        let value = {
-            let decompressed = compress::decompressor(&mut decrypted, algorithm)
-                .map_err(|e| damaged(format!("cannot start decompression: {e}")))?;
+    let source = store.get(key)?;
+    let (decrypted_w, decrypted_r) = channel::pipe();
+    let (plain_w, plain_r) = channel::pipe();
+    let (decrypted, stored, decompressed, outcome) = std::thread::scope(|s| {
+        let decrypting = s.spawn(move || decrypt_stage(source, identity, decrypted_w));
+        let decompressing = s.spawn(move || decompress_stage(decrypted_r, algorithm, plain_w));
+        let outcome: Result<(T, Tally), RestoreError> = (|| {
             let mut plain = hashing::HashReader::new(ProgressReader {
-                inner: decompressed,
+                inner: plain_r,
                 progress,
             });
             let value = consume(&mut plain).map_err(RestoreError::Consumer)?;
             io::copy(&mut plain, &mut io::sink())
                 .map_err(|e| damaged(format!("decompression failed: {e}")))?;
-            plain_tally = Some(plain.tally.clone());
-            value
-        };
-        // Reading the decryptor to its end checks the MDC.
-        let trailing = io::copy(&mut decrypted, &mut io::sink())
-            .map_err(|e| damaged(format!("OpenPGP integrity check failed: {e}")))?;
-        if trailing > 0 {
-            return Err(damaged(format!(
-                "{trailing} unexpected bytes after the compressed stream"
-            )));
-        }
-        Ok(value)
-    })();
+            Ok((value, plain.tally))
+        })();
+        // (The plaintext reader is gone here: a stage still writing stops.)
+        let decompressed = decompressing.join().expect("decompressing thread panicked");
+        let (decrypted, stored) = decrypting.join().expect("decrypting thread panicked");
+        (decrypted, stored, decompressed, outcome)
+    });
     progress.finish();
 
-    // Whatever happened, finish reading the stored bytes: a BLAKE2 mismatch
-    // is the clearest diagnosis of a damaged payload, so it wins.
-    let drained = io::copy(&mut stored, &mut io::sink());
-    if let Err(e) = drained {
-        if outcome.is_ok() {
+    // A BLAKE2 mismatch of the stored bytes is the clearest diagnosis of a
+    // damaged payload, so it wins; then the decryption's own failure (the
+    // other stage only saw its echo); then the consumer's.
+    match stored {
+        Ok(tally) => {
+            if tally.bytes != expected.stored_size {
+                return Err(damaged(format!(
+                    "size is {} bytes, the manifest says {}",
+                    tally.bytes, expected.stored_size
+                )));
+            }
+            if tally.hex() != expected.stored_blake2b {
+                return Err(damaged(
+                    "BLAKE2b-512 of the stored bytes does not match the manifest".into(),
+                ));
+            }
+        }
+        Err(e) if outcome.is_ok() && decrypted.is_ok() => {
             return Err(RestoreError::Store(StoreError::Io {
                 op: "read",
                 store: store.location(),
@@ -221,21 +227,26 @@ pub fn restore_stream<T>(
                 cause: e,
             }));
         }
-    } else {
-        if stored.tally.bytes != expected.stored_size {
-            return Err(damaged(format!(
-                "size is {} bytes, the manifest says {}",
-                stored.tally.bytes, expected.stored_size
-            )));
-        }
-        if stored.tally.hex() != expected.stored_blake2b {
-            return Err(damaged(
-                "BLAKE2b-512 of the stored bytes does not match the manifest".into(),
-            ));
-        }
+        Err(_) => {}
     }
-    let value = outcome?;
-    let plain = plain_tally.expect("set on success");
+    match decrypted {
+        Err(Decrypted::Key(e)) => {
+            return Err(RestoreError::Decrypt {
+                backup: backup_id.to_string(),
+                payload: expected.name.clone(),
+                detail: format!("{e:#}"),
+            })
+        }
+        Err(Decrypted::Integrity(e)) => {
+            return Err(damaged(format!("OpenPGP integrity check failed: {e}")))
+        }
+        // The consumer stopped reading: its own error says why.
+        Err(Decrypted::Closed) | Ok(()) => {}
+    }
+    if let Err(detail) = decompressed {
+        return Err(damaged(detail));
+    }
+    let (value, plain) = outcome?;
     if plain.bytes != expected.plain_size || plain.hex() != expected.plain_blake2b {
         return Err(damaged(
             "the decrypted, decompressed content does not match the manifest's size and BLAKE2b-512"
@@ -243,6 +254,92 @@ pub fn restore_stream<T>(
         ));
     }
     Ok(value)
+}
+
+/// Decompresses `input` into `out`; the error is what makes the payload
+/// damaged (`Ok` also when the next stage stopped reading: it says why).
+fn decompress_stage(
+    mut input: channel::ChannelReader,
+    algorithm: crate::profile::Algorithm,
+    out: channel::ChannelWriter,
+) -> Result<(), String> {
+    let mut out = out;
+    {
+        let mut decompressed = compress::decompressor(&mut input, algorithm)
+            .map_err(|e| format!("cannot start decompression: {e}"))?;
+        let mut buf = vec![0u8; channel::CHUNK];
+        loop {
+            let n = match decompressed.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("decompression failed: {e}")),
+            };
+            if out.write_all(&buf[..n]).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let trailing = io::copy(&mut input, &mut io::sink())
+        .map_err(|e| format!("reading after the compressed stream: {e}"))?;
+    if trailing > 0 {
+        return Err(format!(
+            "{trailing} unexpected bytes after the compressed stream"
+        ));
+    }
+    let _ = out.finish();
+    Ok(())
+}
+
+/// How the decrypting stage ended, when not well.
+enum Decrypted {
+    /// No key of ours opens it, or it is no OpenPGP message.
+    Key(anyhow::Error),
+    /// Reading or decrypting failed midway (the MDC is checked at the end).
+    Integrity(io::Error),
+    /// The next stage stopped reading.
+    Closed,
+}
+
+/// Reads the stored bytes (hashing them) and writes the decrypted stream
+/// into `out`. Whatever happens, the stored bytes are read to their end
+/// (unless cellar is stopping), so their size and BLAKE2b can be judged.
+fn decrypt_stage(
+    source: crate::store::Reader,
+    identity: &Identity,
+    out: channel::ChannelWriter,
+) -> (Result<(), Decrypted>, io::Result<Tally>) {
+    let mut stored = hashing::HashReader::new(source);
+    let decrypted = (|| {
+        let mut out = out;
+        let mut d = keys::decrypt_from(&mut stored, identity).map_err(Decrypted::Key)?;
+        let mut buf = vec![0u8; channel::CHUNK];
+        loop {
+            let n = match d.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Decrypted::Integrity(e)),
+            };
+            out.write_all(&buf[..n]).map_err(|_| Decrypted::Closed)?;
+        }
+        // Dropping `out` unfinished (any error above) tells the next stage
+        // the stream is incomplete.
+        out.finish().map_err(|_| Decrypted::Closed)
+    })();
+    let mut buf = vec![0u8; channel::CHUNK];
+    let drained = loop {
+        if crate::cancel::requested() {
+            break Err(crate::cancel::interrupted());
+        }
+        match stored.read(&mut buf) {
+            Ok(0) => break Ok(stored.tally.clone()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    (decrypted, drained)
 }
 
 struct ProgressReader<'a, R> {

@@ -120,9 +120,9 @@ pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow:
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let tmp = ctx.stream(m, p, |r| {
-        let mut f = tmp.reopen()?;
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, tmp.reopen()?);
         std::io::copy(r, &mut f)?;
-        f.sync_all()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         Ok(tmp)
     })?;
     tmp.persist_noclobber(file)
