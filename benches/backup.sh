@@ -17,8 +17,12 @@
 #   d  cellar backup bench_xz
 #   e  pg_dump -Fc -Z0 | zstd -T$THREADS -3 > out
 #   f  cellar backup bench_zstd
-#   g1 pg_restore -d DB dump.pgdump                    (from a local -Z0 dump)
-#   g2 cellar restore bench_zstd --to-database DB
+#   g1 pg_restore -j$THREADS -d DB dump.pgdump         (from a local -Z0 dump)
+#   g2 cellar restore bench_zstd --to-database DB      (spool, pg_restore -j, swap)
+#   k1 gpg -d PAYLOAD.zst.pgp | zstd -d > out && sync out
+#   k2 cellar restore bench_zstd --to-file out
+#   l1 gpg -d PAYLOAD.xz.pgp | xz -d -T$THREADS > out && sync out   (not with SKIP_XZ)
+#   l2 cellar restore bench_xz --to-file out
 #   h1 pg_dump | restic backup --stdin (zstd auto)       (only when restic is installed)
 #   h2 pg_dump | borg create --compression zstd,3 -      (only when borg is installed)
 #   i  cellar backup bench_s3   (zstd, to a moto S3 server on loopback)
@@ -28,7 +32,8 @@
 # process of the pipeline), plus the output size. It prints the median per
 # variant and whether the targets hold:
 #   cellar xz   <= 1.10 x (b) xz alone        cellar xz <= (c) gpg pipeline
-#   cellar zstd <= 1.25 x (a) raw pg_dump     cellar restore <= 1.15 x (g1) pg_restore
+#   cellar zstd <= 1.25 x (a) raw pg_dump     cellar restore <= 1.10 x (g1) pg_restore -j
+#   cellar restore --to-file <= 1.25 x (k1) and (l1), the gpg | zstd/xz pipelines
 #   cellar to S3, to SFTP <= 1.10 x (f) the same backup to a folder
 #
 # Environment:
@@ -346,7 +351,13 @@ else
         (cd "$CONF" && "$CELLAR" --config-dir "$CONF" keygen bench) >"$WORK/keygen.log" 2>&1 \
             || { cat "$WORK/keygen.log" >&2; die "cellar keygen failed"; }
     fi
+    if [[ ! -f "$CONF/secrets/bench.sign.key.asc" ]]; then
+        (cd "$CONF" && "$CELLAR" --config-dir "$CONF" keygen --sign bench) >"$WORK/keygen.log" 2>&1 \
+            || { cat "$WORK/keygen.log" >&2; die "cellar keygen --sign failed"; }
+    fi
     "${GPG[@]}" --import "$CONF/secrets/bench.pub.asc" 2>/dev/null
+    # The secret key too, for the gpg side of the restore-to-file variants.
+    "${GPG[@]}" --import "$CONF/secrets/bench.key.asc" 2>/dev/null || true
 fi
 FPR=$("${GPG[@]}" --with-colons --list-keys | awk -F: '$1 == "fpr" { print $10; exit }')
 [[ -n "$FPR" ]] || die "no key in $GNUPGHOME_BENCH"
@@ -368,6 +379,7 @@ url = "file://$STORE"
 [encryption]
 recipients = ["secrets/bench.pub.asc"]
 identity = "secrets/bench.key.asc"
+signer = "secrets/bench.sign.key.asc"
 
 [compression]
 algorithm = "$2"
@@ -437,16 +449,21 @@ LABEL[c]="pg_dump | xz | gpg -e -z0";          CMD[c]="$DUMP | xz -T$THREADS -$P
 LABEL[d]="cellar backup (xz -$PRESET)";         CMD[d]="$CELLAR_Q --config-dir $CONF_Q backup bench_xz"
 LABEL[e]="pg_dump | zstd -T$THREADS -$ZSTD_LEVEL"; CMD[e]="$DUMP | zstd -q -T$THREADS -$ZSTD_LEVEL > $(q "$WORK/out.zst")"
 LABEL[f]="cellar backup (zstd -$ZSTD_LEVEL)";   CMD[f]="$CELLAR_Q --config-dir $CONF_Q backup bench_zstd"
-LABEL[g1]="pg_restore (local -Z0 dump)";       CMD[g1]="pg_restore -d restore_pg $(q "$WORK/raw.pgdump")"
+LABEL[g1]="pg_restore -j$THREADS (local -Z0 dump)"; CMD[g1]="pg_restore -j$THREADS -d restore_pg $(q "$WORK/raw.pgdump")"
 LABEL[g2]="cellar restore (zstd)";             CMD[g2]="$CELLAR_Q --config-dir $CONF_Q restore bench_zstd --to-database restore_cellar"
+GPG_D="gpg --homedir $(q "$GNUPGHOME_BENCH") --batch --quiet -d"
+LABEL[k1]="gpg -d | zstd -d > file && sync";   CMD[k1]="$GPG_D $(q "$STORE")/bench_zstd/*.pgp | zstd -q -d > $(q "$WORK/k.out") && sync $(q "$WORK/k.out")"
+LABEL[k2]="cellar restore --to-file (zstd)";   CMD[k2]="$CELLAR_Q --config-dir $CONF_Q restore bench_zstd --to-file $(q "$WORK/k.out")"
+LABEL[l1]="gpg -d | xz -d -T$THREADS > file && sync"; CMD[l1]="$GPG_D $(q "$STORE")/bench_xz/*.pgp | xz -q -d -T$THREADS > $(q "$WORK/k.out") && sync $(q "$WORK/k.out")"
+LABEL[l2]="cellar restore --to-file (xz)";     CMD[l2]="$CELLAR_Q --config-dir $CONF_Q restore bench_xz --to-file $(q "$WORK/k.out")"
 LABEL[h1]="pg_dump | restic (zstd auto)";      CMD[h1]="$DUMP | restic --repo $(q "$BENCH_DIR/restic") --no-cache --compression auto -q backup --stdin --stdin-filename $DB.pgdump"
 LABEL[h2]="pg_dump | borg (zstd,$ZSTD_LEVEL)"; CMD[h2]="$DUMP | borg create --compression zstd,$ZSTD_LEVEL $(q "$BENCH_DIR/borg")::$DB -"
 LABEL[i]="cellar backup (zstd) to S3 (moto)"; CMD[i]="$CELLAR_Q --config-dir $CONF_Q backup bench_s3"
 LABEL[j]="cellar backup (zstd) to SFTP";      CMD[j]="$CELLAR_Q --config-dir $CONF_Q backup bench_sftp"
-REF=([c]=b [d]=b [f]=e [g2]=g1 [h1]=e [h2]=e [i]=f [j]=f)
+REF=([c]=b [d]=b [f]=e [g2]=g1 [h1]=e [h2]=e [i]=f [j]=f [k2]=k1 [l2]=l1)
 OUT=([a]="raw" [b]="$WORK/out.xz" [c]="$WORK/out.xz.gpg" [d]="store:bench_xz" [e]="$WORK/out.zst"
      [f]="store:bench_zstd" [g1]="" [g2]="" [h1]="dir:$BENCH_DIR/restic" [h2]="dir:$BENCH_DIR/borg"
-     [i]="" [j]="dir:${SSH_DIR:-/nonexistent}/root/bench_sftp")
+     [i]="" [j]="dir:${SSH_DIR:-/nonexistent}/root/bench_sftp" [k1]="" [k2]="" [l1]="" [l2]="")
 
 VARIANTS=(a)
 [[ "$SKIP_XZ" == 1 ]] || VARIANTS+=(b c)
@@ -454,7 +471,8 @@ VARIANTS=(a)
 VARIANTS+=(e)
 [[ -z "$CELLAR" ]] || VARIANTS+=(f)
 VARIANTS+=(g1)
-[[ -z "$CELLAR" ]] || VARIANTS+=(g2)
+[[ -z "$CELLAR" ]] || VARIANTS+=(g2 k1 k2)
+[[ "$SKIP_XZ" == 1 || -z "$CELLAR" ]] || VARIANTS+=(l1 l2)
 [[ "$HAVE_RESTIC" == 0 ]] || VARIANTS+=(h1)
 [[ "$HAVE_BORG" == 0 ]] || VARIANTS+=(h2)
 [[ "$HAVE_STORES" == 0 ]] || VARIANTS+=(i j)
@@ -469,6 +487,7 @@ prepare() { # untimed set-up before a variant
         d) rm -rf -- "$STORE/bench_xz" ;;
         f) rm -rf -- "$STORE/bench_zstd" ;;
         j) rm -rf -- "$SSH_DIR/root/bench_sftp" ;;
+        k1|k2|l1|l2) rm -f -- "$WORK/k.out"; sync ;;
         g1|g2)
             local target=restore_pg
             [[ "$1" == g2 ]] && target=restore_cellar
@@ -505,6 +524,7 @@ finish() { # untimed checks and clean-up after a variant
             "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $target"
             ;;
         b|c|e) rm -f -- "${OUT[$1]}" ;;
+        k1|k2|l1|l2) rm -f -- "$WORK/k.out" ;;
     esac
 }
 
@@ -568,7 +588,7 @@ RESULTS="$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
             continue
         fi
         x_raw=-
-        [[ "$id" == g* ]] || x_raw=$(div "${WALL[$id]}" "${WALL[a]:-}")
+        [[ "$id" == [gkl]* ]] || x_raw=$(div "${WALL[$id]}" "${WALL[a]:-}")
         x_ref=-
         if [[ -n "${REF[$id]:-}" ]]; then
             x_ref="$(div "${WALL[$id]}" "${WALL[${REF[$id]}]:-}") (${REF[$id]})"
@@ -597,7 +617,9 @@ RESULTS="$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
     target "cellar xz <= 1.10 x xz alone" d b 1.10
     target "cellar xz <= gpg shell pipeline" d c 1.00
     target "cellar zstd <= 1.25 x raw pg_dump" f a 1.25
-    target "cellar restore <= 1.15 x pg_restore" g2 g1 1.15
+    target "cellar restore <= 1.10 x pg_restore -j" g2 g1 1.10
+    target "cellar --to-file (zstd) <= 1.25 x gpg|zstd" k2 k1 1.25
+    target "cellar --to-file (xz) <= 1.25 x gpg|xz" l2 l1 1.25
     target "cellar to S3 <= 1.10 x to a folder" i f 1.10
     target "cellar to SFTP <= 1.10 x to a folder" j f 1.10
     echo "$TARGET_FAIL" >"$WORK/target_fail"

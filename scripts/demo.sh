@@ -178,6 +178,12 @@ if [[ -f secrets/demo.key.asc ]]; then
 else
     run "$CELLAR" --config-dir . keygen demo
 fi
+step "Signing key (secrets/demo.sign.key.asc): signs every manifest"
+if [[ -f secrets/demo.sign.key.asc ]]; then
+    echo "secrets/demo.sign.key.asc exists; keeping it"
+else
+    run "$CELLAR" --config-dir . keygen --sign demo
+fi
 
 step "Checking the profiles, the server, the store and the keys"
 run "$CELLAR" --config-dir . check

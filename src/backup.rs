@@ -6,6 +6,7 @@
 use tracing::{info, warn};
 
 use crate::catalog;
+use crate::keys;
 use crate::manifest::{self, Content, Manifest, Payload, SourceInfo};
 use crate::pipeline::{self, PipelineError};
 use crate::profile::{Databases, DumpFormat, Profile, Source};
@@ -31,6 +32,8 @@ struct Job<'a> {
     progress: &'a dyn Progress,
     id: String,
     stored: Vec<Payload>,
+    /// Other objects this backup wrote (signature, manifest), in order.
+    written: Vec<String>,
 }
 
 impl Job<'_> {
@@ -94,11 +97,17 @@ impl Job<'_> {
     }
 
     /// Removes what this failed backup stored, so no orphan remains.
+    /// The manifest goes first, so the backup stops existing before any
+    /// of its parts do.
     fn discard(&self) {
-        for p in &self.stored {
-            let key = format!("{}/{}", self.profile.name, p.name);
-            if let Err(e) = self.store.delete(&key) {
-                warn!("could not remove {key} of the failed backup: {e}");
+        let payloads = self
+            .stored
+            .iter()
+            .map(|p| format!("{}/{}", self.profile.name, p.name));
+        for key in self.written.iter().rev().cloned().chain(payloads) {
+            match self.store.delete(&key) {
+                Ok(()) | Err(crate::store::StoreError::NotFound { .. }) => {}
+                Err(e) => warn!("could not remove {key} of the failed backup: {e}"),
             }
         }
     }
@@ -125,6 +134,15 @@ pub fn run(
     store: &dyn Store,
     progress: &dyn Progress,
 ) -> Result<Manifest, BackupError> {
+    let Some(signer) = &profile.encryption.signer else {
+        return Err(BackupError::Other {
+            profile: profile.name.clone(),
+            message: format!(
+                "{} has no `signer` in [encryption]: backups are signed so that a forged one can never be restored; make a key with `cellar keygen --sign host` and add signer = \"secrets/host.sign.key.asc\"",
+                profile.file.display()
+            ),
+        });
+    };
     // The injectable clock: tests date backups with CELLAR_NOW.
     let started_at = crate::schedule::now();
     let id = new_id(store, &profile.name).map_err(|e| BackupError::Other {
@@ -137,6 +155,7 @@ pub fn run(
         progress,
         id: id.clone(),
         stored: Vec::new(),
+        written: Vec::new(),
     };
     let result = stream_all(&mut job).and_then(|source| {
         let m = Manifest {
@@ -158,9 +177,22 @@ pub fn run(
             payloads: job.stored.clone(),
         };
         let json = serde_json::to_vec_pretty(&m).expect("manifest serializes");
+        // The signature goes first: a backup exists exactly when its
+        // manifest does, and a manifest is never there without it.
+        let sig = keys::sign_detached(signer, &json)
+            .map_err(|e| job.other(format!("signing the manifest: {e}")))?;
+        let sig_key = Manifest::sig_key(&profile.name, &id);
         store
-            .put(&Manifest::key(&profile.name, &id), &mut &json[..])
-            .map_err(|e| job.other(format!("writing the manifest: {e}")))?;
+            .put(&sig_key, &mut &sig[..])
+            .map_err(|e| job.other(format!("writing the manifest's signature: {e}")))?;
+        job.written.push(sig_key);
+        let manifest_key = Manifest::key(&profile.name, &id);
+        if let Err(e) = store.put(&manifest_key, &mut &json[..]) {
+            // The write may have happened although it reported a failure
+            // (a failed folder fsync, a lost answer): remove it too.
+            job.written.push(manifest_key);
+            return Err(job.other(format!("writing the manifest: {e}")));
+        }
         Ok(m)
     });
     if result.is_err() {

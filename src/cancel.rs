@@ -15,8 +15,9 @@ fn flag() -> &'static Arc<AtomicBool> {
 
 /// Installs the handlers; call once at startup.
 pub fn install() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    for sig in [SIGTERM, SIGINT] {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // SIGHUP too: a dropped SSH session must clean up like Ctrl-C.
+    for sig in [SIGTERM, SIGINT, SIGHUP] {
         // Order matters: the conditional shutdown sees the flag as it was
         // before this signal, so only a second signal exits.
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(flag()));

@@ -1,30 +1,79 @@
-//! What a store holds for a profile: complete backups (those with a
-//! manifest) and unfinished ones (payloads without a manifest, which are
-//! never offered for restore).
+//! What a store holds for a profile, and which of it can be trusted.
+//!
+//! The store is not trusted: anyone who can write to it (a leaked S3 key, a
+//! compromised NAS) can add or change objects. A backup is *trusted* only
+//! when its manifest parses (no unknown fields), has the format version
+//! this cellar writes, carries a valid detached signature from one of the
+//! profile's `trusted_signers` (or is older than `allow_unsigned_before`),
+//! names this profile and id, matches the profile's kind, lists at least
+//! one payload, and every payload it lists is present with its recorded
+//! size. Everything else is *untrusted*, with the reason: shown by `list`,
+//! never restored, never the latest, never counted by the retention, and
+//! deleted by prune only with `--force`. Payloads without a manifest are an
+//! *unfinished* backup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use tracing::warn;
 
-use crate::manifest::{self, Manifest, MANIFEST_SUFFIX};
+use crate::manifest::{self, Content, Manifest, MANIFEST_SUFFIX, SIGNATURE_SUFFIX};
+use crate::profile::{Kind, Profile};
 use crate::store::{ObjectInfo, Store, StoreError};
+
+/// A manifest or signature larger than this is not one of ours.
+const MAX_MANIFEST: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Payloads without a manifest.
+    Unfinished,
+    /// Has a manifest, not checked yet (see [`check`]).
+    Unchecked,
+    /// Checked: `by` says why it is trusted (the signer's fingerprint).
+    Trusted { manifest: Box<Manifest>, by: String },
+    /// Has a manifest that cannot be trusted, and why.
+    Untrusted(String),
+}
 
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub id: String,
-    /// All objects of this id (payloads and the manifest).
+    /// All objects of this id (payloads, signature and manifest).
     pub objects: Vec<ObjectInfo>,
+    /// A manifest object exists.
     pub complete: bool,
+    pub trust: Trust,
 }
 
 impl Entry {
     pub fn size(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()
     }
+
+    pub fn manifest(&self) -> Option<&Manifest> {
+        match &self.trust {
+            Trust::Trusted { manifest, .. } => Some(manifest),
+            _ => None,
+        }
+    }
+
+    pub fn untrusted(&self) -> Option<&str> {
+        match &self.trust {
+            Trust::Untrusted(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    fn object(&self, name: &str) -> Option<&ObjectInfo> {
+        self.objects
+            .iter()
+            .find(|o| o.key.rsplit('/').next() == Some(name))
+    }
 }
 
-/// Every backup id in the profile's folder, oldest first.
+/// Every backup id in the profile's folder, oldest first, unchecked.
 pub fn scan(store: &dyn Store, profile: &str) -> Result<Vec<Entry>, StoreError> {
     let prefix = format!("{profile}/");
     let mut by_id: BTreeMap<String, Entry> = BTreeMap::new();
@@ -40,57 +89,217 @@ pub fn scan(store: &dyn Store, profile: &str) -> Result<Vec<Entry>, StoreError> 
             id: id.to_string(),
             objects: Vec::new(),
             complete: false,
+            trust: Trust::Unfinished,
         });
         if name.ends_with(MANIFEST_SUFFIX) {
             e.complete = true;
+            e.trust = Trust::Unchecked;
         }
         e.objects.push(obj);
     }
     Ok(by_id.into_values().collect())
 }
 
-/// Reads and checks the manifest of `id`, or of the latest complete backup.
-pub fn manifest(store: &dyn Store, profile: &str, id: Option<&str>) -> anyhow::Result<Manifest> {
-    let id = match id {
-        Some(id) => id.to_string(),
-        None => match scan(store, profile)?.into_iter().rev().find(|e| e.complete) {
-            Some(e) => e.id,
-            None => bail!(
-                "profile {profile} has no complete backup in {}; run `cellar backup {profile}` first",
-                store.location()
-            ),
-        },
+/// Every backup, oldest first, each complete one checked.
+pub fn backups(store: &dyn Store, profile: &Profile) -> Result<Vec<Entry>, StoreError> {
+    let mut entries = scan(store, &profile.name)?;
+    for e in entries.iter_mut().filter(|e| e.complete) {
+        e.trust = check(store, profile, e)?;
+    }
+    Ok(entries)
+}
+
+fn read_small(store: &dyn Store, key: &str, size: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    if size > MAX_MANIFEST {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    store
+        .get(key)?
+        .take(MAX_MANIFEST + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|cause| StoreError::Io {
+            op: "read",
+            store: store.location(),
+            key: key.to_string(),
+            cause,
+        })?;
+    Ok((bytes.len() as u64 <= MAX_MANIFEST).then_some(bytes))
+}
+
+/// Decides whether a complete backup can be trusted (see the module doc).
+/// Only a store that cannot be read is an error.
+pub fn check(store: &dyn Store, profile: &Profile, e: &Entry) -> Result<Trust, StoreError> {
+    let untrusted = |why: String| Ok(Trust::Untrusted(why));
+    let name = format!("{}{MANIFEST_SUFFIX}", e.id);
+    let Some(obj) = e.object(&name) else {
+        return Ok(Trust::Unfinished);
     };
-    let key = Manifest::key(profile, &id);
-    let mut text = String::new();
-    match store.get(&key) {
-        Ok(mut r) => r
-            .read_to_string(&mut text)
-            .with_context(|| format!("reading {key}"))?,
-        Err(StoreError::NotFound { .. }) => {
-            let unfinished = scan(store, profile)?.into_iter().any(|e| e.id == id);
-            if unfinished {
-                bail!("backup {id} of profile {profile} has no manifest: it is an unfinished backup and cannot be trusted; `cellar list {profile}` shows the complete ones");
+    let Some(bytes) = read_small(store, &Manifest::key(&profile.name, &e.id), obj.size)? else {
+        return untrusted("the manifest is far too large to be one".into());
+    };
+    let enc = &profile.encryption;
+    let sig_name = format!("{}{SIGNATURE_SUFFIX}", e.id);
+    let by = match e.object(&sig_name) {
+        Some(sig_obj) => {
+            let Some(sig) = read_small(store, &Manifest::sig_key(&profile.name, &e.id), sig_obj.size)?
+            else {
+                return untrusted("the signature is far too large to be one".into());
+            };
+            match crate::keys::verify_detached(&enc.trusted_signers, &bytes, &sig) {
+                Ok(fpr) => format!("signed by {fpr}"),
+                Err(err) => {
+                    return untrusted(format!(
+                        "its signature does not verify against trusted_signers: {err:#}"
+                    ))
+                }
             }
-            bail!("profile {profile} has no backup {id}; `cellar list {profile}` shows the ids");
         }
-        Err(e) => return Err(e.into()),
+        None if enc
+            .allow_unsigned_before
+            .as_deref()
+            .is_some_and(|before| e.id.as_str() <= before) =>
+        {
+            "unsigned, accepted by allow_unsigned_before".to_string()
+        }
+        None => {
+            return untrusted(
+                "it has no signature (a backup made before signed manifests needs allow_unsigned_before in [encryption]; otherwise it was planted)"
+                    .into(),
+            )
+        }
     };
-    let m: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("the manifest {key} is damaged or not a cellar manifest"))?;
-    if m.format_version > manifest::FORMAT_VERSION {
-        bail!(
-            "the manifest {key} has format version {}, newer than this cellar understands ({}); upgrade cellar",
+    let m: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(err) => return untrusted(format!("the manifest does not parse: {err}")),
+    };
+    if let Err(why) = consistent(profile, e, &m) {
+        return untrusted(why);
+    }
+    Ok(Trust::Trusted {
+        manifest: Box::new(m),
+        by,
+    })
+}
+
+/// The checks of a parsed manifest against the profile and the store.
+fn consistent(profile: &Profile, e: &Entry, m: &Manifest) -> Result<(), String> {
+    if m.format_version != manifest::FORMAT_VERSION {
+        return Err(format!(
+            "format version {} is not the one this cellar reads ({}); upgrade cellar if it is newer",
             m.format_version,
             manifest::FORMAT_VERSION
-        );
+        ));
     }
-    if m.profile != profile || m.id != id {
-        bail!(
-            "the manifest {key} names profile {} backup {}; it was moved or altered",
-            m.profile,
-            m.id
-        );
+    if m.profile != profile.name || m.id != e.id {
+        return Err(format!(
+            "it names profile {:?} backup {:?}: it was moved or altered",
+            m.profile, m.id
+        ));
     }
-    Ok(m)
+    if m.kind != profile.kind {
+        return Err(format!(
+            "it is a {:?} backup, the profile is {:?}",
+            m.kind, profile.kind
+        ));
+    }
+    if m.payloads.is_empty() {
+        return Err("it lists no payloads".into());
+    }
+    let suffix = format!(".{}.pgp", m.compression.extension());
+    let mut names = BTreeSet::new();
+    for p in &m.payloads {
+        let well_named = p.name.starts_with(&format!("{}.", e.id))
+            && p.name.ends_with(&suffix)
+            && !p.name.contains('/')
+            && !p.name.contains('\\')
+            && !p.name.contains("..")
+            && !p.name.chars().any(char::is_control);
+        if !well_named {
+            return Err(format!(
+                "payload name {:?} is not one cellar writes",
+                p.name
+            ));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(format!("payload {} is listed twice", p.name));
+        }
+        let fits = matches!(
+            (profile.kind, p.content),
+            (Kind::Files, Content::Tar)
+                | (
+                    Kind::Postgres,
+                    Content::Pgdump | Content::Sql | Content::Globals
+                )
+        );
+        if !fits {
+            return Err(format!(
+                "payload {} holds {:?}, which a {:?} profile never writes",
+                p.name, p.content, profile.kind
+            ));
+        }
+        match e.object(&p.name) {
+            None => return Err(format!("payload {} is missing from the store", p.name)),
+            Some(o) if o.size != p.stored_size => {
+                return Err(format!(
+                    "payload {} is {} bytes in the store, the manifest says {}",
+                    p.name, o.size, p.stored_size
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let count = |c: Content| m.payloads.iter().filter(|p| p.content == c).count();
+    let shape_ok = match profile.kind {
+        Kind::Files => m.payloads.len() == 1,
+        Kind::Postgres => {
+            count(Content::Globals) <= 1 && m.payloads.len() > count(Content::Globals)
+        }
+    };
+    if !shape_ok {
+        return Err("its payloads are not a shape cellar writes for this kind".into());
+    }
+    Ok(())
+}
+
+/// The trusted manifest of `id`, or of the latest trusted backup.
+pub fn manifest(
+    store: &dyn Store,
+    profile: &Profile,
+    id: Option<&str>,
+) -> anyhow::Result<Manifest> {
+    let name = &profile.name;
+    let entries = scan(store, name)?;
+    match id {
+        Some(id) => {
+            let Some(e) = entries.iter().find(|e| e.id == id) else {
+                bail!("profile {name} has no backup {id}; `cellar list {name}` shows the ids");
+            };
+            if !e.complete {
+                bail!("backup {id} of profile {name} has no manifest: it is an unfinished backup and cannot be trusted; `cellar list {name}` shows the complete ones");
+            }
+            match check(store, profile, e)? {
+                Trust::Trusted { manifest, .. } => Ok(*manifest),
+                Trust::Untrusted(why) => bail!(
+                    "backup {id} of profile {name} is not trusted, so it is never restored: {why}"
+                ),
+                _ => unreachable!("a complete backup is checked"),
+            }
+        }
+        None => {
+            for e in entries.iter().rev().filter(|e| e.complete) {
+                match check(store, profile, e)? {
+                    Trust::Trusted { manifest, .. } => return Ok(*manifest),
+                    Trust::Untrusted(why) => {
+                        warn!("{name}: skipping backup {} (untrusted: {why})", e.id)
+                    }
+                    _ => {}
+                }
+            }
+            bail!(
+                "profile {name} has no trusted backup in {}; run `cellar backup {name}` first (`cellar list {name}` shows what is there)",
+                store.location()
+            )
+        }
+    }
 }

@@ -59,6 +59,9 @@ pub enum Command {
         /// Print what would be kept and deleted, and why; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete untrusted backups (unsigned, forged or damaged manifests).
+        #[arg(long)]
+        force: bool,
     },
     /// Restore the latest backup into the [mirror] database, swapping it in only on success.
     Mirror {
@@ -98,6 +101,10 @@ pub enum Command {
         /// Protect the secret key: "file:PATH", "env:VAR" or a literal.
         #[arg(long)]
         passphrase: Option<String>,
+        /// Write a signing key pair instead (NAME.sign.key.asc, NAME.sign.pub.asc):
+        /// the backup host signs every manifest with it.
+        #[arg(long, conflicts_with = "passphrase")]
+        sign: bool,
     },
     /// Write profiles/NAME.toml from templates/KIND.toml.
     Init {

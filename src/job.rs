@@ -66,13 +66,17 @@ pub fn canary(p: &Profile, m: &Manifest, previous_plain: Option<u64>) -> Vec<Str
 impl Runner<'_> {
     fn prune(&self, p: &Profile) -> anyhow::Result<()> {
         let store = crate::store::open(&p.store, self.config_dir)?;
-        let plan = crate::prune::plan(
-            store.as_ref(),
-            &p.name,
-            &p.retention,
-            crate::schedule::now(),
-        )?;
-        let done = crate::prune::apply(store.as_ref(), &p.name, &plan)?;
+        let plan = crate::prune::plan(store.as_ref(), p, crate::schedule::now())?;
+        for e in &plan.untrusted {
+            tracing::warn!(
+                "{}: backup {} is untrusted and kept for inspection ({}); `cellar prune {} --force` deletes it",
+                p.name,
+                e.id,
+                e.untrusted().unwrap_or(""),
+                p.name
+            );
+        }
+        let done = crate::prune::apply(store.as_ref(), &p.name, &plan, false)?;
         if !done.removed.is_empty() {
             tracing::info!("{}: pruned {}", p.name, done.removed.join(", "));
         }

@@ -37,6 +37,10 @@ pub enum KeyError {
     NoEncryptionKey { path: PathBuf },
     #[error("{path} holds no secret key material; point `identity` at the secret key (NAME.key.asc), not the public one")]
     NoSecret { path: PathBuf },
+    #[error("{path} holds no secret signing key; point `signer` at a signing key made by `cellar keygen --sign NAME` (NAME.sign.key.asc)")]
+    NoSigningSecret { path: PathBuf },
+    #[error("{path} has no valid signing key; `trusted_signers` lists the public halves of signing keys (NAME.sign.pub.asc)")]
+    NoSigningKey { path: PathBuf },
     #[error("{0} already exists; remove it first or pick another NAME")]
     Exists(PathBuf),
     #[error("OpenPGP: {0}")]
@@ -224,15 +228,32 @@ pub fn encrypt_to<'a>(
 
 struct Helper<'a> {
     identity: &'a Identity,
+    /// Set once a session key of ours opened the message.
+    decrypted: bool,
 }
 
 impl VerificationHelper for Helper<'_> {
     fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
         Ok(Vec::new())
     }
-    fn check(&mut self, _structure: MessageStructure) -> openpgp::Result<()> {
-        // Backups are encrypted, not signed: integrity comes from the MDC
-        // and the manifest's BLAKE2, which the caller checks.
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        // A payload is an encryption container (integrity from the MDC and
+        // the manifest's BLAKE2, which the caller checks) holding literal
+        // data, maybe compressed; nothing else.
+        use openpgp::parse::stream::MessageLayer;
+        let mut layers = structure.into_iter();
+        if !matches!(layers.next(), Some(MessageLayer::Encryption { .. })) {
+            return Err(anyhow::anyhow!(
+                "the payload is not an OpenPGP encryption container"
+            ));
+        }
+        for layer in layers {
+            if !matches!(layer, MessageLayer::Compression { .. }) {
+                return Err(anyhow::anyhow!(
+                    "the payload holds more than encrypted data (e.g. signatures); cellar never writes that"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -285,6 +306,7 @@ impl DecryptionHelper for Helper<'_> {
             for pkesk in pkesks {
                 if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
                     if decrypt(algo, &sk) {
+                        self.decrypted = true;
                         return Ok(None);
                     }
                 }
@@ -318,8 +340,216 @@ pub fn decrypt_from<'a, R: Read + Send + Sync + 'a>(
         // Hold back little: the caller verifies the whole stream before it
         // commits anything, so a big buffer would only cost memory.
         .buffer_size(256 * 1024)
-        .with_policy(p, None, Helper { identity })?;
+        .with_policy(
+            p,
+            None,
+            Helper {
+                identity,
+                decrypted: false,
+            },
+        )?;
+    // Strict: a message that no key of ours opened (a bare literal packet,
+    // a password-encrypted one) is refused before any byte of it is used.
+    if !d.helper_ref().decrypted {
+        anyhow::bail!(
+            "the payload is not encrypted to a key of ours (no encryption container); cellar never writes that"
+        );
+    }
     Ok(d)
+}
+
+/// The backup host's signing key: signs manifests, nothing else.
+pub struct SigningKey {
+    pub path: PathBuf,
+    cert: Cert,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.path.display(), self.cert.fingerprint())
+    }
+}
+
+impl SigningKey {
+    pub fn fingerprint(&self) -> String {
+        self.cert.fingerprint().to_hex()
+    }
+
+    /// The public half, trusted by default on read paths.
+    pub fn certificate(&self) -> Cert {
+        self.cert.clone().strip_secret_key_material()
+    }
+}
+
+fn read_cert(path: &Path) -> Result<Cert, KeyError> {
+    let bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
+        path: path.to_owned(),
+        cause,
+    })?;
+    Cert::from_bytes(&bytes).map_err(|e| KeyError::NotACert {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a secret signing key (unprotected: it signs unattended).
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let cert = read_cert(path)?;
+    let key = cert
+        .keys()
+        .with_policy(policy(), None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .secret()
+        .next();
+    match key {
+        None => Err(KeyError::NoSigningSecret {
+            path: path.to_owned(),
+        }),
+        Some(k) if k.key().secret().is_encrypted() => Err(KeyError::Pgp(anyhow::anyhow!(
+            "{} is passphrase-protected; a signing key must sign unattended: make one with `cellar keygen --sign NAME`",
+            path.display()
+        ))),
+        Some(_) => Ok(SigningKey {
+            path: path.to_owned(),
+            cert,
+        }),
+    }
+}
+
+/// Reads a certificate whose signatures read paths accept.
+pub fn load_trusted_signer(path: &Path) -> Result<Cert, KeyError> {
+    let cert = read_cert(path)?;
+    let can_sign = cert
+        .keys()
+        .with_policy(policy(), None)
+        .supported()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .is_some();
+    if !can_sign {
+        return Err(KeyError::NoSigningKey {
+            path: path.to_owned(),
+        });
+    }
+    Ok(cert.strip_secret_key_material())
+}
+
+/// An ASCII-armored detached OpenPGP signature over `data`, as
+/// `gpg --verify SIG DATA` checks it.
+pub fn sign_detached(key: &SigningKey, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    use openpgp::armor;
+    use openpgp::serialize::stream::{Armorer, Signer};
+    let pair = key
+        .cert
+        .keys()
+        .with_policy(policy(), None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .secret()
+        .next()
+        .ok_or_else(|| KeyError::NoSigningSecret {
+            path: key.path.clone(),
+        })?
+        .key()
+        .clone()
+        .into_keypair()?;
+    let mut out = Vec::new();
+    {
+        let message = Message::new(&mut out);
+        let message = Armorer::new(message).kind(armor::Kind::Signature).build()?;
+        let mut signer = Signer::new(message, pair)?.detached().build()?;
+        signer.write_all(data).map_err(anyhow::Error::from)?;
+        signer.finalize()?;
+    }
+    Ok(out)
+}
+
+struct SignatureCheck<'a> {
+    trusted: &'a [Cert],
+    signer: Option<String>,
+}
+
+impl VerificationHelper for SignatureCheck<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self.trusted.to_vec())
+    }
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        use openpgp::parse::stream::MessageLayer;
+        let mut problems = Vec::new();
+        for layer in structure {
+            if let MessageLayer::SignatureGroup { results } = layer {
+                for r in results {
+                    match r {
+                        Ok(good) => {
+                            self.signer = Some(good.ka.cert().fingerprint().to_hex());
+                            return Ok(());
+                        }
+                        Err(e) => problems.push(e.to_string()),
+                    }
+                }
+            }
+        }
+        Err(anyhow::anyhow!(if problems.is_empty() {
+            "no signature".to_string()
+        } else {
+            problems.join("; ")
+        }))
+    }
+}
+
+/// Checks a detached signature over `data` against the trusted signers;
+/// returns the fingerprint of the certificate that made it.
+pub fn verify_detached(trusted: &[Cert], data: &[u8], sig: &[u8]) -> anyhow::Result<String> {
+    use openpgp::parse::stream::DetachedVerifierBuilder;
+    let helper = SignatureCheck {
+        trusted,
+        signer: None,
+    };
+    let mut v = DetachedVerifierBuilder::from_bytes(sig)?.with_policy(policy(), None, helper)?;
+    v.verify_bytes(data)?;
+    v.helper_ref()
+        .signer
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no good signature"))
+}
+
+/// Writes `secrets/NAME.sign.key.asc` (0600) and `secrets/NAME.sign.pub.asc`:
+/// a key that only signs (cellar's manifests), unprotected so that it can
+/// sign unattended. Returns the two paths and the fingerprint.
+pub fn keygen_signing(
+    dir: &Path,
+    name: &str,
+    user_id: &str,
+) -> Result<(PathBuf, PathBuf, String), KeyError> {
+    let pub_path = dir.join(format!("{name}.sign.pub.asc"));
+    let key_path = dir.join(format!("{name}.sign.key.asc"));
+    for p in [&pub_path, &key_path] {
+        if p.exists() {
+            return Err(KeyError::Exists(p.clone()));
+        }
+    }
+    let (cert, _rev) = CertBuilder::new()
+        .add_userid(user_id)
+        .set_profile(openpgp::Profile::RFC4880)?
+        .set_features(Features::empty().set_seipdv1())?
+        .set_validity_period(None)
+        .add_signing_subkey()
+        .generate()?;
+    let public = cert.armored().to_vec()?;
+    let secret = cert.as_tsk().armored().to_vec()?;
+    std::fs::create_dir_all(dir).map_err(|cause| KeyError::Write {
+        path: dir.to_owned(),
+        cause,
+    })?;
+    write_new(&key_path, &secret, 0o600)?;
+    write_new(&pub_path, &public, 0o644)?;
+    Ok((pub_path, key_path, cert.fingerprint().to_hex()))
 }
 
 #[cfg(test)]

@@ -10,8 +10,13 @@ use crate::profile::{Compression, Kind};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// The detached OpenPGP signature beside each manifest.
+pub const SIGNATURE_SUFFIX: &str = ".manifest.json.sig";
 
+/// Unknown fields are refused: a manifest is either exactly what cellar
+/// writes or untrusted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format_version: u32,
     pub profile: String,
@@ -28,6 +33,7 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct SourceInfo {
     /// e.g. `postgresql://backup@db1:5432` or `files on host`.
     pub description: String,
@@ -60,6 +66,7 @@ pub enum Content {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Payload {
     /// File name in the profile's folder, e.g. `20261121T020000Z.pgdump.xz.pgp`.
     pub name: String,
@@ -75,6 +82,10 @@ pub struct Payload {
 impl Manifest {
     pub fn key(profile: &str, id: &str) -> String {
         format!("{profile}/{id}{MANIFEST_SUFFIX}")
+    }
+
+    pub fn sig_key(profile: &str, id: &str) -> String {
+        format!("{profile}/{id}{SIGNATURE_SUFFIX}")
     }
 
     pub fn stored_size(&self) -> u64 {

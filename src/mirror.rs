@@ -57,6 +57,7 @@ pub fn run(
         clean: true,
         no_owner: false,
         keep_previous: mirror.keep_previous,
+        mirror: true,
         jobs: options.jobs,
         spool_dir: &options.spool_dir,
         config_dir,

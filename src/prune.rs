@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::catalog::{self, Entry};
 use crate::manifest::{self, Manifest};
-use crate::profile::Retention;
+use crate::profile::Profile;
 use crate::retention::{self, Decision};
 use crate::store::{Store, StoreError};
 
@@ -18,23 +18,27 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Unfinished backups old enough to remove.
     pub unfinished: Vec<Entry>,
+    /// Backups whose manifest cannot be trusted: reported, deleted only
+    /// with `--force` (they may be evidence of tampering).
+    pub untrusted: Vec<Entry>,
     entries: Vec<Entry>,
 }
 
-/// What `prune` would do now.
-pub fn plan(
-    store: &dyn Store,
-    profile: &str,
-    policy: &Retention,
-    now: DateTime<Utc>,
-) -> Result<Plan, StoreError> {
-    let entries = catalog::scan(store, profile)?;
+/// What `prune` would do now. Only trusted backups count for the
+/// retention: a planted manifest can never push a real backup out.
+pub fn plan(store: &dyn Store, profile: &Profile, now: DateTime<Utc>) -> Result<Plan, StoreError> {
+    let entries = catalog::backups(store, profile)?;
     let complete: Vec<(String, DateTime<Utc>)> = entries
         .iter()
-        .filter(|e| e.complete)
+        .filter(|e| e.manifest().is_some())
         .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
         .collect();
-    let decisions = retention::decide(&complete, policy, now);
+    let decisions = retention::decide(&complete, &profile.retention, now);
+    let untrusted = entries
+        .iter()
+        .filter(|e| e.untrusted().is_some())
+        .cloned()
+        .collect();
     let unfinished = entries
         .iter()
         .filter(|e| !e.complete)
@@ -44,6 +48,7 @@ pub fn plan(
     Ok(Plan {
         decisions,
         unfinished,
+        untrusted,
         entries,
     })
 }
@@ -71,8 +76,14 @@ fn tag_for(d: &Decision) -> &'static str {
 }
 
 /// Deletes what the plan does not keep (skipping what object lock still
-/// protects) and re-tags what it keeps with its tier.
-pub fn apply(store: &dyn Store, profile: &str, plan: &Plan) -> Result<Applied, StoreError> {
+/// protects) and re-tags what it keeps with its tier. Untrusted backups
+/// are deleted only with `force`.
+pub fn apply(
+    store: &dyn Store,
+    profile: &str,
+    plan: &Plan,
+    force: bool,
+) -> Result<Applied, StoreError> {
     let mut done = Applied::default();
     for d in plan.decisions.iter().filter(|d| d.keep()) {
         if let Some(entry) = plan.entries.iter().find(|e| e.id == d.id) {
@@ -102,7 +113,8 @@ pub fn apply(store: &dyn Store, profile: &str, plan: &Plan) -> Result<Applied, S
         }
         done.removed.push(d.id.clone());
     }
-    for e in &plan.unfinished {
+    let forced = plan.untrusted.iter().filter(|_| force);
+    for e in plan.unfinished.iter().chain(forced) {
         let mut locked = false;
         for o in &e.objects {
             if let Some(until) = store.locked_until(&o.key)? {

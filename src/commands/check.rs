@@ -83,20 +83,24 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
             Err(_) => {}
         }
     };
-    if let Some(m) = &p.mirror {
-        check(&m.conn, &m.database, None);
-    }
+    let mut asked = Vec::new();
     for (path, m) in database::markers(dir) {
         if m.profile != p.name || m.running() {
             continue;
         }
-        if p.mirror.as_ref().is_some_and(|mi| mi.database == m.target) {
-            continue;
-        }
-        // A restore may have gone to another server (--host); ask the
-        // profile's server only when it is the one recorded.
-        if m.server == pg.conn.describe() {
-            check(&pg.conn, &m.target, Some(&path));
+        // A restore may have gone to another server (--host); ask a
+        // server of the profile's only when it is the one recorded.
+        let conn = match &p.mirror {
+            Some(mi) if mi.conn.describe() == m.server => &mi.conn,
+            _ if pg.conn.describe() == m.server => &pg.conn,
+            _ => continue,
+        };
+        check(conn, &m.target, Some(&path));
+        asked.push((m.server.clone(), m.target.clone()));
+    }
+    if let Some(m) = &p.mirror {
+        if !asked.contains(&(m.conn.describe(), m.database.clone())) {
+            check(&m.conn, &m.database, None);
         }
     }
     if found.is_empty() {

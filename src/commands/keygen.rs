@@ -10,6 +10,7 @@ pub fn run(
     name: &str,
     user_id: Option<&str>,
     passphrase: Option<&str>,
+    sign: bool,
 ) -> Result<i32, Failure> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(Failure::config(anyhow::anyhow!(
@@ -21,6 +22,21 @@ pub fn run(
         None => None,
     };
     let uid = user_id.map_or_else(|| format!("cellar {name}"), str::to_string);
+    if sign {
+        let (pub_path, key_path, fpr) =
+            crate::keys::keygen_signing(&dir.join("secrets"), name, &uid)
+                .map_err(Failure::config)?;
+        println!(
+            "signing key: {} (mode 0600; [encryption] signer on the backup host; it only signs)",
+            key_path.display()
+        );
+        println!(
+            "public key:  {} ([encryption] trusted_signers on hosts that restore elsewhere)",
+            pub_path.display()
+        );
+        println!("fingerprint: {fpr}");
+        return Ok(0);
+    }
     let (pub_path, key_path, fpr) =
         crate::keys::keygen(&dir.join("secrets"), name, &uid, pass.as_ref())
             .map_err(Failure::config)?;

@@ -8,12 +8,14 @@ use crate::{catalog, manifest, retention, schedule};
 pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
-    let entries = catalog::scan(store.as_ref(), &profile.name)?;
+    let entries = catalog::backups(store.as_ref(), &profile)?;
     let (complete, unfinished): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.complete);
+    // Only trusted backups count for the retention.
     // The tier each backup is kept under by the retention now.
     let decisions = retention::decide(
         &complete
             .iter()
+            .filter(|e| e.manifest().is_some())
             .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
             .collect::<Vec<_>>(),
         &profile.retention,
@@ -34,6 +36,8 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                     "time": manifest::parse_id(&e.id).map(|t| t.to_rfc3339()),
                     "size": e.size(),
                     "tier": tier(&e.id),
+                    "trusted": e.manifest().is_some(),
+                    "problem": e.untrusted(),
                     "objects": e.objects.iter().map(|o| o.key.rsplit('/').next().unwrap_or(&o.key)).collect::<Vec<_>>(),
                 })
             })
@@ -45,17 +49,28 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
             let t = manifest::parse_id(&e.id)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default();
+            let tier = match e.untrusted() {
+                Some(why) => format!("UNTRUSTED: {why}"),
+                None => tier(&e.id),
+            };
             println!(
                 "{:<18} {:<20} {:>10}  {}",
                 e.id,
                 t,
                 super::backup::human_bytes(e.size()),
-                tier(&e.id)
+                tier
             );
         }
         if complete.is_empty() {
             println!("(no complete backups in {})", store.location());
         }
+    }
+    let untrusted = complete.iter().filter(|e| e.untrusted().is_some()).count();
+    if untrusted > 0 {
+        tracing::warn!(
+            "{untrusted} backup(s) are untrusted: never restored, never counted by the retention (`cellar prune {} --force` deletes them)",
+            profile.name
+        );
     }
     if !unfinished.is_empty() {
         tracing::warn!(

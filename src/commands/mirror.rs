@@ -29,7 +29,7 @@ pub fn run(
     let identity = super::identity(&profile)?;
     let _lock = lock::acquire(dir, &profile.name, "mirror", wait)?;
     let started_at = schedule::now();
-    let m = catalog::manifest(store.as_ref(), &profile.name, id)?;
+    let m = catalog::manifest(store.as_ref(), &profile, id)?;
     let ctx = Ctx {
         profile: &profile,
         store: store.as_ref(),

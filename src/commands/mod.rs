@@ -54,7 +54,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
         Command::Backup { profile } => {
             backup::run(dir, profile, &Opts::new(metrics, wait, false), progress)
         }
-        Command::Prune { profile, dry_run } => prune::run(dir, profile, *dry_run, wait),
+        Command::Prune {
+            profile,
+            dry_run,
+            force,
+        } => prune::run(dir, profile, *dry_run, *force, wait),
         Command::Mirror {
             profile,
             id,
@@ -76,7 +80,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             name,
             user_id,
             passphrase,
-        } => keygen::run(dir, name, user_id.as_deref(), passphrase.as_deref()),
+            sign,
+        } => keygen::run(dir, name, user_id.as_deref(), passphrase.as_deref(), *sign),
         Command::Init { kind, name } => init::run(dir, *kind, name),
         Command::Db { command } => db::run(dir, command),
         Command::Status {

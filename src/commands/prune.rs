@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use crate::{lock, prune, schedule, Failure};
 
-pub fn run(dir: &Path, name: &str, dry_run: bool, wait: Duration) -> Result<i32, Failure> {
+pub fn run(
+    dir: &Path,
+    name: &str,
+    dry_run: bool,
+    force: bool,
+    wait: Duration,
+) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
     let _lock = if dry_run {
@@ -14,12 +20,7 @@ pub fn run(dir: &Path, name: &str, dry_run: bool, wait: Duration) -> Result<i32,
     } else {
         Some(lock::acquire(dir, &profile.name, "prune", wait)?)
     };
-    let plan = prune::plan(
-        store.as_ref(),
-        &profile.name,
-        &profile.retention,
-        schedule::now(),
-    )?;
+    let plan = prune::plan(store.as_ref(), &profile, schedule::now())?;
     let verb = |keep: bool| match (keep, dry_run) {
         (true, _) => "keep",
         (false, true) => "would delete",
@@ -42,8 +43,22 @@ pub fn run(dir: &Path, name: &str, dry_run: bool, wait: Duration) -> Result<i32,
             "-"
         );
     }
+    for e in &plan.untrusted {
+        println!(
+            "{:<12} {}  {:<22} UNTRUSTED: {}{}",
+            if force { verb(false) } else { "keep" },
+            e.id,
+            "-",
+            e.untrusted().unwrap_or(""),
+            if force {
+                ""
+            } else {
+                " (kept for inspection; --force deletes it)"
+            }
+        );
+    }
     if !dry_run {
-        let done = prune::apply(store.as_ref(), &profile.name, &plan)?;
+        let done = prune::apply(store.as_ref(), &profile.name, &plan, force)?;
         for (id, until) in &done.locked {
             println!(
                 "skipped      {id}  under object lock until {}; it will be deleted by a prune after that",

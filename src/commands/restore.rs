@@ -14,7 +14,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
     let profile = super::load_one(dir, &args.profile)?;
     let store = super::open_store(dir, &profile)?;
     let identity = super::identity(&profile)?;
-    let m = catalog::manifest(store.as_ref(), &profile.name, args.id.as_deref())?;
+    let m = catalog::manifest(store.as_ref(), &profile, args.id.as_deref())?;
     let ctx = Ctx {
         profile: &profile,
         store: store.as_ref(),
@@ -70,6 +70,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
             clean: args.clean,
             no_owner: args.no_owner,
             keep_previous: args.keep_previous,
+            mirror: false,
             jobs,
             spool_dir: &profile.restore.spool_dir,
             config_dir: dir,

@@ -20,12 +20,10 @@ fn last_success(dir: &Path, p: &Profile) -> Option<chrono::DateTime<chrono::Utc>
         return Some(r.started_at);
     }
     let store = crate::store::open(&p.store, dir).ok()?;
-    catalog::scan(store.as_ref(), &p.name)
-        .ok()?
-        .into_iter()
-        .rev()
-        .find(|e| e.complete)
-        .and_then(|e| manifest::parse_id(&e.id))
+    // The newest trusted backup: a planted one must not suppress backups.
+    catalog::manifest(store.as_ref(), p, None)
+        .ok()
+        .and_then(|m| manifest::parse_id(&m.id))
 }
 
 /// Whether `--due` picks the profile now.

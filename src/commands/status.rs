@@ -97,7 +97,7 @@ pub fn run(
             println!("  last mirror:  {}", describe(now, st.last_mirror.as_ref()));
             for m in &leftovers {
                 println!(
-                    "  leftover scratch database {} on {} (a restore into {} killed at {}; it may hold un-anonymized data): the next restore or mirror into {} drops it, or run DROP DATABASE {}",
+                    "  leftover scratch database {} on {} (a restore or mirror into {} started at {} did not finish; it may hold un-anonymized data): the next restore or mirror into {} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone)",
                     m.scratch,
                     m.server,
                     m.target,

@@ -37,7 +37,7 @@ pub fn run(
     };
     let mut bad = 0;
     for id in &ids {
-        let result = catalog::manifest(store.as_ref(), &profile.name, id.as_deref())
+        let result = catalog::manifest(store.as_ref(), &profile, id.as_deref())
             .and_then(|m| restore::verify(&ctx, &m).map(|_| m).map_err(Into::into));
         match result {
             Ok(m) => println!(

@@ -261,9 +261,16 @@ pub struct Encryption {
     pub recipients: Vec<RecipientCert>,
     pub identity: Option<PathBuf>,
     pub passphrase: Option<Secret>,
+    /// Signs each manifest; `None` on a host that only reads.
+    pub signer: Option<keys::SigningKey>,
+    /// Whose signatures the read paths accept.
+    pub trusted_signers: Vec<sequoia_openpgp::Cert>,
+    /// Ids up to this one may be unsigned (older backups).
+    pub allow_unsigned_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Compression {
     pub algorithm: Algorithm,
     pub level: u32,
@@ -1107,10 +1114,83 @@ impl Validator<'_> {
             None => None,
         };
         let identity = e.identity.map(|i| self.path(i.get_ref()));
+        let signer = match &e.signer {
+            None => None,
+            Some(sp) => match keys::load_signing_key(&self.path(sp.get_ref())) {
+                Ok(k) => {
+                    if crate::secret::readable_by_others(&k.path) {
+                        self.warnings.push(format!(
+                            "signing key {} is readable by other users; run: chmod 600 {}",
+                            k.path.display(),
+                            k.path.display()
+                        ));
+                    }
+                    Some(k)
+                }
+                Err(err) => {
+                    ok = false;
+                    self.problem(
+                        Some(sp.span()),
+                        "encryption.signer",
+                        err.to_string(),
+                        "make a signing key with `cellar keygen --sign NAME` and point signer at secrets/NAME.sign.key.asc",
+                    );
+                    None
+                }
+            },
+        };
+        let mut trusted_signers = Vec::new();
+        match &e.trusted_signers {
+            Some(list) => {
+                for t in list.get_ref() {
+                    match keys::load_trusted_signer(&self.path(t.get_ref())) {
+                        Ok(c) => trusted_signers.push(c),
+                        Err(err) => {
+                            ok = false;
+                            self.problem(
+                                Some(t.span()),
+                                "encryption.trusted_signers",
+                                err.to_string(),
+                                "list the public signing keys (NAME.sign.pub.asc) of the hosts whose backups this profile reads",
+                            );
+                        }
+                    }
+                }
+            }
+            None => trusted_signers.extend(signer.as_ref().map(|s| s.certificate())),
+        }
+        if e.signer.is_none() && e.trusted_signers.is_none() {
+            ok = false;
+            self.problem(
+                Some(e.recipients.span()),
+                "encryption.signer",
+                "no signing key: manifests are signed so that nobody who can write to the store can plant a backup",
+                "make one with `cellar keygen --sign host` and add signer = \"secrets/host.sign.key.asc\" to [encryption] (a host that only restores lists trusted_signers = [\"secrets/host.sign.pub.asc\"] instead)",
+            );
+        }
+        let allow_unsigned_before = match &e.allow_unsigned_before {
+            None => None,
+            Some(id) if crate::manifest::parse_id(id.get_ref()).is_some() => {
+                Some(id.get_ref().clone())
+            }
+            Some(id) => {
+                ok = false;
+                self.problem(
+                    Some(id.span()),
+                    "encryption.allow_unsigned_before",
+                    format!("{:?} is not a backup id", id.get_ref()),
+                    "use the id of the newest unsigned backup as `cellar list` prints it, e.g. \"20261121T020000Z\"",
+                );
+                None
+            }
+        };
         ok.then_some(Encryption {
             recipients,
             identity,
             passphrase,
+            signer,
+            trusted_signers,
+            allow_unsigned_before,
         })
     }
 

@@ -115,6 +115,14 @@ pub struct Encryption {
     pub recipients: Spanned<Vec<Spanned<String>>>,
     pub identity: Option<Spanned<String>>,
     pub passphrase: Option<Spanned<String>>,
+    /// Secret signing key that signs each manifest (backup hosts).
+    pub signer: Option<Spanned<String>>,
+    /// Certificates whose signatures read paths accept (default: the
+    /// signer's public half).
+    pub trusted_signers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Backups with ids up to this one may have no signature (made before
+    /// manifests were signed).
+    pub allow_unsigned_before: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -66,6 +66,8 @@ pub struct DbTarget<'a> {
     pub clean: bool,
     pub no_owner: bool,
     pub keep_previous: bool,
+    /// A mirror run: its kept previous copy is replaced by each run.
+    pub mirror: bool,
     pub jobs: usize,
     pub spool_dir: &'a Path,
     /// The config dir, for the target lock and the scratch marker.
@@ -86,12 +88,41 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
             t.database
         )));
     }
+    if matches!(t.database, "postgres" | "template0" | "template1") {
+        return Ok(Err(format!(
+            "{} is a database PostgreSQL itself needs; restore into another name",
+            t.database
+        )));
+    }
     if t.database.len() > 63 {
         return Ok(Err(format!(
             "database name {} is {} bytes; PostgreSQL keeps only 63, so choose a shorter name",
             t.database,
             t.database.len()
         )));
+    }
+    let template = postgres::query(
+        t.conn,
+        "postgres",
+        "SELECT datistemplate FROM pg_database WHERE datname = :'name';",
+        &[("name", t.database)],
+    )?;
+    if template.trim() == "t" {
+        return Ok(Err(format!(
+            "{} is a template database; restore into another name",
+            t.database
+        )));
+    }
+    if !t.mirror {
+        // A copy kept by an earlier --keep-previous is never dropped
+        // silently by the next restore.
+        let previous = previous_name(t.database);
+        if postgres::database_state(t.conn, &previous)?.is_some() {
+            return Ok(Err(format!(
+                "{previous} exists: the old content of {} kept by an earlier restore (--keep-previous); drop it (DROP DATABASE {previous}) or rename it, then restore again",
+                t.database
+            )));
+        }
     }
     if !t.clean {
         if let Some(n @ 1..) = postgres::database_state(t.conn, t.database)? {
@@ -111,9 +142,16 @@ pub struct Scratch<'a> {
     target: String,
     name: String,
     keep_previous: bool,
+    /// Database-level statements, applied just before the swap (so a
+    /// restored `default_transaction_read_only` or `ALLOW_CONNECTIONS false`
+    /// cannot get in the way of the restore or the mirror's statements).
+    properties: Option<String>,
     marker: PathBuf,
     done: bool,
+    // Dropped after the database (fields drop in order): the scratch name
+    // stays ours until it is gone.
     _lock: crate::lock::ProfileLock,
+    _server_lock: postgres::ServerLock,
 }
 
 impl Scratch<'_> {
@@ -125,6 +163,12 @@ impl Scratch<'_> {
     /// into its place, both renames in one transaction. Returns the name
     /// the old content was kept under, if kept.
     pub fn swap(mut self) -> anyhow::Result<Option<String>> {
+        if let Some(sql) = self.properties.take().filter(|s| !s.trim().is_empty()) {
+            step(
+                "database properties",
+                postgres::psql_restricted(self.conn, "postgres", true, &mut sql.as_bytes()),
+            )?;
+        }
         let kept = swap(self.conn, &self.target, &self.name, self.keep_previous)?;
         self.done = true;
         let _ = std::fs::remove_file(&self.marker);
@@ -253,6 +297,14 @@ pub fn prepare<'a>(
         &format!("restore into {}", t.database),
         Duration::ZERO,
     )?;
+    // And on the server, for cellars of other config dirs or hosts.
+    let Some(server_lock) = postgres::try_server_lock(t.conn, &name)? else {
+        bail!(
+            "another cellar (from another config dir or host) is restoring into {} on {} right now; try again when it is done",
+            t.database,
+            t.conn.describe()
+        );
+    };
 
     // Step 1 for custom archives: the whole dump, checked, on local disk.
     let spool = if custom {
@@ -294,22 +346,23 @@ pub fn prepare<'a>(
     let created = if create.is_empty() {
         postgres::create_database(t.conn, &name)
     } else {
-        postgres::psql_restricted(t.conn, "postgres", true, &mut create.as_bytes())
-            .map(|_| ())
+        postgres::psql_create_database(t.conn, create)
             .with_context(|| format!("creating {name} as the backup's database was created"))
     };
     if let Err(e) = created {
         let _ = std::fs::remove_file(&marker);
         return Err(e).context("restore step `create scratch database` failed");
     }
-    let scratch = Scratch {
+    let mut scratch = Scratch {
         conn: t.conn,
         target: t.database.to_string(),
         name,
         keep_previous: t.keep_previous,
+        properties: None,
         marker,
         done: false,
         _lock: lock,
+        _server_lock: server_lock,
     };
 
     // Step 2.
@@ -326,15 +379,8 @@ pub fn prepare<'a>(
             .context("restore step `psql` failed")?;
         }
     }
-    // Step 3.
-    if let Some((_, rest)) = &db_sql {
-        if !rest.trim().is_empty() {
-            step(
-                "database properties",
-                postgres::psql_restricted(t.conn, "postgres", true, &mut rest.as_bytes()),
-            )?;
-        }
-    }
+    // Step 3, carried out by the swap.
+    scratch.properties = db_sql.map(|(_, rest)| rest);
     info!(
         "{}: backup {} {} restored into the scratch database {}",
         m.profile, m.id, p.name, scratch.name

@@ -104,6 +104,46 @@ pub fn query(
     Ok(out)
 }
 
+/// A session-level advisory lock held on the server for as long as this
+/// value lives (a psql session kept open); any cellar on any host that
+/// asks for the same name waits or gives up.
+pub struct ServerLock {
+    _psql: process::Running,
+    _stdin: std::process::ChildStdin,
+    _env: ClientEnv,
+}
+
+/// Takes the advisory lock `name` on the server, or `None` when another
+/// session holds it.
+pub fn try_server_lock(conn: &PgConn, name: &str) -> anyhow::Result<Option<ServerLock>> {
+    let env = client_env(conn)?;
+    let mut cmd = command(conn, "psql", &env);
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    cmd.arg("-v").arg(format!("lockname={name}"));
+    cmd.arg(format!("--dbname={}", conninfo(conn, "postgres")));
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
+    let mut stdin = psql.child.stdin.take().unwrap();
+    let stdout = psql.child.stdout.take().unwrap();
+    stdin.write_all(b"SELECT pg_try_advisory_lock(hashtextextended(:'lockname', 0));\n")?;
+    stdin.flush()?;
+    let mut answer = String::new();
+    io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut answer)?;
+    match answer.trim() {
+        "t" => Ok(Some(ServerLock {
+            _psql: psql,
+            _stdin: stdin,
+            _env: env,
+        })),
+        "f" => Ok(None),
+        _ => {
+            drop(stdin);
+            psql.wait()?;
+            bail!("could not take a lock on {}", conn.describe())
+        }
+    }
+}
+
 pub fn ping(conn: &PgConn, database: &str) -> anyhow::Result<String> {
     let v = query(conn, database, "SELECT 1; SHOW server_version;", &[])?;
     Ok(v.lines().nth(1).unwrap_or("").trim().to_string())
@@ -203,7 +243,12 @@ pub fn database_state(conn: &PgConn, database: &str) -> anyhow::Result<Option<u6
                  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
               + (SELECT count(*) FROM pg_namespace
                  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
-                   AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%');",
+                   AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%')
+              + (SELECT count(*) FROM pg_largeobject_metadata)
+              + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                   AND t.typtype IN ('b', 'd', 'e', 'r', 'm'))
+              + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql');",
         &[],
     )?;
     Ok(Some(n.trim().parse().unwrap_or(0)))
@@ -234,11 +279,15 @@ pub fn create_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
     .with_context(|| format!("creating database {database}"))
 }
 
+/// Drops a database cellar made (a scratch or previous copy), even one
+/// that a restored `IS_TEMPLATE true` made a template.
 pub fn drop_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
     query(
         conn,
         "postgres",
-        "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);",
+        "SELECT format('ALTER DATABASE %I IS_TEMPLATE false', datname) FROM pg_database
+           WHERE datname = :'name' AND datistemplate \\gexec
+         DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);",
         &[("name", database)],
     )
     .map(|_| ())
@@ -390,11 +439,13 @@ pub fn rename_database_sql(sql: &str, rename_to: &str) -> (String, String) {
     let from = format!("DATABASE {original}");
     let to = format!("DATABASE {rename_to}");
     let mut continuing = false;
+    let mut in_quote = false;
     for line in sql.lines() {
         if continuing {
             rest.push_str(line);
             rest.push('\n');
-            continuing = !line.trim_end().ends_with(';');
+            in_quote = quote_state(line, in_quote);
+            continuing = in_quote || !line.trim_end().ends_with(';');
             continue;
         }
         if line.is_empty() || line.starts_with("--") || line.starts_with('\\') {
@@ -420,16 +471,28 @@ pub fn rename_database_sql(sql: &str, rename_to: &str) -> (String, String) {
             "SECURITY LABEL ",
             "ALTER ROLE ",
         ];
+        // A restored copy is never made a template: it could not be
+        // replaced or dropped by the next restore.
+        if renamed.starts_with("ALTER DATABASE ") && renamed.contains(" IS_TEMPLATE ") {
+            continue;
+        }
         if renamed.starts_with("CREATE DATABASE ") && create.is_empty() {
             create = renamed;
             create.push('\n');
         } else if allowed.iter().any(|a| renamed.starts_with(a)) {
             rest.push_str(&renamed);
             rest.push('\n');
-            continuing = !renamed.trim_end().ends_with(';');
+            in_quote = quote_state(&renamed, false);
+            continuing = in_quote || !renamed.trim_end().ends_with(';');
         }
     }
     (create, rest)
+}
+
+/// Whether a string literal is still open after `line`, given whether one
+/// was open before it (pg_dump doubles quotes inside literals).
+fn quote_state(line: &str, open: bool) -> bool {
+    (line.bytes().filter(|&b| b == b'\'').count() % 2 == 1) != open
 }
 
 /// The identifier at the start of `s`, as written (quoted or not).
@@ -477,42 +540,84 @@ pub fn psql_can_restrict(conn: &PgConn) -> anyhow::Result<bool> {
 }
 
 /// Copies SQL from a backup into psql behind a `\restrict` key that only
-/// cellar knows: the dump's own `\restrict`/`\unrestrict` lines are
-/// dropped (outside COPY data), so no meta-command in the stream can run.
+/// cellar knows, so no psql meta-command in the stream can run.
+///
+/// pg_dump (15.14+) writes `\restrict KEY` near the top and `\unrestrict
+/// KEY` at the end; only those two lines are dropped (the first before any
+/// SQL, the second only with that same key), so no data line is ever
+/// touched. A line that creates or drops a database outside COPY data (a
+/// dump made with `--create`/`--clean`) stops the stream: a restore only
+/// ever writes into its scratch database.
 pub struct Restricted<W: Write> {
     out: W,
     line: Vec<u8>,
+    /// The dump's own restrict key, once seen in its header.
+    dump_key: Option<Vec<u8>>,
+    /// A line of SQL was seen: the header is over.
+    past_header: bool,
+    /// A `COPY ... FROM stdin;` statement has started / its data is flowing.
+    copy_header: bool,
     in_copy: bool,
     /// `line` continues a line whose start was already passed on.
     partial: bool,
+    /// CREATE DATABASE is expected (cellar's own scratch database).
+    allow_create: bool,
 }
 
 impl<W: Write> Restricted<W> {
-    pub fn new(mut out: W) -> io::Result<Self> {
+    pub fn new(mut out: W, allow_create: bool) -> io::Result<Self> {
         let mut key = [0u8; 16];
         sequoia_openpgp::crypto::random(&mut key).map_err(io::Error::other)?;
         writeln!(out, "\\restrict {}", hex::encode(key))?;
         Ok(Restricted {
             out,
             line: Vec::with_capacity(1 << 16),
+            dump_key: None,
+            past_header: false,
+            copy_header: false,
             in_copy: false,
             partial: false,
+            allow_create,
         })
     }
 
     fn emit_line(&mut self) -> io::Result<()> {
         let l = &self.line;
+        let body = l.strip_suffix(b"\n").unwrap_or(l);
         if std::mem::take(&mut self.partial) {
             // The rest of a long line: its start was judged already.
         } else if self.in_copy {
-            if l == b"\\.\n" || l == b"\\." {
+            if body == b"\\." {
                 self.in_copy = false;
             }
-        } else if l.starts_with(b"\\restrict ") || l.starts_with(b"\\unrestrict ") {
+        } else if !self.past_header && self.dump_key.is_none() && body.starts_with(b"\\restrict ") {
+            self.dump_key = Some(body[b"\\restrict ".len()..].to_vec());
             self.line.clear();
             return Ok(());
-        } else if l.starts_with(b"COPY ") && l.trim_ascii_end().ends_with(b"FROM stdin;") {
-            self.in_copy = true;
+        } else if self
+            .dump_key
+            .as_ref()
+            .is_some_and(|k| body.strip_prefix(b"\\unrestrict ") == Some(k.as_slice()))
+        {
+            self.line.clear();
+            return Ok(());
+        } else {
+            if !body.is_empty() && !body.starts_with(b"--") {
+                self.past_header = true;
+            }
+            let creates = body.starts_with(b"CREATE DATABASE ") && !self.allow_create;
+            if creates || body.starts_with(b"DROP DATABASE ") {
+                return Err(io::Error::other(
+                    "the dump creates or drops databases (made with pg_dump --create or --clean?); cellar restores only into its scratch database, so it refuses this dump",
+                ));
+            }
+            if body.starts_with(b"COPY ") {
+                self.copy_header = true;
+            }
+            if self.copy_header && body.trim_ascii_end().ends_with(b"FROM stdin;") {
+                self.copy_header = false;
+                self.in_copy = true;
+            }
         }
         self.out.write_all(&self.line)?;
         self.line.clear();
@@ -561,6 +666,22 @@ pub fn psql_restricted(
     stop_on_error: bool,
     input: &mut dyn Read,
 ) -> anyhow::Result<String> {
+    psql_restricted_with(conn, database, stop_on_error, false, input)
+}
+
+/// [`psql_restricted`] for cellar's own CREATE DATABASE of a scratch
+/// database (rewritten from the archive's).
+pub fn psql_create_database(conn: &PgConn, create: &str) -> anyhow::Result<()> {
+    psql_restricted_with(conn, "postgres", true, true, &mut create.as_bytes()).map(|_| ())
+}
+
+fn psql_restricted_with(
+    conn: &PgConn,
+    database: &str,
+    stop_on_error: bool,
+    allow_create: bool,
+    input: &mut dyn Read,
+) -> anyhow::Result<String> {
     if !psql_can_restrict(conn)? {
         bail!(
             "{} is too old to block psql meta-commands in SQL from a backup (\\restrict needs \
@@ -579,11 +700,13 @@ pub fn psql_restricted(
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
     let stdin = psql.child.stdin.take().unwrap();
-    let fed = Restricted::new(io::BufWriter::with_capacity(1 << 16, stdin)).and_then(|mut w| {
-        io::copy(input, &mut w)?;
-        w.finish()?.into_inner().map_err(|e| e.into_error())?;
-        Ok(())
-    });
+    let fed = Restricted::new(io::BufWriter::with_capacity(1 << 16, stdin), allow_create).and_then(
+        |mut w| {
+            io::copy(input, &mut w)?;
+            w.finish()?.into_inner().map_err(|e| e.into_error())?;
+            Ok(())
+        },
+    );
     match (psql.wait_or_cancel(), fed) {
         // If psql stopped on an SQL error, its message is the real cause.
         (Err(e), _) => Err(e.context(format!("restoring into {database}"))),

@@ -203,7 +203,7 @@ fn payload_without_manifest_is_not_a_backup() {
     );
     let out = env.cellar(&["verify", "f"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("no complete backup"), "{}", out.stderr);
+    assert!(out.stderr.contains("no trusted backup"), "{}", out.stderr);
 }
 
 #[test]

@@ -304,6 +304,7 @@ impl TestEnv {
             .unwrap();
         std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
         cellar::keys::keygen(&dir.path().join("secrets"), "k", "test key", None).unwrap();
+        cellar::keys::keygen_signing(&dir.path().join("secrets"), "host", "test host").unwrap();
         TestEnv { dir }
     }
 
@@ -349,6 +350,7 @@ url = "file://store"
 [encryption]
 recipients = ["secrets/k.pub.asc"]
 identity = "secrets/k.key.asc"
+signer = "secrets/host.sign.key.asc"
 {compression}
 {rest}
 "#,
@@ -396,6 +398,7 @@ url = "file://store"
 [encryption]
 recipients = ["secrets/k.pub.asc"]
 identity = "secrets/k.key.asc"
+signer = "secrets/host.sign.key.asc"
 [compression]
 level = 1
 {rest}

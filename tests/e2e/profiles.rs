@@ -13,6 +13,7 @@ fn shipped_profiles_and_templates_parse() {
     for name in ["demo", "ops"] {
         cellar::keys::keygen(&env.path().join("secrets"), name, name, None).unwrap();
     }
+    cellar::keys::keygen_signing(&env.path().join("secrets"), "demo", "demo").unwrap();
     let mut seen = 0;
     for folder in ["profiles", "templates"] {
         for entry in std::fs::read_dir(repo.join(folder)).unwrap() {

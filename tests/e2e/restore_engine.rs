@@ -562,3 +562,208 @@ fn psql_meta_commands_in_a_plain_dump_do_not_run() {
     assert!(!pg.exists(&dst));
     assert_no_scratch(&dst);
 }
+
+/// Findings of a hostile review, each a way the promise broke once.
+#[test]
+fn plain_dump_odd_shapes_restore_exactly_and_create_database_is_refused() {
+    let pg = pg();
+    let src = db_name("odd_plain_src");
+    pg.create_db(&src);
+    // A COPY header over two lines (a newline in the table name) with a
+    // data line that starts like pg_dump's \restrict, and a function body
+    // with such a line too.
+    pg.psql(
+        &src,
+        "CREATE TABLE \"odd\nname\" (v text);
+         INSERT INTO \"odd\nname\" VALUES (E'\\\\restrict foo'), ('normal'), (E'\\\\unrestrict bar');
+         CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$SELECT '
+\\restrict inside a body'$$;",
+    );
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false\nformat = \"plain\"", "");
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("odd_plain_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    assert_eq!(pg.dump(&dst), pg.dump(&src));
+    assert_eq!(
+        pg.psql(&dst, "SELECT count(*) FROM \"odd\nname\"").trim(),
+        "3"
+    );
+
+    // A plain dump that creates and drops databases never reaches them.
+    let other = db_name("odd_plain_other");
+    pg.create_db(&other);
+    pg.psql(
+        &other,
+        "CREATE TABLE precious (v int); INSERT INTO precious VALUES (1);",
+    );
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!(
+                "#!/bin/sh\ncat <<'EOF'\nDROP DATABASE {other};\nCREATE DATABASE {other};\n-- PostgreSQL database dump complete\nEOF\n"
+            ),
+        )],
+    );
+    env.edit(
+        "profiles/db.toml",
+        "globals = false",
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let dst2 = db_name("odd_plain_dst2");
+    let out = env.cellar(&["restore", "db", "--to-database", &dst2]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("creates or drops databases"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(pg.psql(&other, "SELECT v FROM precious").trim(), "1");
+    assert_no_scratch(&dst2);
+}
+
+#[test]
+fn database_comment_template_flag_and_read_only_default_come_back() {
+    let pg = pg();
+    let src = db_name("props2_src");
+    pg.create_db(&src);
+    pg.psql(&src, "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
+    pg.psql(
+        "postgres",
+        &format!(
+            "COMMENT ON DATABASE {src} IS E'Step 1;\\nStep 2';
+             ALTER DATABASE {src} SET default_transaction_read_only = on;
+             ALTER DATABASE {src} IS_TEMPLATE true;"
+        ),
+    );
+    let mirror = db_name("props2_mirror");
+    let env = TestEnv::new();
+    env.pg_profile(
+        "db",
+        &src,
+        "globals = false",
+        &format!("[mirror]\ndatabase = \"{mirror}\"\nafter_restore = [\"UPDATE a SET v = 2\"]\nchecks = [\"SELECT v = 2 FROM a\"]\n"),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    // The mirror's statements run before the read-only default applies.
+    env.cellar(&["mirror", "db"]).ok();
+    env.cellar(&["mirror", "db"]).ok();
+    assert_no_scratch(&mirror);
+    let dst = db_name("props2_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    let props = |db: &str| {
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT shobj_description(d.oid, 'pg_database'), s.setconfig, d.datistemplate
+                 FROM pg_database d LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0
+                 WHERE datname = '{db}'"
+            ),
+        )
+    };
+    // Everything but the template flag: a restored copy is never a template.
+    assert_eq!(props(&dst), props(&src).replace("|t\n", "|f\n"));
+    // A template target is refused (exit 2), as are PostgreSQL's own.
+    for target in [src.as_str(), "postgres", "template1"] {
+        let out = env.cellar(&["restore", "db", "--to-database", target, "--clean"]);
+        assert_eq!(out.code, 2, "{target}: {}", out.all());
+    }
+    pg.psql(
+        "postgres",
+        &format!("ALTER DATABASE {src} IS_TEMPLATE false"),
+    );
+    for db in [&src, &dst, &mirror] {
+        pg.psql("postgres", &format!("DROP DATABASE {db}"));
+    }
+}
+
+#[test]
+fn kept_copies_are_never_dropped_silently_and_large_objects_count_as_content() {
+    let pg = pg();
+    let src = db_name("kept_src");
+    pg.create_db(&src);
+    pg.psql(&src, "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+
+    // A target holding only a large object is not empty.
+    let dst = db_name("kept_dst");
+    pg.create_db(&dst);
+    pg.psql(&dst, "SELECT lo_from_bytea(0, 'only this')");
+    let out = env.cellar(&["restore", "db", "--to-database", &dst]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+
+    env.cellar(&[
+        "restore",
+        "db",
+        "--to-database",
+        &dst,
+        "--clean",
+        "--keep-previous",
+    ])
+    .ok();
+    let previous = previous_name(&dst);
+    assert_eq!(
+        pg.psql(&previous, "SELECT count(*) FROM pg_largeobject_metadata")
+            .trim(),
+        "1"
+    );
+    // The next restore refuses to drop that kept copy.
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "--clean"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains(&previous), "{}", out.stderr);
+    assert!(pg.exists(&previous));
+    pg.psql("postgres", &format!("DROP DATABASE {previous}"));
+    env.cellar(&["restore", "db", "--to-database", &dst, "--clean"])
+        .ok();
+}
+
+#[test]
+fn a_restore_running_elsewhere_into_the_same_target_is_refused() {
+    let pg = pg();
+    let src = db_name("busy_src");
+    pg.create_db(&src);
+    pg.psql(&src, "CREATE TABLE a (v int);");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("busy_dst");
+    // Another cellar (another config dir or host) holds the target's lock.
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &pg.port.to_string()])
+        .args(["-U", "postgres", "-d", "postgres"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, Write};
+        let stdin = holder.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "SELECT pg_advisory_lock(hashtextextended('{}', 0)); SELECT 'held';",
+            scratch_name(&dst)
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let mut out = std::io::BufReader::new(holder.stdout.as_mut().unwrap());
+        let mut line = String::new();
+        while !line.contains("held") {
+            line.clear();
+            out.read_line(&mut line).unwrap();
+        }
+    }
+    let out = env.cellar(&["restore", "db", "--to-database", &dst]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("another cellar"), "{}", out.stderr);
+    assert!(!pg.exists(&dst));
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+}
