@@ -12,7 +12,7 @@ use crate::pipeline::{self, PipelineError};
 use crate::profile::{Databases, DumpFormat, Profile, Source};
 use crate::progress::Progress;
 use crate::source::{files, postgres};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -145,10 +145,43 @@ pub fn run(
     };
     // The injectable clock: tests date backups with CELLAR_NOW.
     let started_at = crate::schedule::now();
-    let id = new_id(store, &profile.name).map_err(|e| BackupError::Other {
+    let mut id = new_id(store, &profile.name).map_err(|e| BackupError::Other {
         profile: profile.name.clone(),
         message: e.to_string(),
     })?;
+    // Another writer (another config dir or host with this profile name
+    // and store) may take the same id at the same moment: no write ever
+    // replaces an object, so its first payload finds ours, or ours finds
+    // its; the one that finds the other starts again with a suffixed id.
+    for _ in 0..4 {
+        match run_as(profile, store, progress, &id, started_at, signer) {
+            Err(BackupError::Payload { cause, .. })
+                if matches!(*cause, PipelineError::Store(StoreError::Exists { .. })) =>
+            {
+                let mut r = [0u8; 2];
+                let _ = sequoia_openpgp::crypto::random(&mut r);
+                let base = id.split('-').next().unwrap_or(&id).to_string();
+                id = format!("{base}-{}", hex::encode(r));
+                warn!(
+                    "{}: another backup took this id at the same moment; starting again as {id}",
+                    profile.name
+                );
+            }
+            other => return other,
+        }
+    }
+    run_as(profile, store, progress, &id, started_at, signer)
+}
+
+fn run_as(
+    profile: &Profile,
+    store: &dyn Store,
+    progress: &dyn Progress,
+    id: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    signer: &keys::SigningKey,
+) -> Result<Manifest, BackupError> {
+    let id = id.to_string();
     let mut job = Job {
         profile,
         store,

@@ -98,8 +98,56 @@ pub fn id_for(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
+/// A name from outside (a database name) as a safe part of a file name:
+/// bytes other than ASCII letters, digits, `_` and `-` become `%XX`, so
+/// `a/../x` can never leave the profile's folder and the name round-trips
+/// exactly ([`decode_name`]).
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn decode_name(encoded: &str) -> Option<String> {
+    let b = encoded.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The time of a backup id: `20261121T020000Z`, or with the suffix a
+/// writer adds when another one took the same second
+/// (`20261121T020000Z-3fa9`).
 pub fn parse_id(id: &str) -> Option<DateTime<Utc>> {
-    chrono::NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%SZ")
+    let (stamp, suffix) = match id.split_once('-') {
+        Some((s, x)) => (s, Some(x)),
+        None => (id, None),
+    };
+    if suffix.is_some_and(|x| {
+        x.len() != 4
+            || !x
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    }) {
+        return None;
+    }
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
         .ok()
         .map(|n| n.and_utc())
 }
@@ -112,7 +160,11 @@ pub fn payload_name(
     compression: &Compression,
 ) -> String {
     match database {
-        Some(db) => format!("{id}.{db}.{ext}.{}.pgp", compression.extension()),
+        Some(db) => format!(
+            "{id}.{}.{ext}.{}.pgp",
+            encode_name(db),
+            compression.extension()
+        ),
         None => format!("{id}.{ext}.{}.pgp", compression.extension()),
     }
 }
@@ -120,6 +172,31 @@ pub fn payload_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn odd_database_names_are_encoded_and_round_trip() {
+        for db in [
+            "shop",
+            "a/../../../../x",
+            "..",
+            ".hidden",
+            "tab\there",
+            "ünï cödé",
+            "a%b.c",
+        ] {
+            let e = encode_name(db);
+            assert!(
+                !e.contains('/') && !e.contains('.') && !e.contains('\\'),
+                "{e}"
+            );
+            assert_eq!(decode_name(&e).as_deref(), Some(db));
+            crate::store::check_key(&format!("p/20261121T020000Z.{e}.pgdump.xz.pgp")).unwrap();
+        }
+        assert_eq!(encode_name("shop_2-a"), "shop_2-a");
+        for key in ["../x", "/etc/x", "p/../x", "p//x", "p/./x", "p/a\\b", ""] {
+            assert!(crate::store::check_key(key).is_err(), "{key}");
+        }
+    }
 
     #[test]
     fn ids_round_trip_and_sort_by_time() {

@@ -511,6 +511,18 @@ pub fn load(config_dir: &Path, file: &ProfileFile) -> Result<Profile, Vec<Proble
 }
 
 /// Parses and validates profile text. `rel` names the file in messages.
+/// A profile name is a folder name in every store: letters, digits, `_`,
+/// `-` and `.` (never first, never two in a row).
+pub fn valid_profile_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 pub fn parse(
     config_dir: &Path,
     name: &str,
@@ -535,6 +547,14 @@ pub fn parse(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
+    if !valid_profile_name(name) {
+        v.problem(
+            None,
+            "",
+            format!("the profile name {name:?} (the file's stem) is not a plain name: it is a folder in every store"),
+            "rename the file to letters, digits, `_`, `-` and `.` (not first), e.g. profiles/shop.toml",
+        );
+    }
     let table = doc.get_ref();
     for (key, _) in table.iter() {
         if !raw::TOP_LEVEL_KEYS.contains(&key.get_ref().as_ref()) {

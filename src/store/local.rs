@@ -81,7 +81,19 @@ impl Store for LocalStore {
         }
         file.sync_all().map_err(|e| self.err("fsync", key, e))?;
         drop(file);
-        fs::rename(&tmp, &target).map_err(|e| self.err("rename into place", key, e))?;
+        // A hard link never replaces an existing object (a rename would):
+        // two writers of the same key cannot overwrite each other.
+        fs::hard_link(&tmp, &target).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                StoreError::Exists {
+                    store: self.location(),
+                    key: key.to_string(),
+                }
+            } else {
+                self.err("link into place", key, e)
+            }
+        })?;
+        let _ = fs::remove_file(&tmp);
         guard.armed = false;
         File::open(&dir)
             .and_then(|d| d.sync_all())

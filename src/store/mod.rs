@@ -48,6 +48,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// A write found an object under its key: cellar never replaces one.
+    #[error("{key} already exists in {store}; cellar never replaces an object")]
+    Exists { store: String, key: String },
 }
 
 impl StoreError {
@@ -148,9 +151,67 @@ pub fn probe<S: Store + ?Sized>(store: &S) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens the store a profile names. Relative `file://` paths are relative
-/// to the config dir.
+/// The last line of defence against names from outside (a database
+/// called `a/../../x`): a key is relative, and none of its parts is
+/// empty, `.` or `..`, or holds a control character or a backslash.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        || key.chars().any(|c| c.is_control() || c == '\\');
+    if bad {
+        return Err(StoreError::Unsupported(format!(
+            "refusing the store key {key:?}: it could leave the profile's folder"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every key before the backend sees it.
+struct Guarded(Box<dyn Store>);
+
+impl Store for Guarded {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64, StoreError> {
+        check_key(key)?;
+        self.0.put(key, data)
+    }
+    fn get(&self, key: &str) -> Result<Reader, StoreError> {
+        check_key(key)?;
+        self.0.get(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        check_key(prefix.trim_end_matches('/'))?;
+        self.0.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        check_key(key)?;
+        self.0.delete(key)
+    }
+    fn locked_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        check_key(key)?;
+        self.0.locked_until(key)
+    }
+    fn set_tier(&self, key: &str, tier: &str) -> Result<(), StoreError> {
+        check_key(key)?;
+        self.0.set_tier(key, tier)
+    }
+    fn check(&self) -> Result<(), StoreError> {
+        self.0.check()
+    }
+}
+
+/// Opens the store a profile names, every key checked by [`check_key`].
 pub fn open(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+    Ok(Box::new(Guarded(open_backend(config, config_dir)?)))
+}
+
+/// Relative `file://` paths are relative to the config dir.
+fn open_backend(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
     let url = config.url.as_str();
     if let Some(path) = url.strip_prefix("file://") {
         let path = PathBuf::from(path);

@@ -147,6 +147,7 @@ impl S3Store {
             .bucket(&self.opts.bucket)
             .key(&object)
             .content_md5(md5_b64(&bytes))
+            .if_none_match("*")
             .body(ByteStream::from(bytes));
         if let Some(c) = &self.opts.storage_class {
             req = req.storage_class(StorageClass::from(c.as_str()));
@@ -169,7 +170,16 @@ impl S3Store {
                 .mutate_request(self.headers())
                 .send(),
         );
-        r.map_err(|e| self.fail("upload", key, &e))?;
+        r.map_err(|e| {
+            if e.code() == Some("PreconditionFailed") {
+                StoreError::Exists {
+                    store: self.location(),
+                    key: key.to_string(),
+                }
+            } else {
+                self.fail("upload", key, &e)
+            }
+        })?;
         Ok(len)
     }
 
@@ -335,6 +345,22 @@ impl Store for S3Store {
     }
 
     fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64, StoreError> {
+        // Never replace an object: If-None-Match on the write itself where
+        // the server supports it, and a HEAD first for servers that ignore
+        // that header (a race remains there; the README says so).
+        let head = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.opts.bucket)
+                .key(self.object(key))
+                .send(),
+        );
+        if head.is_ok() {
+            return Err(StoreError::Exists {
+                store: self.location(),
+                key: key.to_string(),
+            });
+        }
         let read_err = |e: io::Error| StoreError::Io {
             op: "read data for",
             store: self.location(),
@@ -442,6 +468,7 @@ impl Store for S3Store {
                         .bucket(&self.opts.bucket)
                         .key(&object)
                         .upload_id(&upload_id)
+                        .if_none_match("*")
                         .multipart_upload(
                             CompletedMultipartUpload::builder()
                                 .set_parts(Some(parts))
@@ -449,7 +476,16 @@ impl Store for S3Store {
                         )
                         .send(),
                 )
-                .map_err(|e| self.fail("complete the upload of", key, &e))?;
+                .map_err(|e| {
+                    if e.code() == Some("PreconditionFailed") {
+                        StoreError::Exists {
+                            store: self.location(),
+                            key: key.to_string(),
+                        }
+                    } else {
+                        self.fail("complete the upload of", key, &e)
+                    }
+                })?;
             Ok(total)
         })();
         if result.is_err() {

@@ -287,6 +287,14 @@ impl Store for SftpStore {
         })();
         drop(file);
         let result = result.and_then(|total| {
+            // SFTP's plain rename (not posix-rename) fails when the target
+            // exists: an object is never replaced.
+            if self.rt.block_on(self.sftp.fs().metadata(&target)).is_ok() {
+                return Err(StoreError::Exists {
+                    store: self.location(),
+                    key: key.to_string(),
+                });
+            }
             self.rt
                 .block_on(self.sftp.fs().rename(&tmp, &target))
                 .map_err(|e| self.err("rename into place", key, e))?;
