@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `cellar` binary against a real PostgreSQL
 //! 15 cluster, a real local store and the gpg/xz/pg_restore CLIs.
 
+mod authenticity;
 mod breakglass;
 mod damage;
 mod files;
