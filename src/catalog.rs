@@ -22,8 +22,11 @@ use crate::manifest::{self, Content, Manifest, MANIFEST_SUFFIX, SIGNATURE_SUFFIX
 use crate::profile::{Kind, Profile};
 use crate::store::{ObjectInfo, Store, StoreError};
 
-/// A manifest or signature larger than this is not one of ours.
+/// A manifest larger than this is not one of ours.
 const MAX_MANIFEST: u64 = 64 << 20;
+/// Nor a signature larger than this (ours are under 1 KiB; a stuffed one
+/// would make verification slow).
+const MAX_SIGNATURE: u64 = 16 << 10;
 
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -57,6 +60,13 @@ impl Entry {
             Trust::Trusted { manifest, .. } => Some(manifest),
             _ => None,
         }
+    }
+
+    /// Trusted only through `allow_unsigned_before`: restorable, but never
+    /// counted by the retention (an unsigned one could be planted inside
+    /// that window, and must not push a signed backup out).
+    pub fn unsigned(&self) -> bool {
+        matches!(&self.trust, Trust::Trusted { by, .. } if by.starts_with("unsigned"))
     }
 
     pub fn untrusted(&self) -> Option<&str> {
@@ -109,14 +119,19 @@ pub fn backups(store: &dyn Store, profile: &Profile) -> Result<Vec<Entry>, Store
     Ok(entries)
 }
 
-fn read_small(store: &dyn Store, key: &str, size: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    if size > MAX_MANIFEST {
+fn read_small(
+    store: &dyn Store,
+    key: &str,
+    size: u64,
+    max: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if size > max {
         return Ok(None);
     }
     let mut bytes = Vec::new();
     store
         .get(key)?
-        .take(MAX_MANIFEST + 1)
+        .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|cause| StoreError::Io {
             op: "read",
@@ -124,7 +139,7 @@ fn read_small(store: &dyn Store, key: &str, size: u64) -> Result<Option<Vec<u8>>
             key: key.to_string(),
             cause,
         })?;
-    Ok((bytes.len() as u64 <= MAX_MANIFEST).then_some(bytes))
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 /// Decides whether a complete backup can be trusted (see the module doc).
@@ -135,16 +150,27 @@ pub fn check(store: &dyn Store, profile: &Profile, e: &Entry) -> Result<Trust, S
     let Some(obj) = e.object(&name) else {
         return Ok(Trust::Unfinished);
     };
-    let Some(bytes) = read_small(store, &Manifest::key(&profile.name, &e.id), obj.size)? else {
+    let Some(bytes) = read_small(
+        store,
+        &Manifest::key(&profile.name, &e.id),
+        obj.size,
+        MAX_MANIFEST,
+    )?
+    else {
         return untrusted("the manifest is far too large to be one".into());
     };
     let enc = &profile.encryption;
     let sig_name = format!("{}{SIGNATURE_SUFFIX}", e.id);
     let by = match e.object(&sig_name) {
         Some(sig_obj) => {
-            let Some(sig) = read_small(store, &Manifest::sig_key(&profile.name, &e.id), sig_obj.size)?
+            let Some(sig) = read_small(
+                store,
+                &Manifest::sig_key(&profile.name, &e.id),
+                sig_obj.size,
+                MAX_SIGNATURE,
+            )?
             else {
-                return untrusted("the signature is far too large to be one".into());
+                return untrusted("the signature is far too large to be one of cellar's".into());
             };
             match crate::keys::verify_detached(&enc.trusted_signers, &bytes, &sig) {
                 Ok(fpr) => format!("signed by {fpr}"),

@@ -30,7 +30,7 @@ pub fn plan(store: &dyn Store, profile: &Profile, now: DateTime<Utc>) -> Result<
     let entries = catalog::backups(store, profile)?;
     let complete: Vec<(String, DateTime<Utc>)> = entries
         .iter()
-        .filter(|e| e.manifest().is_some())
+        .filter(|e| e.manifest().is_some() && !e.unsigned())
         .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
         .collect();
     let decisions = retention::decide(&complete, &profile.retention, now);

@@ -15,7 +15,7 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
     let decisions = retention::decide(
         &complete
             .iter()
-            .filter(|e| e.manifest().is_some())
+            .filter(|e| e.manifest().is_some() && !e.unsigned())
             .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
             .collect::<Vec<_>>(),
         &profile.retention,
@@ -51,6 +51,9 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                 .unwrap_or_default();
             let tier = match e.untrusted() {
                 Some(why) => format!("UNTRUSTED: {why}"),
+                None if e.unsigned() => {
+                    "unsigned (allow_unsigned_before): kept, not counted".into()
+                }
                 None => tier(&e.id),
             };
             println!(

@@ -306,17 +306,15 @@ pub fn prepare<'a>(
         );
     };
 
-    // Step 1 for custom archives: the whole dump, checked, on local disk.
-    let spool = if custom {
-        Some(step("spool", spool(ctx, m, p, t.spool_dir))?)
-    } else {
-        if !postgres::psql_can_restrict(t.conn)? {
-            // Fail before creating anything (the message says what to do).
-            postgres::psql_restricted(t.conn, "postgres", true, &mut io::empty())?;
-        }
-        None
-    };
-    let db_sql = match &spool {
+    // Step 1: the whole dump, checked (sizes, BLAKE2b, MDC), on local
+    // disk, before any of it reaches the server: SQL whose hash turns out
+    // wrong must never have run.
+    if !custom && !postgres::psql_can_restrict(t.conn)? {
+        // Fail before creating anything (the message says what to do).
+        postgres::psql_restricted(t.conn, "postgres", true, &mut io::empty())?;
+    }
+    let spool = step("spool", spool(ctx, m, p, t.spool_dir))?;
+    let db_sql = match custom.then_some(&spool) {
         Some(f) => Some(step(
             "read database properties",
             postgres::database_sql(t.conn, f, &name, t.no_owner),
@@ -366,18 +364,20 @@ pub fn prepare<'a>(
     };
 
     // Step 2.
-    match &spool {
-        Some(f) => step(
+    if custom {
+        step(
             "pg_restore",
-            postgres::restore_custom(t.conn, &scratch.name, f, t.jobs, t.no_owner),
-        )?,
-        None => {
-            ctx.stream(m, p, |r| {
-                postgres::psql_restricted(t.conn, &scratch.name, true, r).map(|_| ())
-            })
-            .map_err(anyhow::Error::from)
-            .context("restore step `psql` failed")?;
-        }
+            postgres::restore_custom(t.conn, &scratch.name, &spool, t.jobs, t.no_owner),
+        )?;
+    } else {
+        use std::io::Seek;
+        let mut f = &spool;
+        f.rewind()?;
+        let mut r = io::BufReader::with_capacity(1 << 20, f);
+        step(
+            "psql",
+            postgres::psql_restricted(t.conn, &scratch.name, true, &mut r).map(|_| ()),
+        )?;
     }
     // Step 3, carried out by the swap.
     scratch.properties = db_sql.map(|(_, rest)| rest);

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{ObjectInfo, Reader, Store, StoreError};
 
@@ -21,8 +21,23 @@ impl LocalStore {
         LocalStore { root }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// The file of `key`, refusing a key whose folders (below the root)
+    /// are symbolic links: whoever can write to the store must not be able
+    /// to send cellar's writes and deletions elsewhere.
+    fn checked(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let mut p = self.root.clone();
+        let parts: Vec<&str> = key.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            p.push(part);
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(StoreError::Unsupported(format!(
+                    "{} is a symbolic link inside the store {}; cellar follows no links there (someone with write access to the store may have planted it)",
+                    p.display(),
+                    self.location()
+                )));
+            }
+        }
+        Ok(self.root.join(key))
     }
 
     fn err(&self, op: &'static str, key: &str, cause: io::Error) -> StoreError {
@@ -36,35 +51,24 @@ impl LocalStore {
 }
 
 /// Removes the temporary file unless the write completed.
-struct TempGuard<'a> {
-    path: &'a Path,
-    armed: bool,
-}
-
-impl Drop for TempGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(self.path);
-        }
-    }
-}
-
 impl Store for LocalStore {
     fn location(&self) -> String {
         format!("file://{}", self.root.display())
     }
 
     fn put(&self, key: &str, data: &mut dyn Read) -> Result<u64, StoreError> {
-        let target = self.path(key);
+        let target = self.checked(key)?;
         let dir = target.parent().unwrap_or(&self.root).to_owned();
         fs::create_dir_all(&dir).map_err(|e| self.err("create folder for", key, e))?;
+        // Checked again now that the folders exist: none may be a link.
+        self.checked(key)?;
         let name = target.file_name().unwrap().to_string_lossy();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let mut guard = TempGuard {
-            path: &tmp,
-            armed: true,
-        };
-        let mut file = File::create(&tmp).map_err(|e| self.err("create", key, e))?;
+        // A random name opened with O_EXCL: a link planted in the store can
+        // never make the write land somewhere else.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .tempfile_in(&dir)
+            .map_err(|e| self.err("create", key, e))?;
         // A large buffer keeps the syscall count low for multi-GB payloads.
         let mut buf = vec![0u8; 1 << 20];
         let mut written = 0u64;
@@ -75,26 +79,25 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.err("read data for", key, e)),
             };
-            file.write_all(&buf[..n])
+            tmp.as_file_mut()
+                .write_all(&buf[..n])
                 .map_err(|e| self.err("write", key, e))?;
             written += n as u64;
         }
-        file.sync_all().map_err(|e| self.err("fsync", key, e))?;
-        drop(file);
-        // A hard link never replaces an existing object (a rename would):
-        // two writers of the same key cannot overwrite each other.
-        fs::hard_link(&tmp, &target).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| self.err("fsync", key, e))?;
+        // Never replaces an existing object (or a link planted there).
+        tmp.persist_noclobber(&target).map_err(|e| {
+            if e.error.kind() == io::ErrorKind::AlreadyExists {
                 StoreError::Exists {
                     store: self.location(),
                     key: key.to_string(),
                 }
             } else {
-                self.err("link into place", key, e)
+                self.err("move into place", key, e.error)
             }
         })?;
-        let _ = fs::remove_file(&tmp);
-        guard.armed = false;
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| self.err("fsync folder of", key, e))?;
@@ -102,7 +105,13 @@ impl Store for LocalStore {
     }
 
     fn get(&self, key: &str) -> Result<Reader, StoreError> {
-        match File::open(self.path(key)) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.checked(key)?;
+        match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => Ok(Box::new(io::BufReader::with_capacity(1 << 20, f))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound {
                 store: self.location(),
@@ -115,6 +124,7 @@ impl Store for LocalStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         // Keys are "<folder>/<name>": list the folder the prefix names.
         let dir = self.root.join(super::folder_of(prefix));
+        self.checked(&format!("{}/x", super::folder_of(prefix)))?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -141,7 +151,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match fs::remove_file(self.path(key)) {
+        match fs::remove_file(self.checked(key)?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err("delete", key, e)),
@@ -152,6 +162,41 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_planted_in_the_store_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("precious"), b"keep").unwrap();
+        let s = LocalStore::new(dir.path().to_owned());
+        // A profile folder that is a link: no write, read, list or delete.
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("p")).unwrap();
+        assert!(s.put("p/a.bin", &mut &b"x"[..]).is_err());
+        assert!(s.list("p/").is_err());
+        assert!(s.delete("p/precious").is_err());
+        assert!(s.get("p/precious").is_err());
+        assert_eq!(
+            std::fs::read(elsewhere.path().join("precious")).unwrap(),
+            b"keep"
+        );
+        // A key that is a link: never written through, never read.
+        std::fs::create_dir(dir.path().join("q")).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join("precious"),
+            dir.path().join("q/a.bin"),
+        )
+        .unwrap();
+        assert!(matches!(
+            s.put("q/a.bin", &mut &b"x"[..]),
+            Err(StoreError::Exists { .. })
+        ));
+        assert!(s.get("q/a.bin").is_err());
+        assert_eq!(
+            std::fs::read(elsewhere.path().join("precious")).unwrap(),
+            b"keep"
+        );
+        assert!(s.list("q/").unwrap().is_empty());
+    }
 
     #[test]
     fn put_is_atomic_and_failed_put_leaves_nothing() {

@@ -767,3 +767,58 @@ fn a_restore_running_elsewhere_into_the_same_target_is_refused() {
     holder.wait().unwrap();
     env.cellar(&["restore", "db", "--to-database", &dst]).ok();
 }
+
+#[test]
+fn plain_sql_never_runs_before_the_whole_payload_checked_out() {
+    let pg = pg();
+    let env = TestEnv::new();
+    // SQL with a side effect outside the scratch database (a server-side
+    // file), then a damaged MDC at the very end of the payload.
+    let open = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = open.path().join("ran");
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!(
+                "#!/bin/sh\ncat <<'EOF'\nCOPY (SELECT 1) TO '{}';\n-- PostgreSQL database dump complete\nEOF\n",
+                marker.display()
+            ),
+        )],
+    );
+    let src = db_name("mdc_src");
+    pg.create_db(&src);
+    pg.psql(&src, "CREATE TABLE t (v int);");
+    env.pg_profile(
+        "db",
+        &src,
+        &format!(
+            "globals = false\nformat = \"plain\"\npg_bin_dir = {:?}",
+            bin.to_str().unwrap()
+        ),
+        "",
+    );
+    env.at("2026-01-01T00:00:00Z", &["backup", "db"]).ok();
+    // The control: an intact backup's SQL does run (in the scratch database).
+    let dst0 = db_name("mdc_dst0");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst0}"));
+    env.cellar(&["restore", "db", "--to-database", &dst0]).ok();
+    assert!(marker.exists(), "the control restore did not run the SQL");
+    std::fs::remove_file(&marker).unwrap();
+    pg.psql("postgres", &format!("DROP DATABASE {dst0}"));
+    let payload = &env.payloads("db")[0];
+    let mut bytes = std::fs::read(payload).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(payload, bytes).unwrap();
+    let dst = db_name("mdc_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    let out = env.cellar(&["restore", "db", "--to-database", &dst]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("damaged"), "{}", out.stderr);
+    assert!(!marker.exists(), "SQL ran before the payload was checked");
+    assert!(!pg.exists(&dst));
+    assert_no_scratch(&dst);
+}
