@@ -77,14 +77,7 @@ impl RecipientCert {
 
 /// Reads a certificate and checks that it can receive encrypted data.
 pub fn load_recipient(path: &Path) -> Result<RecipientCert, KeyError> {
-    let bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
-        path: path.to_owned(),
-        cause,
-    })?;
-    let cert = Cert::from_bytes(&bytes).map_err(|e| KeyError::NotACert {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let cert = read_cert(path)?;
     let p = policy();
     let usable = cert
         .keys()
@@ -114,14 +107,7 @@ pub struct Identity {
 }
 
 pub fn load_identity(path: &Path, passphrase: Option<Secret>) -> Result<Identity, KeyError> {
-    let bytes = std::fs::read(path).map_err(|cause| KeyError::Read {
-        path: path.to_owned(),
-        cause,
-    })?;
-    let cert = Cert::from_bytes(&bytes).map_err(|e| KeyError::NotACert {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let cert = read_cert(path)?;
     if !cert.is_tsk() {
         return Err(KeyError::NoSecret {
             path: path.to_owned(),

@@ -3,6 +3,7 @@
 //! steps (load a profile, open its store, unlock its key) live here.
 
 mod backup;
+pub use backup::human_bytes;
 mod check;
 mod daemon;
 mod db;

@@ -34,6 +34,7 @@ use blake2::Digest;
 use tracing::{info, warn};
 
 use super::Ctx;
+use crate::commands::human_bytes;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::profile::PgConn;
 use crate::source::postgres;
@@ -253,21 +254,6 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-fn human(n: u64) -> String {
-    let mut v = n as f64;
-    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
-        if v < 1024.0 || unit == "TiB" {
-            return if unit == "B" {
-                format!("{n} B")
-            } else {
-                format!("{v:.1} {unit}")
-            };
-        }
-        v /= 1024.0;
-    }
-    unreachable!()
-}
-
 /// The step that failed, for the error message.
 fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.with_context(|| format!("restore step `{name}` failed"))
@@ -405,8 +391,8 @@ fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result
             "the spool folder {} has {} free; this restore needs {} for the decrypted dump of {}; \
              free some space or set [restore] spool_dir to a folder with more room",
             dir.display(),
-            human(free),
-            human(needed),
+            human_bytes(free),
+            human_bytes(needed),
             p.name
         );
     }
@@ -515,6 +501,5 @@ mod tests {
     fn free_space_of_a_folder() {
         assert!(free_bytes(Path::new("/")).unwrap() > 0);
         assert!(free_bytes(Path::new("/no/such/folder")).is_err());
-        assert_eq!(human(1536), "1.5 KiB");
     }
 }

@@ -293,22 +293,6 @@ pub fn drop_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
-/// The scratch databases (`cellar_scratch_*`) on a server: restores or
-/// mirrors in progress, or left by one that was killed.
-pub fn scratch_databases(conn: &PgConn) -> anyhow::Result<Vec<String>> {
-    let out = query(
-        conn,
-        "postgres",
-        "SELECT datname FROM pg_database WHERE datname LIKE 'cellar\\_scratch\\_%' ORDER BY 1;",
-        &[],
-    )?;
-    Ok(out
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
 /// Makes `file` the child's descriptor 3 (and not close-on-exec), so a
 /// child can open an unnamed spool file as `/dev/fd/3`.
 fn pass_as_fd3(cmd: &mut Command, file: &std::fs::File) {

@@ -45,6 +45,18 @@ fn source_with_large_object(test: &str, format: &str) -> (TestEnv, String, Strin
     (env, src, role)
 }
 
+/// `t_<test>_src` holding `sql`, a profile "db" for it, and one backup.
+fn backed_up(test: &str, sql: &str) -> (TestEnv, String) {
+    let pg = pg();
+    let src = db_name(&format!("{test}_src"));
+    pg.create_db(&src);
+    pg.psql(&src, sql);
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    (env, src)
+}
+
 fn victim(name: &str) {
     let pg = pg();
     pg.create_db(name);
@@ -240,15 +252,10 @@ fn parallel_pg_restore_is_used_with_the_chosen_jobs() {
 #[test]
 fn target_names_of_60_and_63_bytes() {
     let pg = pg();
-    let src = db_name("longname_src");
-    pg.create_db(&src);
-    pg.psql(
-        &src,
+    let (env, _src) = backed_up(
+        "longname",
         "CREATE TABLE a (v text); INSERT INTO a VALUES ('new');",
     );
-    let env = TestEnv::new();
-    env.pg_profile("db", &src, "globals = false", "");
-    env.cellar(&["backup", "db"]).ok();
     for len in [60, 63] {
         let target = format!("{}_{}", db_name("ln"), "x".repeat(len));
         let target = target[..len].to_string();
@@ -684,12 +691,7 @@ fn database_comment_template_flag_and_read_only_default_come_back() {
 #[test]
 fn kept_copies_are_never_dropped_silently_and_large_objects_count_as_content() {
     let pg = pg();
-    let src = db_name("kept_src");
-    pg.create_db(&src);
-    pg.psql(&src, "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
-    let env = TestEnv::new();
-    env.pg_profile("db", &src, "globals = false", "");
-    env.cellar(&["backup", "db"]).ok();
+    let (env, _src) = backed_up("kept", "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
 
     // A target holding only a large object is not empty.
     let dst = db_name("kept_dst");
@@ -727,12 +729,7 @@ fn kept_copies_are_never_dropped_silently_and_large_objects_count_as_content() {
 #[test]
 fn a_restore_running_elsewhere_into_the_same_target_is_refused() {
     let pg = pg();
-    let src = db_name("busy_src");
-    pg.create_db(&src);
-    pg.psql(&src, "CREATE TABLE a (v int);");
-    let env = TestEnv::new();
-    env.pg_profile("db", &src, "globals = false", "");
-    env.cellar(&["backup", "db"]).ok();
+    let (env, _src) = backed_up("busy", "CREATE TABLE a (v int);");
     let dst = db_name("busy_dst");
     // Another cellar (another config dir or host) holds the target's lock.
     let mut holder = Command::new("psql")
