@@ -303,14 +303,24 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 paths: Vec::new(),
                 entries: Some(tables),
                 skipped,
+                changed_during_backup: 0,
             })
         }
         Source::Files(fs) => {
-            let mut archived = 0;
+            let mut stats = files::TarStats::default();
             job.stream(Content::Tar, None, "tar", |w| {
-                archived = files::write_tar(fs, w)?.files;
+                stats = files::write_tar(fs, w)?;
                 Ok(())
             })?;
+            if fs.fail_on_change && stats.changed > 0 {
+                return Err(job.other(format!(
+                    "{} file(s) changed while they were read ({}{}); fail_on_change = true, so this backup is not kept. Exclude files that are always being written, or snapshot the file system first",
+                    stats.changed,
+                    stats.changed_names.join(", "),
+                    if stats.changed as usize > stats.changed_names.len() { ", ..." } else { "" }
+                )));
+            }
+
             Ok(SourceInfo {
                 description: format!(
                     "files on {}",
@@ -319,8 +329,9 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 server_version: None,
                 databases: Vec::new(),
                 paths: fs.paths.iter().map(|p| p.display().to_string()).collect(),
-                entries: Some(archived),
-                skipped: Vec::new(),
+                entries: Some(stats.files),
+                skipped: stats.skipped(),
+                changed_during_backup: stats.changed,
             })
         }
     }

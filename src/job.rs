@@ -63,6 +63,19 @@ pub fn canary(p: &Profile, m: &Manifest, previous_plain: Option<u64>) -> Vec<Str
     found
 }
 
+/// What the source reported as changed or left out (the log has the names).
+fn source_notes(m: &Manifest) -> Vec<String> {
+    let mut notes = Vec::new();
+    if m.source.changed_during_backup > 0 {
+        notes.push(format!(
+            "{} file(s) changed while they were read; each is archived with the size it had when opened (the log of this run names them)",
+            m.source.changed_during_backup
+        ));
+    }
+    notes.extend(m.source.skipped.iter().cloned());
+    notes
+}
+
 impl Runner<'_> {
     fn prune(&self, p: &Profile) -> anyhow::Result<()> {
         let store = crate::store::open(&p.store, self.config_dir)?;
@@ -116,17 +129,19 @@ impl Runner<'_> {
         let result = hooks::run("before", &before, &running).and_then(|_| {
             let store = crate::store::open(&p.store, self.config_dir)?;
             let m = crate::backup::run(p, store.as_ref(), self.progress)?;
-            warnings = canary(p, &m, previous_plain);
+            let canaries = canary(p, &m, previous_plain);
             made = Some(m.clone());
-            for w in &warnings {
+            for w in &canaries {
                 warn!("{}: canary: {w}", p.name);
             }
-            if p.canary.strict && !warnings.is_empty() {
+            warnings = canaries.clone();
+            warnings.extend(source_notes(&m));
+            if p.canary.strict && !canaries.is_empty() {
                 return Err(anyhow!(
                     "{}: backup {} was stored, but the canary failed (strict = true): {}",
                     p.name,
                     m.id,
-                    warnings.join("; ")
+                    canaries.join("; ")
                 ));
             }
             Ok(m)

@@ -46,10 +46,19 @@ pub struct SourceInfo {
     /// Files archived, or user tables dumped: 0 means an empty backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<u64>,
-    /// Databases listed by `all = true` that were dropped before pg_dump
-    /// reached them: not in the backup, with the reason.
+    /// What is not in the backup, with the reason: databases listed by
+    /// `all = true` that were dropped before pg_dump reached them; counts
+    /// of files that vanished, special files, unreadable files skipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Files that changed while they were read: each archived with exactly
+    /// the size it had when opened (cut or zero-padded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changed_during_backup: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,8 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                     "tier": tier(&e.id),
                     "trusted": e.manifest().is_some(),
                     "problem": e.untrusted(),
+                    "changed_during_backup": e.manifest().map(|m| m.source.changed_during_backup),
+                    "skipped": e.manifest().map(|m| m.source.skipped.clone()),
                     "objects": e.objects.iter().map(|o| o.key.rsplit('/').next().unwrap_or(&o.key)).collect::<Vec<_>>(),
                 })
             })

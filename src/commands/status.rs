@@ -86,6 +86,11 @@ pub fn run(
                 "  last success: {}",
                 describe(now, st.last_success.as_ref())
             );
+            if let Some(r) = &st.last_success {
+                for w in &r.warnings {
+                    println!("  warning: {w}");
+                }
+            }
             let failure = describe(now, st.last_failure.as_ref());
             match st.last_failure.as_ref().and_then(|r| r.error.as_deref()) {
                 Some(e) => println!(

@@ -206,6 +206,11 @@ impl PgSource {
 pub struct FilesSource {
     pub paths: Vec<PathBuf>,
     pub exclude: Vec<Exclude>,
+    /// A file that changes while it is read fails the backup (no backup is
+    /// kept), instead of a warning.
+    pub fail_on_change: bool,
+    /// An unreadable file is a warning and left out, instead of a failure.
+    pub skip_unreadable: bool,
 }
 
 /// One `exclude` entry. `*.tmp` matches a name anywhere; `cache/` matches
@@ -917,13 +922,66 @@ impl Validator<'_> {
                 }
             }
         }
-        let paths = s
-            .paths
-            .into_inner()
-            .into_iter()
-            .map(|p| self.path(p.get_ref()))
-            .collect();
-        ok.then_some(FilesSource { paths, exclude })
+        // Each path once, none inside another: two entries of one name
+        // cannot both be restored.
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for p in s.paths.get_ref() {
+            let path = self.path(p.get_ref());
+            if path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                ok = false;
+                self.problem(
+                    Some(p.span()),
+                    "source.paths",
+                    format!("`{}` has a `..` component", p.get_ref()),
+                    "write the path without `..`",
+                );
+                continue;
+            }
+            // Lexically normal: no `.`, no trailing `/`.
+            let path: PathBuf = path.components().collect();
+            if let Some(other) = paths
+                .iter()
+                .find(|o| path.starts_with(o) || o.starts_with(&path))
+            {
+                ok = false;
+                let fix = if *other == path {
+                    "list each path once".to_string()
+                } else if path.starts_with(other) {
+                    format!(
+                        "remove `{}`: it is inside `{}`, which is backed up whole",
+                        p.get_ref(),
+                        other.display()
+                    )
+                } else {
+                    format!(
+                        "remove `{}` or `{}`: the first holds the second",
+                        p.get_ref(),
+                        other.display()
+                    )
+                };
+                self.problem(
+                    Some(p.span()),
+                    "source.paths",
+                    format!(
+                        "`{}` overlaps `{}`, listed before it",
+                        p.get_ref(),
+                        other.display()
+                    ),
+                    fix,
+                );
+                continue;
+            }
+            paths.push(path);
+        }
+        ok.then_some(FilesSource {
+            paths,
+            exclude,
+            fail_on_change: s.fail_on_change.unwrap_or(false),
+            skip_unreadable: s.skip_unreadable.unwrap_or(false),
+        })
     }
 
     fn store(&mut self, s: raw::Store) -> Option<StoreConfig> {

@@ -62,6 +62,8 @@ pub struct FilesSource {
     pub paths: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub exclude: Vec<Spanned<String>>,
+    pub fail_on_change: Option<bool>,
+    pub skip_unreadable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,7 +18,7 @@ use crate::manifest::{Content, Manifest, Payload};
 use crate::pipeline::{self, RestoreError};
 use crate::profile::{PgConn, Profile, Source};
 use crate::progress::Progress;
-use crate::source::{files, postgres};
+use crate::source::{postgres, untar};
 use crate::store::Store;
 
 pub struct Ctx<'a> {
@@ -62,7 +62,7 @@ pub fn verify(ctx: &Ctx<'_>, m: &Manifest) -> Result<(), RestoreError> {
     let tools = pg_tools(ctx.profile);
     for p in &m.payloads {
         ctx.stream(m, p, |r| match p.content {
-            Content::Tar => files::check(r).map(|_| ()),
+            Content::Tar => untar::check(r).map(|_| ()),
             Content::Pgdump => postgres::check_archive(&tools, r),
             Content::Sql => postgres::check_sql(r, false),
             Content::Globals => postgres::check_sql(r, true),
@@ -165,7 +165,7 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
         .prefix(".cellar-incoming-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a folder in {}", parent.display()))?;
-    ctx.stream(m, p, |r| files::extract(r, incoming.path()))?;
+    ctx.stream(m, p, |r| untar::extract(r, incoming.path()))?;
     if existed_empty {
         std::fs::remove_dir(dir)
             .with_context(|| format!("replacing the empty {}", dir.display()))?;

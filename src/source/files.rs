@@ -1,16 +1,38 @@
-//! Folders as tar archives, and back.
+//! Folders as tar archives: the writing side. [`untar`](super::untar)
+//! reads them back.
 //!
-//! Archiving walks each listed path (walkdir, not following symlinks) and
-//! appends every entry with its mode, owner and mtime; symlinks stay
-//! symlinks and empty folders are kept. Entry names are the absolute paths
-//! without the leading `/`, as GNU tar writes them, so `tar -x` puts the
-//! tree back under any folder. Sockets cannot be archived and are skipped
-//! with a warning.
+//! Archiving walks each listed path (walkdir, not following symlinks below
+//! the listed path) and appends every entry with its mode, owner and mtime;
+//! symlinks stay symlinks and empty folders are kept. Entry names are the
+//! absolute paths without the leading `/`, as GNU tar writes them, so
+//! `tar -x` puts the tree back under any folder.
+//!
+//! The system is live while it is read, so nothing here trusts a `stat`
+//! to still hold a moment later:
+//!
+//! - A regular file is opened first (`O_NOFOLLOW | O_NONBLOCK`, so a file
+//!   swapped for a FIFO cannot hang the backup), and its header takes the
+//!   size `fstat` reports on the open file. Exactly that many bytes follow:
+//!   a file that grew is cut there, one that shrank is padded with zeros.
+//!   Either, or an mtime or ctime that moved while it was read, makes the
+//!   file "changed during the backup": a warning naming it, counted in
+//!   [`TarStats::changed`]. The archive stays valid in every case.
+//! - FIFOs and sockets are skipped with a warning and never opened.
+//!   Character and block devices are archived as device entries when run
+//!   as root, else skipped with a warning.
+//! - A file or folder that vanishes during the walk is a warning. An
+//!   unreadable one fails the backup, or is a warning with
+//!   `skip_unreadable = true`.
+//! - A listed path that is a symlink is archived as its target (the
+//!   target's tree, or its content) under the link's own name.
 
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use tracing::warn;
 
 use crate::profile::{Exclude, FilesSource};
 
@@ -19,50 +41,312 @@ pub struct TarStats {
     pub entries: u64,
     /// Regular files among the entries.
     pub files: u64,
-    pub skipped: u64,
+    /// FIFOs, sockets, and devices when not root: not archived.
+    pub special: u64,
+    /// Files and folders that disappeared between the listing and the read.
+    pub vanished: u64,
+    /// Unreadable files skipped (`skip_unreadable = true`).
+    pub unreadable: u64,
+    /// Files that changed while they were read, by path (the first 100).
+    pub changed_names: Vec<String>,
+    pub changed: u64,
+}
+
+impl TarStats {
+    /// One line per kind of entry left out, for the manifest's `skipped`.
+    /// Counts only: the manifest sits unencrypted in the store, and file
+    /// names can be private. The log names each file.
+    pub fn skipped(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.vanished > 0 {
+            out.push(format!(
+                "{} file(s) or folder(s) vanished during the backup",
+                self.vanished
+            ));
+        }
+        if self.special > 0 {
+            out.push(format!(
+                "{} FIFO(s), socket(s) or device(s) skipped",
+                self.special
+            ));
+        }
+        if self.unreadable > 0 {
+            out.push(format!(
+                "{} unreadable file(s) skipped (skip_unreadable = true)",
+                self.unreadable
+            ));
+        }
+        out
+    }
+}
+
+const COPY_BUFFER: usize = 256 * 1024;
+
+struct Writer<'a, 'o> {
+    builder: tar::Builder<&'o mut dyn Write>,
+    source: &'a FilesSource,
+    stats: TarStats,
+    root_user: bool,
+    buf: Vec<u8>,
 }
 
 /// Writes a tar stream of the profile's paths to `out`.
 pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<TarStats> {
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    builder.mode(tar::HeaderMode::Complete);
-    let mut stats = TarStats::default();
+    let mut w = Writer {
+        builder: tar::Builder::new(out),
+        source,
+        stats: TarStats::default(),
+        root_user: unsafe { libc::geteuid() } == 0,
+        buf: vec![0; COPY_BUFFER],
+    };
     for root in &source.paths {
-        let meta = std::fs::symlink_metadata(root)
+        w.root(root)?;
+    }
+    let stats = std::mem::take(&mut w.stats);
+    w.builder.into_inner()?.flush()?;
+    Ok(stats)
+}
+
+impl Writer<'_, '_> {
+    fn root(&mut self, root: &Path) -> anyhow::Result<()> {
+        // The listed path itself is followed: a symlink stands for its target.
+        let meta = std::fs::metadata(root)
             .with_context(|| format!("cannot read {}; fix `paths` in [source]", root.display()))?;
+        if !meta.is_dir() {
+            return self.entry(root, meta, true);
+        }
+        let exclude = &self.source.exclude;
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
             .sort_by_file_name()
             .into_iter()
-            .filter_entry(|e| !excluded(&source.exclude, root, e.path(), e.file_type().is_dir()));
-        let _ = meta;
-        for entry in walker {
-            let entry = entry.with_context(|| format!("walking {}", root.display()))?;
+            .filter_entry(|e| {
+                e.depth() == 0 || !excluded(exclude, root, e.path(), e.file_type().is_dir())
+            });
+        for item in walker {
+            let entry = match item {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e.path().unwrap_or(root).to_owned();
+                    match e.io_error().map(|io| io.kind()) {
+                        Some(io::ErrorKind::NotFound) => self.vanished(&path),
+                        Some(io::ErrorKind::PermissionDenied) => self.unreadable(&path, e)?,
+                        _ => {
+                            return Err(anyhow::Error::new(e))
+                                .with_context(|| format!("walking {}", root.display()))
+                        }
+                    }
+                    continue;
+                }
+            };
             let path = entry.path();
-            let name = archive_name(path);
-            let ft = entry.file_type();
-            use std::os::unix::fs::FileTypeExt;
-            if ft.is_socket() {
-                tracing::warn!("skipping socket {}", path.display());
-                stats.skipped += 1;
-                continue;
-            }
-            if name.as_os_str().is_empty() {
-                // The root "/" itself: its children carry the content.
-                continue;
-            }
-            builder
-                .append_path_with_name(path, &name)
+            let meta = if entry.depth() == 0 {
+                meta.clone()
+            } else {
+                match std::fs::symlink_metadata(path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.vanished(path);
+                        continue;
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                }
+            };
+            self.entry(path, meta, entry.depth() == 0)?;
+        }
+        Ok(())
+    }
+
+    fn vanished(&mut self, path: &Path) {
+        warn!(
+            "{} vanished during the backup; it is not in this backup",
+            path.display()
+        );
+        self.stats.vanished += 1;
+    }
+
+    fn unreadable(&mut self, path: &Path, e: impl std::fmt::Display) -> anyhow::Result<()> {
+        if !self.source.skip_unreadable {
+            anyhow::bail!(
+                "cannot read {}: {e}; give cellar read access, exclude it in [source] exclude, or set skip_unreadable = true",
+                path.display()
+            );
+        }
+        warn!(
+            "skipping unreadable {} (skip_unreadable = true): {e}",
+            path.display()
+        );
+        self.stats.unreadable += 1;
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, meta: Metadata, root: bool) -> anyhow::Result<()> {
+        let name = archive_name(path);
+        if name.as_os_str().is_empty() {
+            // The root "/" itself: its children carry the content.
+            return Ok(());
+        }
+        let ft = meta.file_type();
+        let mut header = header_for(&meta);
+        if ft.is_file() {
+            return self.file(path, &name, root);
+        } else if ft.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            self.builder
+                .append_data(&mut header, &name, io::empty())
                 .with_context(|| format!("archiving {}", path.display()))?;
-            stats.entries += 1;
-            if ft.is_file() {
-                stats.files += 1;
+        } else if ft.is_symlink() {
+            let target = match std::fs::read_link(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.vanished(path);
+                    return Ok(());
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            header.set_entry_type(tar::EntryType::Symlink);
+            self.builder
+                .append_link(&mut header, &name, &target)
+                .with_context(|| format!("archiving {}", path.display()))?;
+        } else if (ft.is_char_device() || ft.is_block_device()) && self.root_user {
+            header.set_entry_type(if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            });
+            let rdev = meta.rdev();
+            header.set_device_major(libc::major(rdev))?;
+            header.set_device_minor(libc::minor(rdev))?;
+            self.builder
+                .append_data(&mut header, &name, io::empty())
+                .with_context(|| format!("archiving {}", path.display()))?;
+        } else {
+            let what = if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else {
+                "device (only root archives devices)"
+            };
+            warn!("skipping the {what} {}", path.display());
+            self.stats.special += 1;
+            return Ok(());
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// A regular file, with exactly the size it had when it was opened.
+    fn file(&mut self, path: &Path, name: &Path, root: bool) -> anyhow::Result<()> {
+        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+        if !root {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let mut file = match File::options().read(true).custom_flags(flags).open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                return match e.kind() {
+                    io::ErrorKind::NotFound => {
+                        self.vanished(path);
+                        Ok(())
+                    }
+                    io::ErrorKind::PermissionDenied => self.unreadable(path, e),
+                    // ELOOP: it became a symlink since the listing.
+                    _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                        self.replaced(path);
+                        Ok(())
+                    }
+                    _ => Err(e).with_context(|| format!("opening {}", path.display())),
+                };
+            }
+        };
+        let before = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !before.is_file() {
+            self.replaced(path);
+            return Ok(());
+        }
+        let size = before.len();
+        let mut header = header_for(&before);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        // The header (and a long-name entry before it), then the content.
+        self.builder
+            .append_data(&mut header, name, io::empty())
+            .with_context(|| format!("archiving {}", path.display()))?;
+        let out = self.builder.get_mut();
+        let mut left = size;
+        let mut short = false;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = if short {
+                0
+            } else {
+                match file.read(&mut self.buf[..want]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                }
+            };
+            if n == 0 {
+                // Shrank: pad with zeros up to the recorded size.
+                short = true;
+                self.buf[..want].fill(0);
+                out.write_all(&self.buf[..want])?;
+                left -= want as u64;
+            } else {
+                out.write_all(&self.buf[..n])?;
+                left -= n as u64;
             }
         }
+        let pad = (512 - size % 512) % 512;
+        out.write_all(&[0u8; 512][..pad as usize])?;
+        let grew = !short && matches!(file.read(&mut [0u8; 1]), Ok(1));
+        let after = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
+        let moved = after.len() != before.len()
+            || after.mtime() != before.mtime()
+            || after.mtime_nsec() != before.mtime_nsec()
+            || after.ctime() != before.ctime()
+            || after.ctime_nsec() != before.ctime_nsec();
+        if short || grew || moved {
+            let how = if short {
+                format!("it shrank while it was read; padded with zeros to {size} bytes")
+            } else if grew {
+                format!("it grew while it was read; cut at {size} bytes")
+            } else {
+                "it was modified while it was read".to_string()
+            };
+            warn!("file changed as we read it: {}: {how}", path.display());
+            self.stats.changed += 1;
+            if self.stats.changed_names.len() < 100 {
+                self.stats.changed_names.push(path.display().to_string());
+            }
+        }
+        self.stats.entries += 1;
+        self.stats.files += 1;
+        Ok(())
     }
-    builder.into_inner()?.flush()?;
-    Ok(stats)
+
+    /// Replaced by something of another type between the listing and the open.
+    fn replaced(&mut self, path: &Path) {
+        warn!(
+            "{} was replaced by something else during the backup; it is not in this backup",
+            path.display()
+        );
+        self.stats.vanished += 1;
+    }
+}
+
+fn header_for(meta: &Metadata) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    // Before 1970: tar's unsigned field cannot say so; the epoch is close.
+    h.set_mtime(meta.mtime().max(0) as u64);
+    h.set_size(0);
+    h
 }
 
 fn excluded(exclude: &[Exclude], root: &Path, path: &Path, is_dir: bool) -> bool {
@@ -77,82 +361,4 @@ fn archive_name(path: &Path) -> PathBuf {
     path.components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .collect()
-}
-
-fn archive(input: &mut dyn Read) -> tar::Archive<&mut dyn Read> {
-    let mut a = tar::Archive::new(input);
-    a.set_preserve_permissions(true);
-    a.set_preserve_mtime(true);
-    a.set_unpack_xattrs(false);
-    // Owners can only be restored by root; others get their own.
-    a.set_preserve_ownerships(unsafe { libc::geteuid() } == 0);
-    a.set_overwrite(false);
-    a
-}
-
-/// Extracts a tar stream into `dest`, which must exist and be empty.
-///
-/// Folders are created last (as tar's own `unpack` does, so a read-only
-/// folder cannot block its content) and get their mtimes after everything
-/// else, deepest first, since adding an entry changes its folder's mtime.
-/// Entries that would land outside `dest` are refused.
-pub fn extract(input: &mut dyn Read, dest: &Path) -> anyhow::Result<()> {
-    let mut a = archive(input);
-    let mut dirs = Vec::new();
-    let mut times = Vec::new();
-    for entry in a.entries().context("reading the archive")? {
-        let mut entry = entry.context("reading the archive")?;
-        let path = entry
-            .path()
-            .context("reading an entry's name")?
-            .into_owned();
-        if entry.header().entry_type().is_dir() {
-            if let Ok(mtime) = entry.header().mtime() {
-                times.push((dest.join(&path), mtime));
-            }
-            dirs.push(entry);
-            continue;
-        }
-        unpack_one(&mut entry, &path, dest)?;
-    }
-    for mut entry in dirs {
-        let path = entry
-            .path()
-            .context("reading an entry's name")?
-            .into_owned();
-        unpack_one(&mut entry, &path, dest)?;
-    }
-    times.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (dir, mtime) in times {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-        std::fs::File::open(&dir)
-            .and_then(|f| f.set_modified(t))
-            .with_context(|| format!("setting the mtime of {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn unpack_one<R: Read>(entry: &mut tar::Entry<R>, path: &Path, dest: &Path) -> anyhow::Result<()> {
-    let inside = entry
-        .unpack_in(dest)
-        .with_context(|| format!("extracting {}", path.display()))?;
-    if !inside {
-        anyhow::bail!(
-            "the archive entry {} points outside the target folder; refusing it",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Reads every entry and its content, proving the archive is whole.
-pub fn check(input: &mut dyn Read) -> anyhow::Result<u64> {
-    let mut a = archive(input);
-    let mut n = 0;
-    for entry in a.entries().context("reading the archive")? {
-        let mut entry = entry.context("reading the archive")?;
-        io::copy(&mut entry, &mut io::sink()).context("reading an archive member")?;
-        n += 1;
-    }
-    Ok(n)
 }

@@ -6,6 +6,7 @@ mod breakglass;
 mod damage;
 mod files;
 mod harness;
+mod live_files;
 mod mirror;
 mod ops;
 mod postgres;

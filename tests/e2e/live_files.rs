@@ -1,0 +1,453 @@
+//! Files backups on a live system: files that grow, shrink or vanish while
+//! they are read, special files, overlapping and symlinked paths, and
+//! crafted archives on which verify and restore must agree.
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blake2::Digest;
+
+use crate::harness::{noise, TestEnv};
+
+fn root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn restore_to(env: &TestEnv, profile: &str, to: &Path) -> crate::harness::Out {
+    env.cellar(&["restore", profile, "--to-dir", to.to_str().unwrap()])
+}
+
+/// The restored copy of `src` under the restore target `to`.
+fn restored(to: &Path, src: &Path) -> PathBuf {
+    to.join(src.strip_prefix("/").unwrap())
+}
+
+fn manifest(env: &TestEnv, profile: &str) -> serde_json::Value {
+    let m = env.manifests(profile);
+    serde_json::from_slice(&std::fs::read(m.last().unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
+    let env = TestEnv::new();
+    let data = env.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Read slowly enough (8 MiB of noise through xz) that the writers are
+    // certainly at work while each file is read.
+    std::fs::write(data.join("a_stable.bin"), noise(1 << 20, 1)).unwrap();
+    std::fs::write(data.join("grow.log"), noise(8 << 20, 2)).unwrap();
+    std::fs::write(data.join("shrink.dat"), noise(8 << 20, 3)).unwrap();
+    std::fs::write(data.join("z_stable.txt"), "after the changing files\n").unwrap();
+    env.files_profile("live", &[&data], "");
+
+    // Each changes while cellar holds it open: a line appended to the
+    // log, the other file cut to 4 KiB.
+    let child = env
+        .cmd()
+        .args(["backup", "live"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_reading(child.id(), &data.join("grow.log"));
+    let mut f = std::fs::File::options()
+        .append(true)
+        .open(data.join("grow.log"))
+        .unwrap();
+    f.write_all(b"another log line\n").unwrap();
+    wait_reading(child.id(), &data.join("shrink.dat"));
+    std::fs::File::options()
+        .write(true)
+        .open(data.join("shrink.dat"))
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let out: crate::harness::Out = child.wait_with_output().unwrap().into();
+    out.ok();
+    let log = out.all();
+    assert!(log.contains("file changed as we read it"), "{log}");
+    assert!(log.contains("grow.log"), "{log}");
+    assert!(log.contains("shrink.dat"), "{log}");
+    assert!(!log.contains("a_stable.bin"), "{log}");
+    assert_eq!(manifest(&env, "live")["source"]["changed_during_backup"], 2);
+
+    // The archive is whole: verify, restore, and GNU tar agree.
+    env.cellar(&["verify", "live"]).ok();
+    let to = env.path().join("restored");
+    restore_to(&env, "live", &to).ok();
+    let back = restored(&to, &data);
+    for f in ["a_stable.bin", "z_stable.txt"] {
+        assert_eq!(
+            std::fs::read(back.join(f)).unwrap(),
+            std::fs::read(data.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // The grown log comes back as a prefix of what it is now.
+    let now = std::fs::read(data.join("grow.log")).unwrap();
+    let got = std::fs::read(back.join("grow.log")).unwrap();
+    assert_eq!(got.len(), 8 << 20);
+    assert!(now.starts_with(&got) && now.len() > got.len());
+    // The cut file comes back at its recorded size: its start, then zeros.
+    let cut = std::fs::read(back.join("shrink.dat")).unwrap();
+    assert_eq!(cut.len(), 8 << 20);
+    assert_eq!(cut[..4096], noise(8 << 20, 3)[..4096]);
+    assert!(cut[cut.len() - 4096..].iter().all(|b| *b == 0));
+    let tar = env.path().join("live.tar");
+    env.cellar(&["restore", "live", "--to-file", tar.to_str().unwrap()])
+        .ok();
+    let listed = Command::new("tar").arg("-tvf").arg(&tar).output().unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("z_stable.txt"));
+
+    // list --json and status say so.
+    let list = env.cellar(&["list", "live", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&list.ok().stdout).unwrap();
+    assert_eq!(rows[0]["changed_during_backup"], 2);
+    let status = env.cellar(&["status", "live"]);
+    assert!(
+        status
+            .stdout
+            .contains("2 file(s) changed while they were read"),
+        "{}",
+        status.stdout
+    );
+
+    // fail_on_change = true: the run fails and keeps no backup.
+    env.edit(
+        "profiles/live.toml",
+        "[store]",
+        "fail_on_change = true\n[store]",
+    );
+    let before = env.store_entries("live");
+    let child = env
+        .cmd()
+        .args(["backup", "live"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_reading(child.id(), &data.join("grow.log"));
+    f.write_all(b"more\n").unwrap();
+    let out: crate::harness::Out = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("fail_on_change = true"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("grow.log"), "{}", out.stderr);
+    assert_eq!(env.store_entries("live"), before);
+}
+
+/// Pids' open files, to act while cellar reads a given file.
+fn reading(pid: u32, file: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == file))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_reading(pid: u32, file: &Path) {
+    let started = Instant::now();
+    while !reading(pid, file) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "cellar never opened {}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn fifos_sockets_devices_and_vanished_files_are_warnings() {
+    let env = TestEnv::new();
+    let data = env.path().join("data");
+    std::fs::create_dir_all(data.join("z_dir/deeper")).unwrap();
+    std::fs::write(data.join("a_big.bin"), noise(24 << 20, 7)).unwrap();
+    std::fs::write(data.join("z_gone"), "deleted during the walk").unwrap();
+    std::fs::write(data.join("z_dir/deeper/f"), "also deleted").unwrap();
+    std::fs::write(data.join("z_kept"), "kept").unwrap();
+    let fifo = std::ffi::CString::new(data.join("fifo").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let _socket = std::os::unix::net::UnixListener::bind(data.join("socket")).unwrap();
+    if root() {
+        let dev = std::ffi::CString::new(data.join("null").to_str().unwrap()).unwrap();
+        let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o640, libc::makedev(1, 3)) };
+        assert_eq!(rc, 0);
+    }
+    env.files_profile("live", &[&data], "");
+
+    let child = env
+        .cmd()
+        .args(["backup", "live"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_reading(child.id(), &data.join("a_big.bin"));
+    // The folder was listed already; these go while a_big.bin is read.
+    std::fs::remove_file(data.join("z_gone")).unwrap();
+    std::fs::remove_dir_all(data.join("z_dir")).unwrap();
+    let out: crate::harness::Out = child.wait_with_output().unwrap().into();
+    out.ok();
+    let log = out.all();
+    for needle in [
+        "skipping the FIFO",
+        "skipping the socket",
+        "z_gone vanished",
+    ] {
+        assert!(log.contains(needle), "{needle}: {log}");
+    }
+    let m = manifest(&env, "live");
+    let skipped = m["source"]["skipped"].to_string();
+    assert!(skipped.contains("vanished"), "{skipped}");
+    assert!(skipped.contains("FIFO"), "{skipped}");
+
+    env.cellar(&["verify", "live"]).ok();
+    let to = env.path().join("restored");
+    restore_to(&env, "live", &to).ok();
+    let back = restored(&to, &data);
+    assert_eq!(std::fs::read(back.join("z_kept")).unwrap(), b"kept");
+    assert!(!back.join("fifo").exists() && !back.join("socket").exists());
+    assert!(!back.join("z_gone").exists());
+    if root() {
+        let md = std::fs::symlink_metadata(back.join("null")).unwrap();
+        assert!(md.file_type().is_char_device(), "{md:?}");
+        assert_eq!(md.rdev(), libc::makedev(1, 3));
+        assert_eq!(md.mode() & 0o7777, 0o640);
+    }
+}
+
+#[test]
+fn overlapping_paths_are_refused_and_a_symlinked_path_restores_as_its_target() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a", b"a")]);
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/b"), "b").unwrap();
+    let sub = data.join("sub");
+    let dotted = PathBuf::from(format!("{}/./", data.display()));
+    for (paths, needle) in [
+        (vec![&data, &sub], "remove"),
+        (vec![&sub, &data], "the first holds the second"),
+        (vec![&data, &dotted], "list each path once"),
+    ] {
+        env.files_profile(
+            "over",
+            &paths.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+            "",
+        );
+        let out = env.cellar(&["check", "over"]);
+        assert_eq!(out.code, 2, "{}", out.all());
+        assert!(out.all().contains("overlaps"), "{}", out.all());
+        assert!(out.all().contains(needle), "{}", out.all());
+        assert_eq!(env.cellar(&["backup", "over"]).code, 2);
+    }
+    let up = PathBuf::from(format!("{}/../data", data.display()));
+    env.files_profile("over", &[&up], "");
+    let out = env.cellar(&["check", "over"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("`..`"), "{}", out.all());
+
+    // A listed path that is a symlink: its target, under the link's name.
+    let link = env.path().join("link");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let file_link = env.path().join("file-link");
+    std::os::unix::fs::symlink(data.join("a"), &file_link).unwrap();
+    env.files_profile("linked", &[&link, &file_link], "");
+    env.cellar(&["backup", "linked"]).ok();
+    env.cellar(&["verify", "linked"]).ok();
+    let to = env.path().join("restored");
+    restore_to(&env, "linked", &to).ok();
+    let back = restored(&to, &link);
+    assert!(std::fs::symlink_metadata(&back).unwrap().is_dir());
+    assert_eq!(std::fs::read(back.join("sub/b")).unwrap(), b"b");
+    let back_file = restored(&to, &file_link);
+    assert!(std::fs::symlink_metadata(&back_file).unwrap().is_file());
+    assert_eq!(std::fs::read(back_file).unwrap(), b"a");
+}
+
+fn b2(data: &[u8]) -> String {
+    hex::encode(blake2::Blake2b512::digest(data))
+}
+
+/// Replaces the payload of the profile's only backup with `tar`, as a
+/// backup host gone bad would write it: compressed, encrypted, the manifest
+/// updated and signed with the host's own key. Restore then trusts it, and
+/// only the archive rules stand between it and the file system.
+fn replace_payload(env: &TestEnv, profile: &str, tar: &[u8]) {
+    let path = env.manifests(profile).pop().unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    xz.write_all(tar).unwrap();
+    let compressed = xz.finish().unwrap();
+    let r = vec![cellar::keys::load_recipient(&env.path().join("secrets/k.pub.asc")).unwrap()];
+    let mut stored = Vec::new();
+    let mut w = cellar::keys::encrypt_to(&mut stored, &r).unwrap();
+    w.write_all(&compressed).unwrap();
+    w.finalize().unwrap();
+    let p = &mut m["payloads"][0];
+    let name = p["name"].as_str().unwrap().to_string();
+    std::fs::write(env.store(profile).join(&name), &stored).unwrap();
+    p["stored_size"] = stored.len().into();
+    p["stored_blake2b"] = b2(&stored).into();
+    p["plain_size"] = tar.len().into();
+    p["plain_blake2b"] = b2(tar).into();
+    let json = serde_json::to_vec_pretty(&m).unwrap();
+    let k = cellar::keys::load_signing_key(&env.path().join("secrets/host.sign.key.asc")).unwrap();
+    let sig = cellar::keys::sign_detached(&k, &json).unwrap();
+    let sig_path = PathBuf::from(format!("{}.sig", path.display()));
+    std::fs::write(sig_path, sig).unwrap();
+    std::fs::write(&path, json).unwrap();
+}
+
+/// Crafted archives, written by Python's tarfile (which writes whatever
+/// it is told). Each entry: (name, type, link target, mode, mtime).
+const CRAFT: &str = r#"
+import io, sys, tarfile
+out, spec = sys.argv[1], eval(sys.argv[2])
+with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as t:
+    for name, kind, link, mode, mtime in spec:
+        i = tarfile.TarInfo(name)
+        i.type = {"f": tarfile.REGTYPE, "d": tarfile.DIRTYPE, "l": tarfile.SYMTYPE,
+                  "h": tarfile.LNKTYPE, "c": tarfile.CHRTYPE, "p": tarfile.FIFOTYPE}[kind]
+        i.linkname, i.mode, i.mtime = link, mode, mtime
+        data = b""
+        if kind == "c":
+            i.devmajor, i.devminor = 1, 3
+        if kind == "f":
+            data = ("content of " + name).encode()
+            i.size = len(data)
+        t.addfile(i, io.BytesIO(data))
+"#;
+
+fn craft(dir: &Path, spec: &str) -> Vec<u8> {
+    let out = dir.join("crafted.tar");
+    let st = Command::new("python3")
+        .args(["-c", CRAFT, out.to_str().unwrap(), spec])
+        .status()
+        .unwrap();
+    assert!(st.success(), "python3 tarfile failed for {spec}");
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn verify_passes_exactly_when_a_restore_would() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile("c", &[&data], "");
+    env.cellar(&["backup", "c"]).ok();
+    // Outside the target: nothing may ever appear or change here.
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), "untouched").unwrap();
+    let victim_mtime = std::fs::metadata(&outside).unwrap().mtime();
+    let o = outside.display();
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("plain", "[('a/b', 'f', '', 0o644, 1)]".into(), true),
+        ("dotdot", "[('a/../../escaped', 'f', '', 0o644, 1)]".into(), false),
+        ("absolute", format!("[('{o}/abs', 'f', '', 0o644, 1)]"), false),
+        (
+            "write through a symlink",
+            format!("[('l', 'l', '{o}', 0o777, 1), ('l/through', 'f', '', 0o644, 1)]"),
+            false,
+        ),
+        (
+            "hard link out of the tree",
+            format!("[('h', 'h', '{o}/victim', 0o644, 1)]"),
+            false,
+        ),
+        (
+            "hard link up",
+            "[('h', 'h', '../../../etc/passwd', 0o644, 1)]".into(),
+            false,
+        ),
+        (
+            "folder over a symlink",
+            format!("[('l', 'l', '{o}', 0o777, 1), ('l', 'd', '', 0o755, 1), ('l/x', 'f', '', 0o644, 1)]"),
+            false,
+        ),
+        ("duplicate", "[('a', 'f', '', 0o644, 1), ('a', 'f', '', 0o644, 1)]".into(), false),
+        ("file then inside it", "[('a', 'f', '', 0o644, 1), ('a/b', 'f', '', 0o644, 1)]".into(), false),
+        (
+            "absolute folder mtime",
+            format!("[('{o}', 'd', '', 0o700, 5)]"),
+            false,
+        ),
+        (
+            "setuid file and a device",
+            "[('suid', 'f', '', 0o4755, 1), ('null', 'c', '', 0o640, 1), ('pipe', 'p', '', 0o600, 1)]".into(),
+            true,
+        ),
+        (
+            "good hard link and children before their folder",
+            "[('d/f', 'f', '', 0o644, 1), ('d/h', 'h', 'd/f', 0o644, 1), ('d', 'd', '', 0o555, 1)]".into(),
+            true,
+        ),
+        (
+            "extreme mtimes",
+            "[('far', 'f', '', 0o644, 2**62), ('old', 'd', '', 0o755, 0), ('max', 'f', '', 0o644, 8**11 - 1)]".into(),
+            true,
+        ),
+    ];
+    for (what, spec, ok) in cases {
+        let tar = craft(env.path(), &spec);
+        replace_payload(&env, "c", &tar);
+        let verify = env.cellar(&["verify", "c"]);
+        let to = env.path().join(format!("to-{}", what.replace(' ', "-")));
+        let restore = restore_to(&env, "c", &to);
+        eprintln!(
+            "{what}: verify {}, restore {}\n{}",
+            verify.code, restore.code, restore.stderr
+        );
+        assert_eq!(verify.code == 0, ok, "verify, {what}: {}", verify.all());
+        assert_eq!(restore.code == 0, ok, "restore, {what}: {}", restore.all());
+        assert!(!verify.all().contains("panicked") && !restore.all().contains("panicked"));
+        assert_eq!(to.exists(), ok, "{what}");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            1,
+            "{what} wrote outside"
+        );
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"untouched");
+        assert_eq!(
+            std::fs::metadata(&outside).unwrap().mtime(),
+            victim_mtime,
+            "{what}"
+        );
+        if !ok {
+            assert!(verify.all().contains("archive entry"), "{}", verify.all());
+        }
+        if what == "setuid file and a device" {
+            let suid = std::fs::metadata(to.join("suid")).unwrap();
+            let null = std::fs::symlink_metadata(to.join("null"));
+            if root() {
+                assert_eq!(suid.permissions().mode() & 0o7777, 0o4755);
+                assert!(null.unwrap().file_type().is_char_device());
+            } else {
+                assert_eq!(suid.permissions().mode() & 0o7777, 0o755);
+                assert!(null.is_err());
+            }
+            assert!(std::fs::symlink_metadata(to.join("pipe"))
+                .unwrap()
+                .file_type()
+                .is_fifo());
+        }
+        if what.starts_with("good hard link") {
+            let a = std::fs::metadata(to.join("d/f")).unwrap();
+            let b = std::fs::metadata(to.join("d/h")).unwrap();
+            assert_eq!(a.ino(), b.ino());
+            assert_eq!(a.permissions().mode() & 0o777, 0o644);
+            let d = std::fs::metadata(to.join("d")).unwrap();
+            assert_eq!((d.mode() & 0o777, d.mtime()), (0o555, 1));
+        }
+    }
+    let left = env.leftovers();
+    assert!(left.is_empty(), "{left:?}");
+}
