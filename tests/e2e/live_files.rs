@@ -451,3 +451,64 @@ fn verify_passes_exactly_when_a_restore_would() {
     let left = env.leftovers();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn unreadable_files_fail_the_backup_by_name_unless_skipped() {
+    if !root() {
+        eprintln!("skipped: needs root to run cellar as nobody");
+        return;
+    }
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("readable", b"r"), ("secret.txt", b"s")]);
+    std::fs::set_permissions(data.join("secret.txt"), std::fs::Permissions::from_mode(0)).unwrap();
+    env.files_profile("u", &[&data], "");
+    // cellar runs as nobody; the data's unreadable parts stay root's.
+    let chown = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(env.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::create_dir_all(data.join("locked")).unwrap();
+    std::fs::write(data.join("locked/inside"), "i").unwrap();
+    std::fs::set_permissions(data.join("locked"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(data.join("secret.txt"), Some(0), Some(0)).unwrap();
+    let nobody = |args: &[&str]| -> crate::harness::Out {
+        Command::new("runuser")
+            .args([
+                "-u",
+                "nobody",
+                "--",
+                env!("CARGO_BIN_EXE_cellar"),
+                "--config-dir",
+            ])
+            .arg(env.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let out = nobody(&["backup", "u"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("locked"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("skip_unreadable = true"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.manifests("u").is_empty());
+    env.edit(
+        "profiles/u.toml",
+        "[store]",
+        "skip_unreadable = true\n[store]",
+    );
+    let out = nobody(&["backup", "u"]);
+    out.ok();
+    assert!(out.stderr.contains("secret.txt"), "{}", out.stderr);
+    assert!(out.stderr.contains("locked"), "{}", out.stderr);
+    let skipped = manifest(&env, "u")["source"]["skipped"].to_string();
+    assert!(skipped.contains("2 unreadable"), "{skipped}");
+    nobody(&["verify", "u"]).ok();
+}
