@@ -416,7 +416,7 @@ done
         if [[ "$id" != *_tar ]]; then x_tar=$(div "${WALL[$id]}" "${WALL[${p}_tar]:-}"); fi
         if [[ "$id" == *_cellar ]]; then x_restic=$(div "${WALL[$id]}" "${WALL[${p}_restic]:-}"); fi
         printf '%-9s %-40s %8.2f %8.2f %8s %8s %8s %6s %8s %8s\n' "$id" "${LABEL[$id]}" "${WALL[$id]}" "${MINW[$id]}" \
-            "${CPU[$id]:--}" "$(kb2mb "${RSS[$id]}")" "$(mb "${BYTES[$id]}")" "$(div "$raw" "${BYTES[$id]}")" "$x_tar" "$x_restic"
+            "$(awk -v c="${CPU[$id]:-}" 'BEGIN { if (c == "") print "-"; else printf "%.2f", c }')" "$(kb2mb "${RSS[$id]}")" "$(mb "${BYTES[$id]}")" "$(div "$raw" "${BYTES[$id]}")" "$x_tar" "$x_restic"
     done
     echo
     echo "s_: data set A (small files), l_: data set B (large files)"

@@ -98,7 +98,7 @@ pub enum Command {
         /// User id of the key (default: "cellar NAME").
         #[arg(long)]
         user_id: Option<String>,
-        /// Protect the secret key: "file:PATH", "env:VAR" or a literal.
+        /// Protect the secret key: "file:PATH" or "env:VAR" (never the passphrase itself).
         #[arg(long)]
         passphrase: Option<String>,
         /// Write a signing key pair instead (NAME.sign.key.asc, NAME.sign.pub.asc):
@@ -141,6 +141,21 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+}
+
+impl Command {
+    /// Commands that change nothing: a closed stdout may simply end them.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::List { .. }
+                | Command::Show { .. }
+                | Command::Status { .. }
+                | Command::Completions { .. }
+                | Command::Man
+                | Command::Db { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -120,6 +120,13 @@ pub fn load_identity(path: &Path, passphrase: Option<Secret>) -> Result<Identity
     })
 }
 
+impl RecipientCert {
+    /// The file holds secret key material, not just the public key.
+    pub fn is_secret(&self) -> bool {
+        self.cert.is_tsk()
+    }
+}
+
 impl Identity {
     pub fn fingerprint(&self) -> String {
         self.cert.fingerprint().to_hex()
@@ -172,6 +179,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         })?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
+        .and_then(|_| crate::state::sync_parent(path))
         .map_err(|cause| KeyError::Write {
             path: path.to_owned(),
             cause,

@@ -13,9 +13,9 @@ const POSTGRES: &str = include_str!("../../templates/postgres.toml");
 const FILES: &str = include_str!("../../templates/files.toml");
 
 pub fn run(dir: &Path, kind: InitKind, name: &str) -> Result<i32, Failure> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+    if !crate::profile::valid_profile_name(name) {
         return Err(Failure::config(anyhow::anyhow!(
-            "profile name `{name}` must be a plain file name such as `shop`"
+            "profile name `{name}` must be letters, digits, `_`, `-` or `.` (it names a folder in every store), such as `shop` or `my-shop`"
         )));
     }
     let (file, builtin) = match kind {
@@ -34,7 +34,17 @@ pub fn run(dir: &Path, kind: InitKind, name: &str) -> Result<i32, Failure> {
         )));
     }
     std::fs::create_dir_all(dir.join("profiles")).context("creating profiles/")?;
-    std::fs::write(&target, template).with_context(|| format!("writing {}", target.display()))?;
+    // Never replaces a file that appeared meanwhile.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(template.as_bytes())?;
+            f.sync_all()
+        })
+        .with_context(|| format!("writing {}", target.display()))?;
     println!(
         "wrote {}; edit it, then run `cellar check {name}`",
         target.display()

@@ -18,6 +18,11 @@ pub fn run(
         )));
     }
     let pass = match passphrase {
+        Some(spec) if !spec.starts_with("file:") && !spec.starts_with("env:") => {
+            return Err(Failure::config(anyhow::anyhow!(
+                "--passphrase takes file:PATH or env:VAR, never the passphrase itself (other users see a process's arguments); e.g. --passphrase env:CELLAR_KEY_PASSPHRASE"
+            )));
+        }
         Some(spec) => Some(secret::resolve(spec, dir).map_err(Failure::config)?.secret),
         None => None,
     };

@@ -152,7 +152,10 @@ pub fn runner<'a>(
 }
 
 pub fn open_store(dir: &Path, p: &Profile) -> Result<Box<dyn Store>, Failure> {
-    store::open(&p.store, dir).map_err(Failure::config)
+    store::open(&p.store, dir).map_err(|e| Failure {
+        code: e.exit_code(),
+        error: e.into(),
+    })
 }
 
 /// The secret key named by `[encryption] identity`.

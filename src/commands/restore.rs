@@ -12,6 +12,13 @@ use crate::Failure;
 
 pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i32, Failure> {
     let profile = super::load_one(dir, &args.profile)?;
+    // Mistakes in the request are exit 2, before anything is fetched.
+    if let Some(file) = &args.to_file {
+        restore::check_file_target(file).map_err(Failure::config)?;
+    }
+    if let Some(target) = &args.to_dir {
+        restore::check_dir_target(target).map_err(Failure::config)?;
+    }
     let store = super::open_store(dir, &profile)?;
     let identity = super::identity(&profile)?;
     let m = catalog::manifest(store.as_ref(), &profile, args.id.as_deref())?;
@@ -33,13 +40,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
             file.display()
         );
     } else if let Some(target) = &args.to_dir {
-        restore::to_dir(&ctx, &m, payload, target).map_err(|e| {
-            if e.to_string().contains("is not empty") {
-                Failure::config(e)
-            } else {
-                e.into()
-            }
-        })?;
+        restore::to_dir(&ctx, &m, payload, target)?;
         println!(
             "{}: backup {} restored into {}",
             profile.name,

@@ -80,10 +80,15 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     f[4] = &dow;
     // The crate's message repeats the expression with a caret; its last
     // line is the part that says what is wrong.
-    cron::Schedule::from_str(&format!("0 {} *", f.join(" "))).map_err(|e| {
+    let schedule = cron::Schedule::from_str(&format!("0 {} *", f.join(" "))).map_err(|e| {
         let text = e.to_string();
         text.lines().last().unwrap_or(&text).trim().to_string()
-    })
+    })?;
+    // `0 2 31 2 *` parses, but February has no 31st: it would never fire.
+    if schedule.upcoming(chrono::Utc).next().is_none() {
+        return Err("this schedule never fires (no such date)".into());
+    }
+    Ok(schedule)
 }
 
 /// Crontab numbers days of the week 0-7 from Sunday (0 and 7 both
@@ -411,10 +416,27 @@ pub struct ProfileFile {
     pub name: String,
     pub path: PathBuf,
     pub rel: PathBuf,
+    /// An entry that cannot be a profile (a dangling link, a link loop, a
+    /// name used twice): reported as an invalid profile of its own, so the
+    /// others still run.
+    pub problem: Option<Problem>,
+}
+
+fn entry_problem(rel: &Path, message: String, fix: &str) -> Option<Problem> {
+    Some(Problem {
+        file: rel.to_owned(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message,
+        fix: fix.into(),
+    })
 }
 
 /// Finds `DIR/profiles/**/*.toml`, sorted by name. Two files with the same
-/// stem in different folders are a problem: the name must be unique.
+/// stem in different folders are a problem: the name must be unique. An
+/// entry that cannot be read is a [`ProfileFile`] with a problem; only a
+/// missing profiles folder is an error.
 pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
     let dir = config_dir.join("profiles");
     if !dir.is_dir() {
@@ -428,10 +450,44 @@ pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
         .follow_links(true)
         .sort_by_file_name()
     {
-        let entry = entry.map_err(|e| LoadError::Dir {
-            dir: dir.clone(),
-            cause: e.into(),
-        })?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // A dangling link, a loop, an unreadable folder: that entry
+                // is an invalid profile; the others still run.
+                let Some(path) = e.path().map(Path::to_owned) else {
+                    return Err(LoadError::Dir {
+                        dir: dir.clone(),
+                        cause: e.into(),
+                    });
+                };
+                let rel = path.strip_prefix(config_dir).unwrap_or(&path).to_owned();
+                let name = match path.extension() {
+                    Some(x) if x == "toml" => path.file_stem(),
+                    _ => path.file_name(),
+                }
+                .map_or_else(
+                    || rel.display().to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                );
+                let message = if e.loop_ancestor().is_some() {
+                    "a symlink loop".to_string()
+                } else {
+                    format!("cannot read it: {e}")
+                };
+                files.push(ProfileFile {
+                    name,
+                    path: path.clone(),
+                    problem: entry_problem(
+                        &rel,
+                        message,
+                        "fix or remove this entry in the profiles folder (a dangling or looping symlink?)",
+                    ),
+                    rel,
+                });
+                continue;
+            }
+        };
         let path = entry.path();
         if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "toml") {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -440,28 +496,29 @@ pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
                 name,
                 path: path.to_owned(),
                 rel,
+                problem: None,
             });
         }
     }
-    let mut problems = Vec::new();
-    for (i, a) in files.iter().enumerate() {
-        if let Some(b) = files[..i].iter().find(|b| b.name == a.name) {
-            problems.push(Problem {
-                file: a.rel.clone(),
-                line: 0,
-                column: 0,
-                key: String::new(),
-                message: format!(
-                    "profile name `{}` is also used by {}",
-                    a.name,
-                    b.rel.display()
-                ),
-                fix: "rename one of the files: the file stem is the profile's name".into(),
-            });
+    // A name used twice: neither file is the profile, both are reported.
+    for i in 0..files.len() {
+        let other = files
+            .iter()
+            .enumerate()
+            .find(|(j, b)| *j != i && b.name == files[i].name)
+            .map(|(_, b)| b.rel.clone());
+        if let (Some(other), None) = (other, &files[i].problem) {
+            let message = format!(
+                "profile name `{}` is also used by {}",
+                files[i].name,
+                other.display()
+            );
+            files[i].problem = entry_problem(
+                &files[i].rel,
+                message,
+                "rename one of the files: the file stem is the profile's name",
+            );
         }
-    }
-    if !problems.is_empty() {
-        return Err(LoadError::Problems(ProblemList(problems)));
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
@@ -502,6 +559,9 @@ pub fn select(
 
 /// Reads and validates one profile file.
 pub fn load(config_dir: &Path, file: &ProfileFile) -> Result<Profile, Vec<Problem>> {
+    if let Some(p) = &file.problem {
+        return Err(vec![p.clone()]);
+    }
     let text = std::fs::read_to_string(&file.path).map_err(|e| {
         vec![Problem {
             file: file.rel.clone(),
@@ -509,7 +569,11 @@ pub fn load(config_dir: &Path, file: &ProfileFile) -> Result<Profile, Vec<Proble
             column: 0,
             key: String::new(),
             message: format!("cannot read the profile: {e}"),
-            fix: "check the file's permissions".into(),
+            fix: if e.kind() == std::io::ErrorKind::InvalidData {
+                "a profile is a UTF-8 TOML text file; templates/ holds examples".into()
+            } else {
+                "check the file's permissions".into()
+            },
         }]
     })?;
     parse(config_dir, &file.name, &file.rel, &text)
@@ -859,7 +923,17 @@ impl Validator<'_> {
             );
             None
         } else if let Some(d) = s.database {
-            Some(Databases::One(d.into_inner()))
+            if d.get_ref().is_empty() {
+                self.problem(
+                    Some(d.span()),
+                    "source.database",
+                    "the database name is empty",
+                    "name the database to back up, e.g. database = \"shop\"",
+                );
+                None
+            } else {
+                Some(Databases::One(d.into_inner()))
+            }
         } else if let Some(ds) = s.databases {
             if ds.get_ref().is_empty() {
                 self.problem(
@@ -875,6 +949,42 @@ impl Validator<'_> {
         } else {
             Some(Databases::All)
         };
+        // Options that would change what pg_dump writes, or where: the
+        // backup would not be what the manifest says, or not restorable.
+        for a in &s.pg_dump_args {
+            let flag = a.split('=').next().unwrap_or(a);
+            let short = |c: &str| {
+                flag == c || (flag.starts_with(c) && flag.len() > 2 && !flag.starts_with("--"))
+            };
+            let bad = [
+                "--file",
+                "--format",
+                "--create",
+                "--clean",
+                "--dbname",
+                "--host",
+                "--port",
+                "--username",
+                "--jobs",
+                "--password",
+                "--no-password",
+            ]
+            .contains(&flag)
+                || [
+                    "-f", "-F", "-C", "-c", "-d", "-h", "-p", "-U", "-j", "-W", "-w",
+                ]
+                .iter()
+                .any(|c| short(c));
+            if bad {
+                self.problem(
+                    None,
+                    "source.pg_dump_args",
+                    format!("`{a}` is set by cellar itself (output, format, connection) or breaks the restore (--create, --clean)"),
+                    "remove it; choose the format with `format`, the database with `database`, and the server with host/port/user",
+                );
+                return None;
+            }
+        }
         let password = match password {
             Some(None) => return None,
             Some(Some(p)) => Some(p),
@@ -997,6 +1107,19 @@ impl Validator<'_> {
             );
             return None;
         }
+        if url
+            .strip_prefix("file://")
+            .is_some_and(|p| p.trim_matches('/').is_empty())
+        {
+            // `file://` would be the config dir itself, `file:///` the root.
+            self.problem(
+                Some(s.url.span()),
+                "store.url",
+                format!("`{url}` names no folder"),
+                "name the store's folder, e.g. file:///var/backups/cellar (or file://store, relative to the config dir)",
+            );
+            return None;
+        }
         if let (Some(t), false) = (&s.s3, scheme == Some("s3")) {
             self.problem(
                 Some(t.span()),
@@ -1015,11 +1138,17 @@ impl Validator<'_> {
         }
         if scheme == Some("sftp") {
             if let Err(e) = crate::store::sftp::SftpTarget::parse(&url) {
+                // Never echo a url that may hold a password.
+                let shown = if e.contains("password") {
+                    "sftp://USER:***@...".to_string()
+                } else {
+                    url.clone()
+                };
                 self.problem(
                     Some(s.url.span()),
                     "store.url",
-                    format!("invalid sftp url `{url}`: {e}"),
-                    "write sftp://USER@HOST:PORT/PATH",
+                    format!("invalid sftp url `{shown}`: {e}"),
+                    "write sftp://USER@HOST:PORT/PATH and give the key in [store.sftp] identity_file (or ssh-agent)",
                 );
                 return None;
             }
@@ -1171,6 +1300,17 @@ impl Validator<'_> {
         let mut ok = true;
         for r in e.recipients.get_ref() {
             match keys::load_recipient(&self.path(r.get_ref())) {
+                Ok(c) if c.is_secret() => {
+                    // It works, but the secret key then sits wherever
+                    // backups are made: recipients need public keys only.
+                    ok = false;
+                    self.problem(
+                        Some(r.span()),
+                        "encryption.recipients",
+                        format!("{} is a secret key", r.get_ref()),
+                        "list the public key instead (NAME.pub.asc, or `gpg --armor --export`); keep the secret key only where you restore",
+                    );
+                }
                 Ok(c) => recipients.push(c),
                 Err(err) => {
                     ok = false;
@@ -1191,6 +1331,36 @@ impl Validator<'_> {
             Some(p) => Some(self.secret(p, "encryption.passphrase")?.0),
             None => None,
         };
+        // Checked here, with its line, not first when a restore needs it.
+        // A missing file is fine: a host that only makes backups needs no
+        // secret key (verify and restore then say it is missing).
+        if let Some(i) = e
+            .identity
+            .as_ref()
+            .filter(|i| self.path(i.get_ref()).exists())
+        {
+            let path = self.path(i.get_ref());
+            match keys::load_identity(&path, None) {
+                Ok(_) => {
+                    if crate::secret::readable_by_others(&path) {
+                        self.warnings.push(format!(
+                            "secret key {} is readable by other users; run: chmod 600 {}",
+                            path.display(),
+                            path.display()
+                        ));
+                    }
+                }
+                Err(err) => {
+                    ok = false;
+                    let fix = match &err {
+                        keys::KeyError::Read { .. } => "make the file readable by cellar; the secret key is the NAME.key.asc that `cellar keygen NAME` wrote",
+                        keys::KeyError::NoSecret { .. } => "point identity at the secret key (NAME.key.asc), not the public one",
+                        _ => "point identity at an armored OpenPGP secret key (`gpg --armor --export-secret-keys`)",
+                    };
+                    self.problem(Some(i.span()), "encryption.identity", err.to_string(), fix);
+                }
+            }
+        }
         let identity = e.identity.map(|i| self.path(i.get_ref()));
         let signer = match &e.signer {
             None => None,
@@ -1303,10 +1473,20 @@ impl Validator<'_> {
             Some(l) => *l.get_ref(),
             None => default,
         };
+        let threads = c.threads.unwrap_or(0);
+        if threads > 1024 {
+            self.problem(
+                None,
+                "compression.threads",
+                format!("threads = {threads} is more than any machine has"),
+                "use 0 (one per core) or the number of cores to use",
+            );
+            return None;
+        }
         Some(Compression {
             algorithm,
             level,
-            threads: c.threads.unwrap_or(0),
+            threads,
         })
     }
 

@@ -239,7 +239,8 @@ fn write_marker(path: &Path, marker: &Marker) -> io::Result<()> {
         f.write_all(serde_json::to_string_pretty(marker)?.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    crate::state::sync_parent(path)
 }
 
 /// Bytes free for an unprivileged writer in `dir`'s filesystem.

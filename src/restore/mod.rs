@@ -105,15 +105,40 @@ pub fn database_payload<'m>(
     }
 }
 
-/// Writes the plaintext dump or tar to `file`, via a temporary file beside
-/// it that is renamed into place once verified.
-pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow::Result<()> {
-    if file.exists() {
+/// A `--to-file` target: it must not exist (checked again at the end,
+/// since cellar never replaces a file).
+pub fn check_file_target(file: &Path) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(file).is_ok() {
         bail!(
             "{} already exists; remove it or choose another --to-file",
             file.display()
         );
     }
+    Ok(())
+}
+
+/// A `--to-dir` target: missing, or an empty folder. Returns whether it
+/// exists.
+pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                bail!(
+                    "{} is not empty; restore into a new folder (it is created) or empty it first",
+                    dir.display()
+                );
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+}
+
+/// Writes the plaintext dump or tar to `file`, via a temporary file beside
+/// it that is renamed into place once verified.
+pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow::Result<()> {
+    check_file_target(file)?;
     let dir = parent_of(file);
     let tmp = tempfile::Builder::new()
         .prefix(".cellar-restore-")
@@ -121,12 +146,16 @@ pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow:
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let tmp = ctx.stream(m, p, |r| {
         let mut f = std::io::BufWriter::with_capacity(1 << 20, tmp.reopen()?);
-        std::io::copy(r, &mut f)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::io::copy(r, &mut f)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Ok(f.into_inner().map_err(|e| e.into_error())?.sync_all()?))
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
         Ok(tmp)
     })?;
     tmp.persist_noclobber(file)
         .with_context(|| format!("moving the restored file to {}", file.display()))?;
+    crate::state::sync_parent(file)
+        .with_context(|| format!("flushing the folder of {}", file.display()))?;
     Ok(())
 }
 
@@ -146,19 +175,7 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
             m.id
         );
     }
-    let existed_empty = match std::fs::read_dir(dir) {
-        Ok(mut it) => {
-            if it.next().is_some() {
-                bail!(
-                    "{} is not empty; restore into a new folder (it is created) or empty it first",
-                    dir.display()
-                );
-            }
-            true
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
+    let existed_empty = check_dir_target(dir)?;
     let parent = parent_of(dir);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let incoming = tempfile::Builder::new()
@@ -178,6 +195,8 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
             dir.display()
         )
     })?;
+    crate::state::sync_parent(dir)
+        .with_context(|| format!("flushing the folder of {}", dir.display()))?;
     Ok(())
 }
 

@@ -54,6 +54,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The exit code this error stands for: a store that is misconfigured
+    /// is bad configuration (2); one that cannot be reached or answers with
+    /// an error is a failed job (1), as it may work on the next try.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StoreError::Unsupported(_) => 2,
+            _ => 1,
+        }
+    }
+
     /// True when the error came from the data being written, not from the
     /// store (the pipeline feeding `put` failed first).
     pub fn is_upstream(&self) -> bool {

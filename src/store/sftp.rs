@@ -40,6 +40,13 @@ impl SftpTarget {
             .split_once('/')
             .ok_or("the url has no path after the host")?;
         let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, _)) if u.contains(':') => {
+                // It would reach ssh's argv and the logs.
+                return Err(
+                    "it holds a password (user:password@); cellar logs in with an ssh key only"
+                        .into(),
+                );
+            }
             Some((u, h)) => (Some(u.to_string()), h),
             None => (None, authority),
         };

@@ -5,6 +5,7 @@ mod authenticity;
 mod breakglass;
 mod damage;
 mod files;
+mod hardening;
 mod harness;
 mod live_files;
 mod mirror;
