@@ -83,6 +83,17 @@ impl Entry {
     }
 }
 
+/// How far ahead of this host's clock a backup id may be and still count
+/// as the latest: clocks of several hosts writing one store drift a little.
+pub const FUTURE_SLACK_MINUTES: i64 = 10;
+
+/// A backup dated later than now (plus the slack): made while a clock was
+/// wrong. Never chosen as "the latest"; restorable by its id.
+pub fn in_future(id: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    manifest::parse_id(id)
+        .is_some_and(|t| t > now + chrono::Duration::minutes(FUTURE_SLACK_MINUTES))
+}
+
 /// Every backup id in the profile's folder, oldest first, unchecked.
 pub fn scan(store: &dyn Store, profile: &str) -> Result<Vec<Entry>, StoreError> {
     let prefix = format!("{profile}/");
@@ -313,7 +324,15 @@ pub fn manifest(
             }
         }
         None => {
+            let now = crate::schedule::now();
             for e in entries.iter().rev().filter(|e| e.complete) {
+                if in_future(&e.id, now) {
+                    warn!(
+                        "{name}: skipping backup {} as the latest: it is dated in the future (was the clock ahead?); name its id to restore it",
+                        e.id
+                    );
+                    continue;
+                }
                 match check(store, profile, e)? {
                     Trust::Trusted { manifest, .. } => return Ok(*manifest),
                     Trust::Untrusted(why) => {

@@ -35,6 +35,8 @@ fn dump_bytes(m: &Manifest) -> u64 {
         .sum()
 }
 
+const STRICT_CANARY: &str = "the canary failed (strict = true)";
+
 /// Canary findings: an empty dump, or one much smaller than the last.
 pub fn canary(p: &Profile, m: &Manifest, previous_plain: Option<u64>) -> Vec<String> {
     let mut found = Vec::new();
@@ -137,8 +139,32 @@ impl Runner<'_> {
             warnings = canaries.clone();
             warnings.extend(source_notes(&m));
             if p.canary.strict && !canaries.is_empty() {
+                // One suspicious backup is kept for inspection, not one per
+                // retry: the one the last strict failure kept goes.
+                let previous = st
+                    .last_failure
+                    .as_ref()
+                    .filter(|r| {
+                        r.error
+                            .as_deref()
+                            .is_some_and(|e| e.contains(STRICT_CANARY))
+                    })
+                    .and_then(|r| r.backup_id.clone())
+                    .filter(|id| {
+                        *id != m.id
+                            && st.last_success.as_ref().and_then(|s| s.backup_id.as_ref()) != Some(id)
+                    });
+                if let Some(old) = previous {
+                    match crate::prune::delete_backup(store.as_ref(), &p.name, &old) {
+                        Ok(()) => warn!(
+                            "{}: deleted backup {old}, kept by the previous strict canary failure; {} is kept instead",
+                            p.name, m.id
+                        ),
+                        Err(e) => warn!("{}: cannot delete backup {old} of the previous strict canary failure: {e}", p.name),
+                    }
+                }
                 return Err(anyhow!(
-                    "{}: backup {} was stored, but the canary failed (strict = true): {}",
+                    "{}: backup {} was stored, but {STRICT_CANARY}: {}",
                     p.name,
                     m.id,
                     canaries.join("; ")

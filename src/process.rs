@@ -121,7 +121,14 @@ impl Running {
     /// Waits like [`Running::wait`], but a SIGTERM/SIGINT to cellar kills
     /// the child (and its group) within a fraction of a second and returns
     /// the cancellation error.
-    pub fn wait_or_cancel(mut self) -> anyhow::Result<String> {
+    pub fn wait_or_cancel(self) -> anyhow::Result<String> {
+        self.wait_for(None)
+    }
+
+    /// [`Running::wait_or_cancel`], and the child (with its group) is
+    /// killed once it has run for `limit`.
+    pub fn wait_for(mut self, limit: Option<std::time::Duration>) -> anyhow::Result<String> {
+        let started = std::time::Instant::now();
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => return Ok(self.wait()?),
@@ -139,7 +146,15 @@ impl Running {
                 return Err(anyhow::Error::new(crate::cancel::interrupted())
                     .context(format!("stopping {}", self.tool)));
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            if let Some(limit) = limit.filter(|l| started.elapsed() >= *l) {
+                self.terminate();
+                anyhow::bail!(
+                    "{} did not finish within {}; it was killed (raise [hooks] timeout if it needs longer)",
+                    self.tool,
+                    humantime::format_duration(limit)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 

@@ -24,6 +24,25 @@ pub struct Plan {
     entries: Vec<Entry>,
 }
 
+/// Deletes one backup, manifest first (so an interruption leaves an
+/// unfinished backup, never a manifest without its payloads).
+pub fn delete_backup(store: &dyn Store, profile: &str, id: &str) -> Result<(), StoreError> {
+    let Some(entry) = catalog::scan(store, profile)?
+        .into_iter()
+        .find(|e| e.id == id)
+    else {
+        return Ok(());
+    };
+    let manifest_key = Manifest::key(profile, id);
+    if entry.objects.iter().any(|o| o.key == manifest_key) {
+        store.delete(&manifest_key)?;
+    }
+    for o in entry.objects.iter().filter(|o| o.key != manifest_key) {
+        store.delete(&o.key)?;
+    }
+    Ok(())
+}
+
 /// What `prune` would do now. Only trusted backups count for the
 /// retention: a planted manifest can never push a real backup out.
 pub fn plan(store: &dyn Store, profile: &Profile, now: DateTime<Utc>) -> Result<Plan, StoreError> {

@@ -39,6 +39,7 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                     "trusted": e.manifest().is_some(),
                     "problem": e.untrusted(),
                     "changed_during_backup": e.manifest().map(|m| m.source.changed_during_backup),
+                    "future": catalog::in_future(&e.id, schedule::now()),
                     "skipped": e.manifest().map(|m| m.source.skipped.clone()),
                     "objects": e.objects.iter().map(|o| o.key.rsplit('/').next().unwrap_or(&o.key)).collect::<Vec<_>>(),
                 })
@@ -53,6 +54,10 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                 .unwrap_or_default();
             let tier = match e.untrusted() {
                 Some(why) => format!("UNTRUSTED: {why}"),
+                None if catalog::in_future(&e.id, schedule::now()) => format!(
+                    "{} (FUTURE: dated after now; never chosen as the latest)",
+                    tier(&e.id)
+                ),
                 None if e.unsigned() => {
                     "unsigned (allow_unsigned_before): kept, not counted".into()
                 }
@@ -69,6 +74,15 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
         if complete.is_empty() {
             println!("(no complete backups in {})", store.location());
         }
+    }
+    let future = complete
+        .iter()
+        .filter(|e| catalog::in_future(&e.id, schedule::now()))
+        .count();
+    if future > 0 {
+        tracing::warn!(
+            "{future} backup(s) are dated in the future (was the clock ahead when they were made?); restore and mirror without an id skip them"
+        );
     }
     let untrusted = complete.iter().filter(|e| e.untrusted().is_some()).count();
     if untrusted > 0 {

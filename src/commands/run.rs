@@ -36,7 +36,30 @@ pub fn due(dir: &Path, p: &Profile, now: chrono::DateTime<chrono::Utc>) -> bool 
             );
             false
         }
-        Some(s) => schedule::is_due(&s.cron, last_success(dir, p), now),
+        Some(s) => {
+            if !schedule::is_due(&s.cron, last_success(dir, p), now) {
+                return false;
+            }
+            // A failing profile is retried after `retry_after`, not on
+            // every tick (each try would fire on_failure again).
+            let last = state::load(dir, &p.name).last_run;
+            match last.filter(|r| r.outcome == state::Outcome::Failure) {
+                Some(r)
+                    if now
+                        < r.started_at
+                            + chrono::Duration::from_std(p.retry_after).unwrap_or_default() =>
+                {
+                    tracing::info!(
+                        "{}: due, but the last run failed at {}; retrying after {} (retry_after)",
+                        p.name,
+                        r.started_at.format("%Y-%m-%d %H:%M UTC"),
+                        humantime::format_duration(p.retry_after)
+                    );
+                    false
+                }
+                _ => true,
+            }
+        }
     }
 }
 

@@ -90,6 +90,14 @@ pub fn run(
                 for w in &r.warnings {
                     println!("  warning: {w}");
                 }
+                if r.finished_at
+                    > now + chrono::Duration::minutes(crate::catalog::FUTURE_SLACK_MINUTES)
+                {
+                    println!(
+                        "  warning: the last success is dated in the future ({}): the clock was ahead then, or is behind now",
+                        r.finished_at.format("%Y-%m-%d %H:%M UTC")
+                    );
+                }
             }
             let failure = describe(now, st.last_failure.as_ref());
             match st.last_failure.as_ref().and_then(|r| r.error.as_deref()) {

@@ -47,6 +47,8 @@ pub struct Profile {
     pub file: PathBuf,
     pub kind: Kind,
     pub schedule: Option<Schedule>,
+    /// After a failed run, `run --due` waits this long before trying again.
+    pub retry_after: std::time::Duration,
     pub source: Source,
     pub store: StoreConfig,
     pub encryption: Encryption,
@@ -328,7 +330,17 @@ pub struct HookCommand {
     pub text: String,
     pub argv: Vec<String>,
     pub shell: bool,
+    /// Killed (with its process group) after this long.
+    pub timeout: std::time::Duration,
+    /// Variables of cellar's environment passed on beyond the safe base.
+    pub pass_env: Vec<String>,
 }
+
+/// How long `run --due` waits after a failed run unless `retry_after` says.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How long a hook command may run unless `[hooks] timeout` says otherwise.
+pub const HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hooks {
@@ -695,6 +707,25 @@ pub fn parse(
             }
         });
 
+    let retry_after = match v
+        .section::<Spanned<String>>(get("retry_after"), "retry_after", template)
+        .flatten()
+    {
+        None => Some(RETRY_AFTER),
+        Some(s) => match humantime::parse_duration(s.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                v.problem(
+                    Some(s.span()),
+                    "retry_after",
+                    format!("`{}` is not a duration: {e}", s.get_ref()),
+                    "write a duration such as \"30m\" or \"2h\" (\"0s\" retries on every tick)",
+                );
+                None
+            }
+        },
+    };
+
     let source = match kind {
         Some(Kind::Postgres) => v
             .required::<raw::PostgresSource>(get("source"), "source", template)
@@ -798,6 +829,7 @@ pub fn parse(
         file: rel.to_owned(),
         kind,
         schedule,
+        retry_after: retry_after.expect("checked with the other parts"),
         source,
         store,
         encryption,
@@ -1575,6 +1607,8 @@ impl Validator<'_> {
         key: &str,
         list: &[Spanned<String>],
         shell: bool,
+        timeout: std::time::Duration,
+        pass_env: &[String],
     ) -> Option<Vec<HookCommand>> {
         let mut out = Vec::new();
         let mut ok = true;
@@ -1584,6 +1618,8 @@ impl Validator<'_> {
                     text: h.get_ref().clone(),
                     argv,
                     shell,
+                    timeout,
+                    pass_env: pass_env.to_vec(),
                 }),
                 Ok(_) => {
                     ok = false;
@@ -1609,9 +1645,25 @@ impl Validator<'_> {
     }
 
     fn hooks(&mut self, h: raw::Hooks) -> Option<Hooks> {
-        let before = self.hook_list("hooks.before", &h.before, h.shell);
-        let after = self.hook_list("hooks.after", &h.after, h.shell);
-        let on_failure = self.hook_list("hooks.on_failure", &h.on_failure, h.shell);
+        let timeout = match &h.timeout {
+            None => HOOK_TIMEOUT,
+            Some(t) => match humantime::parse_duration(t.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    self.problem(
+                        Some(t.span()),
+                        "hooks.timeout",
+                        format!("`{}` is not a duration", t.get_ref()),
+                        "write a duration such as \"30s\", \"5m\" or \"1h\"",
+                    );
+                    return None;
+                }
+            },
+        };
+        let (shell, pass) = (h.shell, &h.pass_env);
+        let before = self.hook_list("hooks.before", &h.before, shell, timeout, pass);
+        let after = self.hook_list("hooks.after", &h.after, shell, timeout, pass);
+        let on_failure = self.hook_list("hooks.on_failure", &h.on_failure, shell, timeout, pass);
         Some(Hooks {
             before: before?,
             after: after?,

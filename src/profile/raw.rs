@@ -19,6 +19,7 @@ use toml::Spanned;
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "kind",
     "schedule",
+    "retry_after",
     "source",
     "store",
     "encryption",
@@ -190,6 +191,11 @@ pub struct Hooks {
     pub on_failure: Vec<Spanned<String>>,
     #[serde(default)]
     pub shell: bool,
+    /// How long each command may run, e.g. "5m" (default).
+    pub timeout: Option<Spanned<String>>,
+    /// Names of further environment variables passed to the commands.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
 }
 
 /// Warnings about suspicious dumps.

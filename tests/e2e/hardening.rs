@@ -265,3 +265,156 @@ fn an_unreachable_store_is_a_failed_job_not_bad_configuration() {
         assert_eq!(out.code, 1, "{args:?}: {}", out.all());
     }
 }
+
+#[test]
+fn hooks_get_a_clean_environment_and_a_timeout() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    let seen = env.path().join("hook.env");
+    let pidfile = env.path().join("hook.pid");
+    env.files_profile(
+        "h",
+        &[&data],
+        &format!(
+            "[hooks]\nbefore = [\"sh -c 'env > {}'\"]\npass_env = [\"PASS_ME\"]\n",
+            seen.display()
+        ),
+    );
+    env.cmd()
+        .args(["backup", "h"])
+        .env("AWS_SECRET_ACCESS_KEY", "leaked-if-seen")
+        .env("PASS_ME", "passed")
+        .output()
+        .map(crate::harness::Out::from)
+        .unwrap()
+        .ok();
+    let text = std::fs::read_to_string(&seen).unwrap();
+    assert!(text.contains("CELLAR_PROFILE=h"), "{text}");
+    assert!(text.contains("PASS_ME=passed"), "{text}");
+    assert!(text.contains("PATH="), "{text}");
+    assert!(!text.contains("leaked-if-seen"), "{text}");
+
+    // A hook that hangs is killed with everything it started.
+    env.edit(
+        "profiles/h.toml",
+        &format!("before = [\"sh -c 'env > {}'\"]", seen.display()),
+        &format!(
+            "before = [\"sh -c 'sleep 600 & echo $! > {}; wait'\"]\ntimeout = \"2s\"",
+            pidfile.display()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = env.cellar(&["backup", "h"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        out.stderr.contains("did not finish within 2s"),
+        "{}",
+        out.stderr
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Gone, or a zombie waiting for init to reap it.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(')').next().unwrap_or("").trim().chars().next();
+    assert!(
+        matches!(state, None | Some('Z')),
+        "the hook's sleep survived: {state:?}"
+    );
+    assert_eq!(env.manifests("h").len(), 1);
+}
+
+#[test]
+fn a_failing_profile_is_retried_after_retry_after_not_on_every_tick() {
+    let env = TestEnv::new();
+    let count = env.path().join("failures");
+    env.files_profile(
+        "r",
+        &[&env.path().join("missing")],
+        &format!(
+            "[hooks]\non_failure = [\"sh -c 'echo x >> {}'\"]\n",
+            count.display()
+        ),
+    );
+    env.edit(
+        "profiles/r.toml",
+        "kind = \"files\"",
+        "kind = \"files\"\nschedule = \"0 2 * * *\"\nretry_after = \"30m\"",
+    );
+    let failures = || {
+        std::fs::read_to_string(&count)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(env.at("2026-01-01T02:05:00Z", &["run", "--due"]).code, 1);
+    assert_eq!(failures(), 1);
+    // Every tick within retry_after: not tried again.
+    for t in ["02:10", "02:20", "02:34"] {
+        let out = env.at(&format!("2026-01-01T{t}:00Z"), &["run", "--due"]);
+        assert_eq!(out.code, 0, "{t}: {}", out.all());
+    }
+    assert_eq!(failures(), 1);
+    assert_eq!(env.at("2026-01-01T02:36:00Z", &["run", "--due"]).code, 1);
+    assert_eq!(failures(), 2);
+}
+
+#[test]
+fn strict_canary_failures_do_not_pile_up_backups() {
+    let env = TestEnv::new();
+    let empty = env.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    env.files_profile("c", &[&empty], "[canary]\nstrict = true\n");
+    for t in [
+        "2026-01-01T02:00:00Z",
+        "2026-01-01T03:00:00Z",
+        "2026-01-01T04:00:00Z",
+    ] {
+        let out = env.at(t, &["backup", "c"]);
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(out.stderr.contains("strict = true"), "{}", out.stderr);
+    }
+    // Only the newest suspicious backup is kept.
+    let kept = env.manifests("c");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].to_string_lossy().contains("20260101T040000Z"));
+}
+
+#[test]
+fn a_backup_dated_in_the_future_is_never_the_latest() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"now")]);
+    env.files_profile("t", &[&data], "");
+    // Made while the clock was years ahead, then the clock was fixed.
+    env.at("2031-06-01T00:00:00Z", &["backup", "t"]).ok();
+    std::fs::write(data.join("x"), "later").unwrap();
+    env.at("2026-03-01T00:00:00Z", &["backup", "t"]).ok();
+    let list = env.at("2026-03-02T00:00:00Z", &["list", "t"]);
+    assert!(list.stdout.contains("FUTURE"), "{}", list.stdout);
+    assert!(list.stderr.contains("in the future"), "{}", list.stderr);
+    let to = env.path().join("out");
+    let out = env.at(
+        "2026-03-02T00:00:00Z",
+        &["restore", "t", "--to-dir", to.to_str().unwrap()],
+    );
+    out.ok();
+    let back = to.join(data.strip_prefix("/").unwrap()).join("x");
+    assert_eq!(std::fs::read(back).unwrap(), b"later");
+    // By its id it still restores.
+    let to2 = env.path().join("out2");
+    env.at(
+        "2026-03-02T00:00:00Z",
+        &[
+            "restore",
+            "t",
+            "20310601T000000Z",
+            "--to-dir",
+            to2.to_str().unwrap(),
+        ],
+    )
+    .ok();
+}

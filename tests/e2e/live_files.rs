@@ -460,7 +460,11 @@ fn unreadable_files_fail_the_backup_by_name_unless_skipped() {
     }
     let env = TestEnv::new();
     let data = env.data_dir(&[("readable", b"r"), ("secret.txt", b"s")]);
-    std::fs::set_permissions(data.join("secret.txt"), std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(
+        data.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     env.files_profile("u", &[&data], "");
     // cellar runs as nobody; the data's unreadable parts stay root's.
     let chown = Command::new("chown")

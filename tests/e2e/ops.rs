@@ -117,7 +117,8 @@ fn hooks_run_in_order_with_their_environment_and_on_failure_after_a_failed_befor
     let s = script.display();
     env.write(
         "cellar.toml",
-        &format!("[hooks]\nbefore = [\"{s} global-before\"]\nafter = [\"{s} global-after\"]\non_failure = [\"{s} global-failure\"]\n"),
+        // Hooks see only a safe base of cellar's environment, plus pass_env.
+        &format!("[hooks]\npass_env = [\"HOOK_FAIL\"]\nbefore = [\"{s} global-before\"]\nafter = [\"{s} global-after\"]\non_failure = [\"{s} global-failure\"]\n"),
     );
     let data = env.data_dir(&[("x", b"x")]);
     env.files_profile(
