@@ -174,6 +174,39 @@ impl Running {
     }
 }
 
+/// A child's pipe that wakes up every quarter second while it is quiet,
+/// so a SIGTERM to cellar stops the read (with [`crate::cancel::Cancelled`])
+/// even when the child sends nothing at all.
+pub struct Cancellable<R>(pub R);
+
+impl<R: std::io::Read + std::os::fd::AsRawFd> std::io::Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if crate::cancel::requested() {
+                return Err(crate::cancel::interrupted());
+            }
+            let mut p = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, 250) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r > 0 {
+                // Readable, at end, or broken: read says which.
+                return self.0.read(buf);
+            }
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.waited {

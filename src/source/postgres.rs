@@ -1,8 +1,9 @@
 //! PostgreSQL through its own client tools.
 //!
-//! The password never appears in argv: each invocation gets a private
-//! 0600 passfile (PGPASSFILE) in a temporary folder that is removed when
-//! the call returns. Connection parameters go in a conninfo string, so a
+//! The password never appears in argv, in the environment, or on disk:
+//! each invocation gets a private passfile in memory (a 0600 memfd that
+//! the child sees as `PGPASSFILE=/dev/fd/255`), which is gone with the
+//! processes however cellar ends, even on a second signal or kill -9. Connection parameters go in a conninfo string, so a
 //! database name can hold any character.
 //!
 //! Restores only ever write into a scratch database (see
@@ -38,30 +39,39 @@ pub fn conninfo(conn: &PgConn, database: &str) -> String {
 
 /// Environment for one client invocation; holds the passfile alive.
 struct ClientEnv {
-    _dir: Option<tempfile::TempDir>,
+    passfile: Option<std::os::fd::OwnedFd>,
     vars: Vec<(String, String)>,
 }
+
+/// The descriptor the passfile has in the child (high, clear of the spool
+/// that `pg_restore` reads as fd 3).
+const PASSFILE_FD: i32 = 255;
 
 fn client_env(conn: &PgConn) -> io::Result<ClientEnv> {
     let mut vars = vec![("PGCONNECT_TIMEOUT".to_string(), "15".to_string())];
     let Some(pw) = &conn.password else {
-        return Ok(ClientEnv { _dir: None, vars });
+        return Ok(ClientEnv {
+            passfile: None,
+            vars,
+        });
     };
-    let dir = tempfile::Builder::new().prefix("cellar-pg-").tempdir()?;
-    let path = dir.path().join("pgpass");
-    let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        writeln!(f, "*:*:*:*:{}", escape(pw.expose()))?;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: a valid C string; the new descriptor is owned below.
+    let fd = unsafe { libc::memfd_create(c"cellar-pgpass".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-    vars.push(("PGPASSFILE".into(), path.to_string_lossy().into_owned()));
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(owned);
+    // libpq ignores a passfile that others could read.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    writeln!(f, "*:*:*:*:{}", escape(pw.expose()))?;
+    vars.push(("PGPASSFILE".into(), format!("/dev/fd/{PASSFILE_FD}")));
     Ok(ClientEnv {
-        _dir: Some(dir),
+        passfile: Some(f.into()),
         vars,
     })
 }
@@ -71,6 +81,26 @@ fn command(conn: &PgConn, tool: &str, env: &ClientEnv) -> Command {
     cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
     // A password from the caller's environment must not override ours.
     cmd.env_remove("PGPASSWORD");
+    if let Some(f) = &env.passfile {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = f.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec; dup2
+        // leaves the copy without close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == PASSFILE_FD {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, PASSFILE_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd
 }
 
@@ -206,7 +236,8 @@ pub fn dump_globals(conn: &PgConn, out: &mut dyn Write) -> anyhow::Result<()> {
 fn run_into(mut cmd: Command, tool: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = process::spawn(&mut cmd, tool, HINT)?;
-    let mut stdout = child.child.stdout.take().unwrap();
+    // A quiet pg_dump (waiting on a lock) must not hold off a SIGTERM.
+    let mut stdout = process::Cancellable(child.child.stdout.take().unwrap());
     let copied = io::copy(&mut stdout, out);
     drop(stdout);
     match copied {

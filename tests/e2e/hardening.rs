@@ -418,3 +418,128 @@ fn a_backup_dated_in_the_future_is_never_the_latest() {
     )
     .ok();
 }
+
+/// pg_dump waiting on a lock sends nothing: SIGTERM must still stop the
+/// backup within seconds, end pg_dump, and leave nothing behind.
+#[test]
+fn sigterm_stops_a_backup_whose_pg_dump_waits_on_a_lock() {
+    let pg = crate::harness::pg();
+    let src = crate::harness::db_name("locked_src");
+    pg.create_db(&src);
+    pg.psql(&src, "CREATE TABLE t (v int); INSERT INTO t VALUES (1);");
+    // Another session holds the table until its stdin closes.
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &pg.port.to_string(), "-d", &src])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    let mut child = env
+        .cmd()
+        .args(["backup", "db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until pg_dump is blocked on the lock.
+    let waiting = || {
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{src}' AND application_name = 'cellar' AND wait_event_type = 'Lock'"
+            ),
+        )
+        .trim()
+            == "1"
+    };
+    let started = std::time::Instant::now();
+    while !waiting() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "pg_dump never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let sent = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < std::time::Duration::from_secs(5),
+            "cellar ignored SIGTERM while pg_dump waited on a lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        env.store_entries("db").is_empty(),
+        "{:?}",
+        env.store_entries("db")
+    );
+    // pg_dump is gone too.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let left = pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{src}' AND application_name = 'cellar'"),
+    );
+    assert_eq!(left.trim(), "0");
+}
+
+/// The password reaches pg_dump through memory only: no file on disk ever
+/// holds it, so nothing is left even when cellar is killed.
+#[test]
+fn the_password_file_lives_in_memory() {
+    let env = TestEnv::new();
+    let seen = env.path().join("seen");
+    let bin = crate::harness::fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!(
+                "#!/bin/sh\necho \"$PGPASSFILE\" > {s}\ncat \"$PGPASSFILE\" >> {s}\nstat -L -c %a \"$PGPASSFILE\" >> {s}\nexit 1\n",
+                s = seen.display()
+            ),
+        )],
+    );
+    env.pg_profile(
+        "db",
+        "whatever",
+        &format!(
+            "password = \"memory-only-pw\"\nglobals = false\npg_bin_dir = \"{}\"",
+            bin.display()
+        ),
+        "",
+    );
+    let out = env.cellar(&["backup", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let text = std::fs::read_to_string(&seen).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "/dev/fd/255", "{text}");
+    assert!(lines[1].ends_with(":memory-only-pw"), "{text}");
+    assert_eq!(lines[2], "600", "{text}");
+}
