@@ -92,6 +92,9 @@ impl Runner<'_> {
             );
         }
         let done = crate::prune::apply(store.as_ref(), &p.name, &plan, false)?;
+        for l in crate::prune::sweep(store.as_ref(), &p.name, crate::schedule::now(), false)? {
+            tracing::info!("{}: removed a leftover of a killed upload: {l}", p.name);
+        }
         if !done.removed.is_empty() {
             tracing::info!("{}: pruned {}", p.name, done.removed.join(", "));
         }

@@ -52,6 +52,7 @@ pub fn run(
     let target = &mirror.database;
     let payload = restore::database_payload(m, database)?;
     let t = DbTarget {
+        globals: false,
         conn,
         database: target,
         clean: true,

@@ -24,6 +24,25 @@ pub struct Plan {
     entries: Vec<Entry>,
 }
 
+/// How old a leftover of a killed upload must be before prune removes it:
+/// an upload still under way is never younger than its own start.
+pub const LEFTOVER_AGE_HOURS: i64 = 24;
+
+/// Removes (or with `dry_run` lists) what killed uploads left in the
+/// profile's folder: hidden temporary files, incomplete multipart uploads.
+pub fn sweep(
+    store: &dyn Store,
+    profile: &str,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<String>, StoreError> {
+    store.sweep(
+        &format!("{profile}/"),
+        now - chrono::Duration::hours(LEFTOVER_AGE_HOURS),
+        dry_run,
+    )
+}
+
 /// Deletes one backup, manifest first (so an interruption leaves an
 /// unfinished backup, never a manifest without its payloads).
 pub fn delete_backup(store: &dyn Store, profile: &str, id: &str) -> Result<(), StoreError> {

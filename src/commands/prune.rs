@@ -57,6 +57,12 @@ pub fn run(
             }
         );
     }
+    for l in prune::sweep(store.as_ref(), &profile.name, schedule::now(), dry_run)? {
+        println!(
+            "{:<12} leftover of a killed upload, older than a day: {l}",
+            if dry_run { "would remove" } else { "removed" }
+        );
+    }
     if !dry_run {
         let done = prune::apply(store.as_ref(), &profile.name, &plan, force)?;
         for (id, until) in &done.locked {

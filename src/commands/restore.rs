@@ -66,6 +66,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         }
         let jobs = args.jobs.map_or(profile.restore.jobs, |j| j.max(1));
         let target = DbTarget {
+            globals: args.globals,
             conn: &conn,
             database: db,
             clean: args.clean,
@@ -79,9 +80,6 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         // Mistakes in the request are exit 2, before anything is fetched.
         database::check_target(&target)?
             .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
-        if args.globals {
-            restore::globals(&ctx, &m, &conn)?;
-        }
         let kept = database::restore(&ctx, &m, payload, &target)?;
         println!(
             "{}: backup {} restored into database {db}",

@@ -73,6 +73,9 @@ pub struct DbTarget<'a> {
     pub spool_dir: &'a Path,
     /// The config dir, for the target lock and the scratch marker.
     pub config_dir: &'a Path,
+    /// Apply the backup's roles and tablespaces once the dump is spooled
+    /// and checked, before the scratch database is made (`--globals`).
+    pub globals: bool,
 }
 
 /// Refuses targets that are cellar's own names, and (without `clean`) a
@@ -308,6 +311,15 @@ pub fn prepare<'a>(
         )?),
         None => None,
     };
+
+    // Roles the dump's objects belong to: only now that the dump is known
+    // whole, and before anything of it reaches the server.
+    if t.globals {
+        step(
+            "apply roles and tablespaces",
+            super::globals(ctx, m, t.conn),
+        )?;
+    }
 
     // A scratch database left by a killed run goes first.
     step(

@@ -216,10 +216,22 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &PgConn) -> anyhow::Result<()>
     })?;
     use std::io::Seek;
     tmp.rewind()?;
-    // Roles that already exist are errors psql reports and carries past.
+    // Roles that already exist are errors psql reports and carries past;
+    // any other error fails the restore before the database is touched.
     let notes = postgres::psql_restricted(conn, "postgres", false, &mut tmp)?;
+    let mut failed = Vec::new();
     for line in notes.lines().filter(|l| l.contains("ERROR")) {
-        warn!("globals: {line}");
+        if line.contains("already exists") {
+            warn!("globals: {line}");
+        } else {
+            failed.push(line.trim().to_string());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "applying the roles and tablespaces failed, so the database restore did not start: {}",
+            failed.join("; ")
+        );
     }
     Ok(())
 }

@@ -150,6 +150,54 @@ impl Store for LocalStore {
         Ok(out)
     }
 
+    fn sweep(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let folder = super::folder_of(prefix);
+        let dir = self.checked(&format!("{folder}/x"))?;
+        let dir = dir.parent().expect("a key has a folder").to_owned();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", prefix, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.err("list", prefix, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Temporaries of put(): ".<name>.tmp-<random>".
+            if !(name.starts_with('.') && name.contains(".tmp-")) {
+                continue;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let old = meta
+                .modified()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+                .is_ok_and(|t| t < older_than);
+            if !meta.is_file() || !old {
+                continue;
+            }
+            if !dry_run {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.err("delete", &format!("{folder}/{name}"), e)),
+                }
+            }
+            out.push(format!(
+                "temporary file {folder}/{name} ({} bytes)",
+                meta.len()
+            ));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         match fs::remove_file(self.checked(key)?) {
             Ok(()) => Ok(()),

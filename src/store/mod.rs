@@ -104,6 +104,18 @@ pub trait Store: Send + Sync {
 
     /// Proves the store is reachable and writable: writes, reads back and
     /// deletes a small object.
+    /// Removes what killed uploads left under `prefix` before `older_than`
+    /// (hidden temporary files, incomplete multipart uploads); returns a
+    /// description of each. With `dry_run`, only lists them.
+    fn sweep(
+        &self,
+        _prefix: &str,
+        _older_than: DateTime<Utc>,
+        _dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         probe(self)
     }
@@ -212,6 +224,15 @@ impl Store for Guarded {
     }
     fn check(&self) -> Result<(), StoreError> {
         self.0.check()
+    }
+    fn sweep(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        check_key(prefix.trim_end_matches('/'))?;
+        self.0.sweep(prefix, older_than, dry_run)
     }
 }
 

@@ -597,6 +597,68 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    fn sweep(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        // Multipart uploads that a killed backup never completed or
+        // aborted: the bucket keeps (and bills) their parts until then.
+        let full = self.object(prefix);
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.opts.bucket)
+                        .prefix(&full)
+                        .set_key_marker(key_marker.clone())
+                        .set_upload_id_marker(id_marker.clone())
+                        .send(),
+                )
+                .map_err(|e| self.fail("list uploads under", prefix, &e))?;
+            for u in page.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let old = u
+                    .initiated()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+                    .is_some_and(|t| t < older_than);
+                if !old {
+                    continue;
+                }
+                if !dry_run {
+                    self.rt
+                        .block_on(
+                            self.client
+                                .abort_multipart_upload()
+                                .bucket(&self.opts.bucket)
+                                .key(key)
+                                .upload_id(id)
+                                .send(),
+                        )
+                        .map_err(|e| self.fail("abort the upload of", key, &e))?;
+                }
+                out.push(format!("incomplete multipart upload of {key} ({id})"));
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         let r = self.rt.block_on(
             self.client

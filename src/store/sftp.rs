@@ -215,6 +215,31 @@ fn is_not_found(e: &SftpError) -> bool {
     matches!(e, SftpError::SftpError(SftpErrorKind::NoSuchFile, _))
 }
 
+impl SftpStore {
+    /// The entries of a folder (none when it does not exist).
+    fn read_dir(
+        &self,
+        dir: &std::path::Path,
+        prefix: &str,
+    ) -> Result<Vec<openssh_sftp_client::fs::DirEntry>, StoreError> {
+        let entries = self.rt.block_on(async {
+            let mut fs = self.sftp.fs();
+            let d = match fs.open_dir(dir).await {
+                Ok(d) => d,
+                Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut stream = Box::pin(d.read_dir());
+            let mut out = Vec::new();
+            while let Some(entry) = stream.next().await {
+                out.push(entry?);
+            }
+            Ok(out)
+        });
+        entries.map_err(|e| self.err("list", prefix, e))
+    }
+}
+
 impl Store for SftpStore {
     fn location(&self) -> String {
         format!(
@@ -350,21 +375,7 @@ impl Store for SftpStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let dir = self.target.root.join(super::folder_of(prefix));
-        let entries = self.rt.block_on(async {
-            let mut fs = self.sftp.fs();
-            let d = match fs.open_dir(&dir).await {
-                Ok(d) => d,
-                Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-                Err(e) => return Err(e),
-            };
-            let mut stream = Box::pin(d.read_dir());
-            let mut out = Vec::new();
-            while let Some(entry) = stream.next().await {
-                out.push(entry?);
-            }
-            Ok(out)
-        });
-        let entries = entries.map_err(|e| self.err("list", prefix, e))?;
+        let entries = self.read_dir(&dir, prefix)?;
         let mut out = Vec::new();
         for e in entries {
             // Listings include `.` and `..`; hidden names are temporaries.
@@ -382,6 +393,49 @@ impl Store for SftpStore {
             });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn sweep(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let folder = super::folder_of(prefix);
+        let dir = self.target.root.join(folder);
+        let entries = self.read_dir(&dir, prefix)?;
+        let mut out = Vec::new();
+        for e in entries {
+            let name = e.filename().to_string_lossy().into_owned();
+            // Temporaries of put(): ".<name>.tmp-<pid>".
+            if !(name.starts_with('.') && name.contains(".tmp-")) {
+                continue;
+            }
+            let meta = e.metadata();
+            let old = meta
+                .modified()
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t.as_system_time()))
+                .is_some_and(|t| t < older_than);
+            if !meta.file_type().is_some_and(|t| t.is_file()) || !old {
+                continue;
+            }
+            if !dry_run {
+                match self
+                    .rt
+                    .block_on(self.sftp.fs().remove_file(dir.join(&name)))
+                {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => return Err(self.err("delete", &format!("{folder}/{name}"), e)),
+                }
+            }
+            out.push(format!(
+                "temporary file {folder}/{name} ({} bytes)",
+                meta.len().unwrap_or(0)
+            ));
+        }
+        out.sort();
         Ok(out)
     }
 
