@@ -215,15 +215,23 @@ fn run_as(
         let sig = keys::sign_detached(signer, &json)
             .map_err(|e| job.other(format!("signing the manifest: {e}")))?;
         let sig_key = Manifest::sig_key(&profile.name, &id);
-        store
-            .put(&sig_key, &mut &sig[..])
-            .map_err(|e| job.other(format!("writing the manifest's signature: {e}")))?;
+        if let Err(e) = store.put(&sig_key, &mut &sig[..]) {
+            // The write may have happened although it reported a failure
+            // (a lost answer): remove it too, unless it is someone else's.
+            if !matches!(e, StoreError::Exists { .. }) {
+                job.written.push(sig_key);
+            }
+            return Err(job.other(format!("writing the manifest's signature: {e}")));
+        }
         job.written.push(sig_key);
         let manifest_key = Manifest::key(&profile.name, &id);
         if let Err(e) = store.put(&manifest_key, &mut &json[..]) {
             // The write may have happened although it reported a failure
-            // (a failed folder fsync, a lost answer): remove it too.
-            job.written.push(manifest_key);
+            // (a failed folder fsync, a lost answer): remove it too, unless
+            // the object was there before (another writer's).
+            if !matches!(e, StoreError::Exists { .. }) {
+                job.written.push(manifest_key);
+            }
             return Err(job.other(format!("writing the manifest: {e}")));
         }
         Ok(m)
