@@ -3,6 +3,7 @@
 //! this id are deleted and no manifest is written, so the store never
 //! shows a backup that is not whole.
 
+use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::catalog;
@@ -92,6 +93,7 @@ impl Job<'_> {
             stored_blake2b: streamed.stored.hex(),
             plain_size: streamed.plain.bytes,
             plain_blake2b: streamed.plain.hex(),
+            inventory: None,
         });
         Ok(())
     }
@@ -265,9 +267,41 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
             for db in &databases {
                 let custom = pg.format == DumpFormat::Custom;
                 let args = &pg.pg_dump_args;
+                let mut inventory = None;
                 let r = job.stream(content, several.then_some(db.as_str()), ext, |w| {
-                    postgres::dump(conn, db, custom, args, w)
+                    // The inventory is counted in the dump's own snapshot,
+                    // alongside it.
+                    let mut snap = match postgres::Snapshot::open(conn, db) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // pg_dump's own error, if any, says more.
+                            warn!("{db}: no inventory: cannot export a snapshot ({e:#})");
+                            return postgres::dump(conn, db, custom, args, None, w);
+                        }
+                    };
+                    let (id, pid) = (snap.id.clone(), snap.pid);
+                    let (dumped, counted) = std::thread::scope(|s| {
+                        let counting = s.spawn(|| snap.inventory());
+                        let dumped = postgres::dump(conn, db, custom, args, Some(&id), w);
+                        if dumped.is_err() {
+                            // No use counting on: end psql (and its query).
+                            // SAFETY: kill(2) on our own child.
+                            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                        }
+                        (dumped, counting.join().expect("inventory thread panicked"))
+                    });
+                    dumped?;
+                    let mut inv = counted.with_context(|| format!("counting the rows of {db}"))?;
+                    snap.close()?;
+                    inv.filtered = postgres::filters_dump(args);
+                    inventory = Some(inv);
+                    Ok(())
                 });
+                if r.is_ok() {
+                    if let Some(p) = job.stored.last_mut() {
+                        p.inventory = inventory;
+                    }
+                }
                 if let Err(e) = r {
                     // A database dropped between the listing and its dump
                     // (all = true) is not a failed backup: it is gone.

@@ -86,6 +86,65 @@ pub struct Payload {
     pub stored_blake2b: String,
     pub plain_size: u64,
     pub plain_blake2b: String,
+    /// What the database held, read in the dump's own snapshot: a restore
+    /// is compared with it before it is swapped in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
+}
+
+/// A database's contents at dump time: exact rows per table and counts of
+/// objects by kind. Extension members and cellar-invisible catalogs are
+/// left out on both sides of a comparison.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// Rows per table (`schema.table`, quoted as SQL needs it).
+    pub tables: std::collections::BTreeMap<String, u64>,
+    /// Tables the backup role may not read: not counted (pg_dump fails on
+    /// them unless they are excluded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+    /// Objects by kind: views, materialized views, sequences, functions,
+    /// triggers, types, indexes, schemas, extensions, large objects.
+    pub objects: std::collections::BTreeMap<String, u64>,
+    /// `pg_dump_args` chose what to dump (tables, schemas, data only...):
+    /// the inventory is the database's, not the dump's, and a restore is
+    /// not compared with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filtered: bool,
+}
+
+impl Inventory {
+    /// Every difference between this (the backup's) and `restored`, as
+    /// one line each; empty when they agree.
+    pub fn differences(&self, restored: &Inventory) -> Vec<String> {
+        let mut out = Vec::new();
+        for (table, rows) in &self.tables {
+            match restored.tables.get(table) {
+                None => out.push(format!(
+                    "table {table} ({rows} rows in the backup) is missing"
+                )),
+                Some(r) if r != rows => out.push(format!(
+                    "table {table}: {rows} rows in the backup, {r} restored"
+                )),
+                Some(_) => {}
+            }
+        }
+        for table in restored.tables.keys() {
+            if !self.tables.contains_key(table) && !self.unreadable.contains(table) {
+                out.push(format!(
+                    "table {table} is restored but was not in the backup's database"
+                ));
+            }
+        }
+        for (kind, n) in &self.objects {
+            let r = restored.objects.get(kind).copied().unwrap_or(0);
+            if r != *n {
+                out.push(format!("{kind}: {n} in the backup, {r} restored"));
+            }
+        }
+        out
+    }
 }
 
 impl Manifest {

@@ -378,6 +378,28 @@ pub fn prepare<'a>(
             postgres::psql_restricted(t.conn, &scratch.name, true, &mut r).map(|_| ()),
         )?;
     }
+    // The restore holds what the database held when it was dumped: every
+    // table's rows and every kind of object, or it is not swapped in.
+    if let Some(inv) = p.inventory.as_ref().filter(|i| !i.filtered) {
+        let got = step(
+            "count the restored database",
+            postgres::inventory(t.conn, &scratch.name),
+        )?;
+        let diff = inv.differences(&got);
+        if !diff.is_empty() {
+            bail!(
+                "the restored database differs from the backup's inventory, so it was not swapped in: {}{}",
+                diff.iter().take(20).cloned().collect::<Vec<_>>().join("; "),
+                if diff.len() > 20 { format!("; and {} more", diff.len() - 20) } else { String::new() }
+            );
+        }
+        info!(
+            "{}: {} tables and {} objects match the backup's inventory",
+            m.profile,
+            inv.tables.len(),
+            inv.objects.values().sum::<u64>()
+        );
+    }
     // Step 3, carried out by the swap.
     scratch.properties = db_sql.map(|(_, rest)| rest);
     info!(

@@ -203,16 +203,193 @@ pub fn list_databases(conn: &PgConn) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Streams `pg_dump` of one database into `out`.
+/// The inventory of the database psql is connected to, as one line of
+/// JSON: exact rows per table (tables it may not read: -1), and objects by
+/// kind. Extension members are left out.
+const INVENTORY_SQL: &str = r#"
+SELECT json_build_object(
+ 'tables', COALESCE((
+   SELECT json_object_agg(format('%I.%I', n.nspname, c.relname),
+     CASE WHEN has_table_privilege(c.oid, 'SELECT') THEN
+       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint
+     ELSE -1 END)
+   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ ), '{}'::json),
+ 'objects', (
+   WITH rel AS (
+     SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'))
+   SELECT json_build_object(
+     'views', (SELECT count(*) FROM rel WHERE relkind = 'v'),
+     'materialized views', (SELECT count(*) FROM rel WHERE relkind = 'm'),
+     'sequences', (SELECT count(*) FROM rel WHERE relkind = 'S'),
+     'indexes', (SELECT count(*) FROM rel WHERE relkind IN ('i', 'I')),
+     'functions', (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')),
+     'triggers', (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+     'types', (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.typtype IN ('d', 'e', 'r') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')),
+     'schemas', (SELECT count(*) FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+        AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')),
+     'extensions', (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'),
+     'large objects', (SELECT count(*) FROM pg_largeobject_metadata)
+   )
+ )
+);
+"#;
+
+fn parse_inventory(json: &str) -> anyhow::Result<crate::manifest::Inventory> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        tables: std::collections::BTreeMap<String, i64>,
+        objects: std::collections::BTreeMap<String, u64>,
+    }
+    let raw: Raw = serde_json::from_str(json.trim())
+        .with_context(|| format!("reading the inventory ({:.200})", json.trim()))?;
+    let mut inv = crate::manifest::Inventory {
+        objects: raw.objects,
+        ..Default::default()
+    };
+    for (t, n) in raw.tables {
+        match u64::try_from(n) {
+            Ok(n) => {
+                inv.tables.insert(t, n);
+            }
+            Err(_) => inv.unreadable.push(t),
+        }
+    }
+    Ok(inv)
+}
+
+/// The inventory of `database` now (a restored scratch database).
+pub fn inventory(conn: &PgConn, database: &str) -> anyhow::Result<crate::manifest::Inventory> {
+    parse_inventory(&query(conn, database, INVENTORY_SQL, &[])?)
+}
+
+/// `pg_dump_args` that choose what is dumped: with any of them, the dump
+/// is not the whole database and is not compared with its inventory.
+pub fn filters_dump(args: &[String]) -> bool {
+    const FILTERS: &[&str] = &[
+        "-t",
+        "--table",
+        "-T",
+        "--exclude-table",
+        "--exclude-table-data",
+        "--table-and-children",
+        "--exclude-table-and-children",
+        "--exclude-table-data-and-children",
+        "-n",
+        "--schema",
+        "-N",
+        "--exclude-schema",
+        "-s",
+        "--schema-only",
+        "-a",
+        "--data-only",
+        "--no-unlogged-table-data",
+        "--no-large-objects",
+        "--no-blobs",
+        "-B",
+        "-e",
+        "--extension",
+        "--exclude-extension",
+        "--section",
+    ];
+    args.iter().any(|a| {
+        let flag = a.split('=').next().unwrap_or(a);
+        FILTERS.contains(&flag)
+            || (flag.len() > 2 && !flag.starts_with("--") && FILTERS.contains(&&flag[..2]))
+    })
+}
+
+/// A transaction held open on `database` whose snapshot pg_dump shares
+/// (`--snapshot`), so the inventory counts exactly what the dump holds.
+pub struct Snapshot {
+    pub id: String,
+    /// psql's pid: killing it ends a count that is no longer wanted.
+    pub pid: u32,
+    psql: process::Running,
+    stdin: std::process::ChildStdin,
+    stdout: io::BufReader<std::process::ChildStdout>,
+    _env: ClientEnv,
+}
+
+impl Snapshot {
+    pub fn open(conn: &PgConn, database: &str) -> anyhow::Result<Snapshot> {
+        let env = client_env(conn)?;
+        let mut cmd = command(conn, "psql", &env);
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        cmd.arg(format!("--dbname={}", conninfo(conn, database)));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
+        let mut stdin = psql.child.stdin.take().unwrap();
+        let mut stdout = io::BufReader::new(psql.child.stdout.take().unwrap());
+        stdin.write_all(
+            b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
+        )?;
+        stdin.flush()?;
+        let mut id = String::new();
+        io::BufRead::read_line(&mut stdout, &mut id)?;
+        let id = id.trim().to_string();
+        if id.is_empty() {
+            drop(stdin);
+            psql.wait()?;
+            bail!("could not export a snapshot of {database}");
+        }
+        Ok(Snapshot {
+            id,
+            pid: psql.child.id(),
+            psql,
+            stdin,
+            stdout,
+            _env: env,
+        })
+    }
+
+    /// The inventory, read in the exported snapshot.
+    pub fn inventory(&mut self) -> anyhow::Result<crate::manifest::Inventory> {
+        self.stdin.write_all(INVENTORY_SQL.as_bytes())?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        io::BufRead::read_line(&mut self.stdout, &mut line)?;
+        if line.trim().is_empty() {
+            bail!("psql ended without the inventory");
+        }
+        parse_inventory(&line)
+    }
+
+    /// Ends the transaction (after pg_dump has taken the snapshot).
+    pub fn close(mut self) -> anyhow::Result<()> {
+        self.stdin.write_all(b"COMMIT;\n")?;
+        drop(self.stdin);
+        self.psql.wait()?;
+        Ok(())
+    }
+}
+
+/// Streams `pg_dump` of one database into `out`; with `snapshot`, in the
+/// snapshot another session exported.
 pub fn dump(
     conn: &PgConn,
     database: &str,
     custom: bool,
     extra: &[String],
+    snapshot: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "pg_dump", &env);
+    if let Some(id) = snapshot {
+        cmd.arg(format!("--snapshot={id}"));
+    }
     // Custom format uncompressed: compression is the pipeline's job.
     if custom {
         cmd.args(["--format=custom", "--compress=0"]);

@@ -3,6 +3,7 @@
 
 mod authenticity;
 mod breakglass;
+mod completeness;
 mod damage;
 mod files;
 mod hardening;

@@ -261,7 +261,7 @@ fn all_databases_and_globals_are_dumped() {
         &[(
             "pg_dump",
             &format!(
-                "#!/bin/sh\ncase \"$*\" in *\"dbname='gone'\"*) psql -X -q -h 127.0.0.1 -p {} -U postgres -d postgres -c 'DROP DATABASE gone' ;; esac\nexec {}/pg_dump \"$@\"\n",
+                "#!/bin/sh\ncase \"$*\" in *\"dbname='gone'\"*) psql -X -q -h 127.0.0.1 -p {} -U postgres -d postgres -c 'DROP DATABASE gone WITH (FORCE)' ;; esac\nexec {}/pg_dump \"$@\"\n",
                 own.port,
                 crate::harness::PG_BIN
             ),

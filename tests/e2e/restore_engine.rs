@@ -787,7 +787,6 @@ fn plain_sql_never_runs_before_the_whole_payload_checked_out() {
     );
     let src = db_name("mdc_src");
     pg.create_db(&src);
-    pg.psql(&src, "CREATE TABLE t (v int);");
     env.pg_profile(
         "db",
         &src,

@@ -1,0 +1,165 @@
+//! Proof that a backup is complete: the manifest records what the database
+//! held in the dump's own snapshot, and a restore that does not hold the
+//! same is never swapped in.
+
+use crate::harness::{db_name, fake_bin_dir, pg, TestEnv, PG_BIN};
+
+fn source(test: &str) -> String {
+    let pg = pg();
+    let src = db_name(test);
+    pg.create_db(&src);
+    pg.psql(
+        &src,
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.orders (id serial PRIMARY KEY, total numeric);
+         INSERT INTO shop.orders (total) SELECT g FROM generate_series(1, 1000) g;
+         CREATE TABLE \"Odd Name\" (v int); INSERT INTO \"Odd Name\" VALUES (1), (2);
+         CREATE TABLE audit (v int); INSERT INTO audit SELECT generate_series(1, 50);
+         CREATE VIEW big_orders AS SELECT * FROM shop.orders WHERE total > 500;
+         CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2';
+         CREATE TYPE mood AS ENUM ('ok', 'sad');
+         SELECT lo_from_bytea(0, 'large');",
+    );
+    src
+}
+
+fn manifest(env: &TestEnv) -> serde_json::Value {
+    let m = env.manifests("db");
+    serde_json::from_slice(&std::fs::read(m.last().unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn the_manifest_records_exact_counts_and_a_restore_is_compared_with_them() {
+    let pg = pg();
+    let src = source("inv_src");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    let m = manifest(&env);
+    let inv = &m["payloads"][0]["inventory"];
+    assert_eq!(inv["tables"]["shop.orders"], 1000, "{inv}");
+    assert_eq!(inv["tables"]["public.\"Odd Name\""], 2, "{inv}");
+    assert_eq!(inv["tables"]["public.audit"], 50, "{inv}");
+    let objects = &inv["objects"];
+    assert_eq!(objects["views"], 1, "{inv}");
+    assert_eq!(objects["functions"], 1, "{inv}");
+    assert_eq!(objects["types"], 1, "{inv}");
+    assert_eq!(objects["large objects"], 1, "{inv}");
+    assert_eq!(objects["schemas"], 1, "{inv}");
+    assert_eq!(objects["sequences"], 1, "{inv}");
+
+    // An intact restore matches it and is swapped in.
+    let dst = db_name("inv_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "-v"]);
+    out.ok();
+    assert!(
+        out.stderr.contains("match the backup's inventory"),
+        "{}",
+        out.stderr
+    );
+
+    // A restore that loses a table's rows (pg_restore skipping its data)
+    // fails with the table and both numbers, and the target is untouched.
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_restore",
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\nfor a; do last=\"$a\"; done\n{PG_BIN}/pg_restore -l \"$last\" | grep -v 'TABLE DATA shop orders' > \"$(dirname \"$0\")/list\"\nexec {PG_BIN}/pg_restore -L \"$(dirname \"$0\")/list\" \"$@\"\n"
+            ),
+        )],
+    );
+    env.edit(
+        "profiles/db.toml",
+        "globals = false",
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+    );
+    pg.psql(&dst, "CREATE TABLE keepme (v int)");
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "--clean"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("table shop.orders: 1000 rows in the backup, 0 restored"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("not swapped in"), "{}", out.stderr);
+    assert_eq!(pg.psql(&dst, "SELECT count(*) FROM keepme").trim(), "0");
+    pg.psql("postgres", &format!("DROP DATABASE {dst} WITH (FORCE)"));
+}
+
+#[test]
+fn a_dump_narrowed_by_pg_dump_args_is_recorded_but_not_compared() {
+    let pg = pg();
+    let src = source("inv_filtered");
+    let env = TestEnv::new();
+    env.pg_profile(
+        "db",
+        &src,
+        "globals = false\npg_dump_args = [\"--exclude-table-data=audit\"]",
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let inv = &manifest(&env)["payloads"][0]["inventory"];
+    assert_eq!(inv["filtered"], true, "{inv}");
+    assert_eq!(inv["tables"]["public.audit"], 50, "{inv}");
+    let dst = db_name("inv_filtered_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    assert_eq!(pg.psql(&dst, "SELECT count(*) FROM audit").trim(), "0");
+    pg.psql("postgres", &format!("DROP DATABASE {dst} WITH (FORCE)"));
+}
+
+/// Rows committed while the backup runs: the counts and the dump come from
+/// one snapshot, so the restore matches the inventory exactly.
+#[test]
+fn counts_and_dump_share_one_snapshot_while_rows_keep_arriving() {
+    let pg = pg();
+    let src = source("inv_busy");
+    pg.psql(&src, "INSERT INTO audit SELECT generate_series(1, 200000)");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    let script = env.path().join("inserts.sql");
+    let mut sql = String::new();
+    for i in 0..6000 {
+        sql.push_str(&format!(
+            "INSERT INTO audit VALUES ({i}); SELECT pg_sleep(0.005);\n"
+        ));
+    }
+    std::fs::write(&script, sql).unwrap();
+    let mut writer = std::process::Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &pg.port.to_string(), "-d", &src, "-f"])
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    env.cellar(&["backup", "db"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let still_writing = writer.try_wait().unwrap().is_none();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let m = manifest(&env);
+    let counted = m["payloads"][0]["inventory"]["tables"]["public.audit"]
+        .as_u64()
+        .unwrap();
+    let now: u64 = pg
+        .psql(&src, "SELECT count(*) FROM audit")
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "counted {counted}, now {now}, writer still running after the backup: {still_writing}"
+    );
+    // Rows arrived before the snapshot and after it.
+    assert!(still_writing, "the writer ended before the backup did");
+    assert!(counted > 200050 && counted < now, "{counted} {now}");
+    let dst = db_name("inv_busy_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    let restored = pg.psql(&dst, "SELECT count(*) FROM audit");
+    assert_eq!(restored.trim(), counted.to_string());
+    pg.psql("postgres", &format!("DROP DATABASE {dst} WITH (FORCE)"));
+}
