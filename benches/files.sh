@@ -365,7 +365,7 @@ note "variants: ${VARIANTS[*]}; $REPS repetitions, alternating"
 [[ "$HAVE_RESTIC" == 1 ]] || note "(restic not installed: skipping the restic variants; apt-get install restic)"
 [[ "$HAVE_TIME" == 1 ]] || note "(/usr/bin/time not found: wall time only, no CPU time or peak RSS; apt-get install time)"
 for ((rep = 1; rep <= REPS; rep++)); do
-    note "repetition $rep/$REPS"
+    note "repetition $rep/$REPS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     for id in "${VARIANTS[@]}"; do
         measure "$id" "$rep"
     done

@@ -27,6 +27,9 @@ pub enum BackupError {
     Other { profile: String, message: String },
 }
 
+/// How much of a custom archive is kept to read its table of contents.
+const TOC_HEAD: usize = 32 << 20;
+
 struct Job<'a> {
     profile: &'a Profile,
     store: &'a dyn Store,
@@ -280,9 +283,15 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                         }
                     };
                     let (id, pid) = (snap.id.clone(), snap.pid);
+                    // A custom archive's table of contents comes first.
+                    let mut head = postgres::Head {
+                        inner: w,
+                        head: Vec::new(),
+                        limit: if custom { TOC_HEAD } else { 0 },
+                    };
                     let (dumped, counted) = std::thread::scope(|s| {
                         let counting = s.spawn(|| snap.inventory());
-                        let dumped = postgres::dump(conn, db, custom, args, Some(&id), w);
+                        let dumped = postgres::dump(conn, db, custom, args, Some(&id), &mut head);
                         if dumped.is_err() {
                             // No use counting on: end psql (and its query).
                             // SAFETY: kill(2) on our own child.
@@ -294,6 +303,19 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                     let mut inv = counted.with_context(|| format!("counting the rows of {db}"))?;
                     snap.close()?;
                     inv.filtered = postgres::filters_dump(args);
+                    if custom && !inv.filtered {
+                        // The dump canary: a table in the database whose
+                        // data is not in the dump fails the backup.
+                        match postgres::missing_from_toc(conn, &head.head, &inv)? {
+                            Some(missing) if !missing.is_empty() => anyhow::bail!(
+                                "the dump of {db} lacks the data of {} table(s) that the database holds: {}; if the backup role cannot read them, grant it SELECT (or exclude them in pg_dump_args on purpose)",
+                                missing.len(),
+                                missing.join(", ")
+                            ),
+                            Some(_) => {}
+                            None => warn!("{db}: the dump's table of contents is over {} MiB; its tables were not checked against the inventory", TOC_HEAD >> 20),
+                        }
+                    }
                     inventory = Some(inv);
                     Ok(())
                 });

@@ -923,6 +923,87 @@ pub fn check_archive(conn: &PgConn, input: &mut dyn Read) -> anyhow::Result<()> 
     }
 }
 
+/// The first bytes of a stream written through it: a custom archive's
+/// header and table of contents, which pg_dump writes before any data.
+pub struct Head<'w> {
+    pub inner: &'w mut dyn Write,
+    pub head: Vec<u8>,
+    pub limit: usize,
+}
+
+impl Write for Head<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let room = self.limit.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `"a b"` / `shop` (as `%I` quotes) back to the name itself.
+fn unquote_ident(s: &str) -> String {
+    match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => s.to_string(),
+    }
+}
+
+/// Splits `schema.table` as `format('%I.%I')` wrote it.
+fn split_qualified(q: &str) -> (String, String) {
+    let mut in_quotes = false;
+    for (i, c) in q.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '.' if !in_quotes => return (unquote_ident(&q[..i]), unquote_ident(&q[i + 1..])),
+            _ => {}
+        }
+    }
+    (String::new(), unquote_ident(q))
+}
+
+/// The dump canary: every table of the inventory has its data in the
+/// archive's table of contents (`head`: the archive's first bytes).
+/// Returns the tables that are missing; `None` when the table of contents
+/// did not fit in `head` (nothing can be said).
+pub fn missing_from_toc(
+    conn: &PgConn,
+    head: &[u8],
+    inventory: &crate::manifest::Inventory,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let mut tmp = tempfile::NamedTempFile::new()?;
+    tmp.write_all(head)?;
+    tmp.flush()?;
+    let out = Command::new(conn.tool("pg_restore"))
+        .arg("--list")
+        .arg(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("pg_restore: {e}; {HINT}"))?;
+    if !out.status.success() {
+        // A table of contents longer than the head cannot be read.
+        return Ok(None);
+    }
+    let toc = String::from_utf8_lossy(&out.stdout);
+    let data: Vec<&str> = toc
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains(" TABLE DATA "))
+        .collect();
+    let missing = inventory
+        .tables
+        .keys()
+        .filter(|q| {
+            let (schema, name) = split_qualified(q);
+            let needle = format!(" TABLE DATA {schema} {name} ");
+            !data.iter().any(|l| l.contains(&needle))
+        })
+        .cloned()
+        .collect();
+    Ok(Some(missing))
+}
+
 /// Checks that a plain SQL dump is complete: pg_dump ends it with a fixed
 /// comment, which a truncated stream lacks.
 pub fn check_sql(input: &mut dyn Read, globals: bool) -> anyhow::Result<()> {

@@ -163,3 +163,33 @@ fn counts_and_dump_share_one_snapshot_while_rows_keep_arriving() {
     assert_eq!(restored.trim(), counted.to_string());
     pg.psql("postgres", &format!("DROP DATABASE {dst} WITH (FORCE)"));
 }
+
+/// The dump canary: a dump that silently lacks a table's data (here a
+/// pg_dump that leaves it out on its own) fails the backup by name.
+#[test]
+fn a_dump_missing_a_table_fails_the_backup_and_names_it() {
+    let src = source("inv_canary");
+    let env = TestEnv::new();
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!("#!/bin/sh\nexec {PG_BIN}/pg_dump --exclude-table-data=audit \"$@\"\n"),
+        )],
+    );
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    let out = env.cellar(&["backup", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("lacks the data of 1 table(s)") && out.stderr.contains("public.audit"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.manifests("db").is_empty());
+    assert!(env.payloads("db").is_empty());
+}
