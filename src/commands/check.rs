@@ -141,7 +141,15 @@ fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
                     "path",
                     std::fs::read_dir(path)
                         .map(|_| ())
-                        .or_else(|_| std::fs::File::open(path).map(|_| ()))
+                        .or_else(|_| {
+                            // O_NONBLOCK: a FIFO must not hang the check.
+                            use std::os::unix::fs::OpenOptionsExt;
+                            std::fs::File::options()
+                                .read(true)
+                                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                                .open(path)
+                                .map(|_| ())
+                        })
                         .map(|_| path.display().to_string())
                         .map_err(|e| {
                             anyhow::anyhow!("{}: {e}; fix `paths` in [source]", path.display())

@@ -1068,7 +1068,30 @@ impl Validator<'_> {
         // cannot both be restored.
         let mut paths: Vec<PathBuf> = Vec::new();
         for p in s.paths.get_ref() {
+            if p.get_ref().trim().is_empty() || p.get_ref().contains('\0') {
+                ok = false;
+                self.problem(
+                    Some(p.span()),
+                    "source.paths",
+                    "an empty path, or one with a NUL byte",
+                    "list absolute paths of folders or files, e.g. \"/var/www\"",
+                );
+                continue;
+            }
             let path = self.path(p.get_ref());
+            let normal: PathBuf = path.components().collect();
+            let base: PathBuf = self.base.components().collect();
+            if normal == base {
+                // The config dir holds the secret keys, and often the store.
+                ok = false;
+                self.problem(
+                    Some(p.span()),
+                    "source.paths",
+                    format!("`{}` is the config dir {}, with its secret keys, state and often the store", p.get_ref(), self.base.display()),
+                    "list the folders to back up, not the config dir itself",
+                );
+                continue;
+            }
             if path
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))

@@ -117,9 +117,54 @@ pub fn check_file_target(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a folder (or one above it) that another user could change: not
+/// owned by root or by us, or writable by others without the sticky bit.
+fn safe_folder(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = unsafe { libc::geteuid() };
+    for a in dir.ancestors() {
+        let md = std::fs::metadata(a).with_context(|| format!("reading {}", a.display()))?;
+        let others_write = md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0;
+        if (md.uid() != 0 && md.uid() != me) || others_write {
+            bail!(
+                "{} can be changed by another user (owner uid {}, mode {:o}), who could redirect the restore; restore into a folder only you (or root) can write to",
+                a.display(),
+                md.uid(),
+                md.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A `--to-dir` target: missing, or an empty folder. Returns whether it
 /// exists.
 pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if !matches!(
+        dir.components().next_back(),
+        Some(std::path::Component::Normal(_))
+    ) {
+        bail!(
+            "{} does not name a new folder; give a path that ends in a folder name",
+            dir.display()
+        );
+    }
+    if let Ok(md) = std::fs::symlink_metadata(dir) {
+        if md.file_type().is_symlink() {
+            bail!(
+                "{} is a symlink; restore into a real folder (it is created)",
+                dir.display()
+            );
+        }
+        let parent = std::fs::metadata(parent_of(dir)).ok();
+        if md.is_dir() && parent.is_some_and(|p| p.dev() != md.dev()) {
+            bail!(
+                "{} is a mount point, which cellar cannot replace; restore into a new folder inside it",
+                dir.display()
+            );
+        }
+    }
     match std::fs::read_dir(dir) {
         Ok(mut it) => {
             if it.next().is_some() {
@@ -178,6 +223,13 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
     let existed_empty = check_dir_target(dir)?;
     let parent = parent_of(dir);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Every folder on the way is resolved once and must be safe from other
+    // users: one who could rename the hidden folder could redirect the
+    // restore's writes and chmods elsewhere.
+    let parent = std::fs::canonicalize(&parent)
+        .with_context(|| format!("resolving {}", parent.display()))?;
+    safe_folder(&parent)?;
+    let dir = &parent.join(dir.file_name().expect("checked: a final name"));
     let incoming = tempfile::Builder::new()
         .prefix(".cellar-incoming-")
         .tempdir_in(&parent)
@@ -187,14 +239,15 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
         std::fs::remove_dir(dir)
             .with_context(|| format!("replacing the empty {}", dir.display()))?;
     }
-    let path = incoming.keep();
-    std::fs::rename(&path, dir).with_context(|| {
+    // On failure the hidden folder and the tree in it are removed.
+    std::fs::rename(incoming.path(), dir).with_context(|| {
         format!(
             "moving the restored tree from {} to {}",
-            path.display(),
+            incoming.path().display(),
             dir.display()
         )
     })?;
+    let _ = incoming.keep();
     crate::state::sync_parent(dir)
         .with_context(|| format!("flushing the folder of {}", dir.display()))?;
     Ok(())

@@ -82,6 +82,9 @@ impl TarStats {
 
 const COPY_BUFFER: usize = 256 * 1024;
 
+/// The longest path archived; [`super::untar`] refuses longer names.
+pub const MAX_NAME: usize = 3840;
+
 struct Writer<'a, 'o> {
     builder: tar::Builder<&'o mut dyn Write>,
     source: &'a FilesSource,
@@ -116,21 +119,31 @@ impl Writer<'_, '_> {
             return self.entry(root, meta, true);
         }
         let exclude = &self.source.exclude;
-        let walker = walkdir::WalkDir::new(root)
+        let mut walker = walkdir::WalkDir::new(root)
             .follow_links(false)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| {
                 e.depth() == 0 || !excluded(exclude, root, e.path(), e.file_type().is_dir())
             });
-        for item in walker {
+        // (dev, ino) of each folder on the way down, by depth: a folder
+        // swapped for a symlink while it is walked is noticed, and never
+        // followed out of the tree.
+        let mut folders: Vec<(u64, u64)> = Vec::new();
+        while let Some(item) = walker.next() {
             let entry = match item {
                 Ok(e) => e,
                 Err(e) => {
                     let path = e.path().unwrap_or(root).to_owned();
+                    let os = e.io_error().and_then(|io| io.raw_os_error());
                     match e.io_error().map(|io| io.kind()) {
                         Some(io::ErrorKind::NotFound) => self.vanished(&path),
                         Some(io::ErrorKind::PermissionDenied) => self.unreadable(&path, e)?,
+                        // A folder replaced by a file or a link meanwhile.
+                        _ if matches!(os, Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                            self.replaced(&path)
+                        }
+                        _ if os == Some(libc::ENAMETOOLONG) => self.too_long(&path),
                         _ => {
                             return Err(anyhow::Error::new(e))
                                 .with_context(|| format!("walking {}", root.display()))
@@ -140,7 +153,25 @@ impl Writer<'_, '_> {
                 }
             };
             let path = entry.path();
-            let meta = if entry.depth() == 0 {
+            let depth = entry.depth();
+            if depth > 0 {
+                let parent = path.parent().unwrap_or(root);
+                // The listed root may be a symlink: it is followed.
+                let now = if depth == 1 {
+                    std::fs::metadata(parent)
+                } else {
+                    std::fs::symlink_metadata(parent)
+                };
+                let same = now.as_ref().is_ok_and(|m| {
+                    m.is_dir() && folders.get(depth - 1) == Some(&(m.dev(), m.ino()))
+                });
+                if !same {
+                    self.replaced(parent);
+                    walker.skip_current_dir();
+                    continue;
+                }
+            }
+            let meta = if depth == 0 {
                 meta.clone()
             } else {
                 match std::fs::symlink_metadata(path) {
@@ -149,12 +180,51 @@ impl Writer<'_, '_> {
                         self.vanished(path);
                         continue;
                     }
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        self.unreadable(path, e)?;
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                        self.replaced(path.parent().unwrap_or(root));
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                        self.too_long(path);
+                        continue;
+                    }
                     Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
                 }
             };
-            self.entry(path, meta, entry.depth() == 0)?;
+            if entry.file_type().is_dir() && !meta.is_dir() {
+                // Listed as a folder, now something else: never descended.
+                self.replaced(path);
+                walker.skip_current_dir();
+                continue;
+            }
+            if meta.is_dir() {
+                folders.truncate(depth);
+                folders.push((meta.dev(), meta.ino()));
+            }
+            if path.as_os_str().len() > MAX_NAME {
+                self.too_long(path);
+                if meta.is_dir() {
+                    walker.skip_current_dir();
+                }
+                continue;
+            }
+            self.entry(path, meta, depth == 0)?;
         }
         Ok(())
+    }
+
+    /// A name longer than a restore accepts ([`MAX_NAME`]): left out, so
+    /// the backup never holds what cannot come back.
+    fn too_long(&mut self, path: &Path) {
+        warn!(
+            "{:.200}... has a path longer than {MAX_NAME} bytes, which no restore could write; it is not in this backup",
+            path.display()
+        );
+        self.stats.special += 1;
     }
 
     fn vanished(&mut self, path: &Path) {
@@ -189,7 +259,7 @@ impl Writer<'_, '_> {
         let ft = meta.file_type();
         let mut header = header_for(&meta);
         if ft.is_file() {
-            return self.file(path, &name, root);
+            return self.file(path, &name, root, (meta.dev(), meta.ino()));
         } else if ft.is_dir() {
             header.set_entry_type(tar::EntryType::Directory);
             self.builder
@@ -237,7 +307,13 @@ impl Writer<'_, '_> {
     }
 
     /// A regular file, with exactly the size it had when it was opened.
-    fn file(&mut self, path: &Path, name: &Path, root: bool) -> anyhow::Result<()> {
+    fn file(
+        &mut self,
+        path: &Path,
+        name: &Path,
+        root: bool,
+        listed: (u64, u64),
+    ) -> anyhow::Result<()> {
         let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
         if !root {
             flags |= libc::O_NOFOLLOW;
@@ -263,7 +339,9 @@ impl Writer<'_, '_> {
         let before = file
             .metadata()
             .with_context(|| format!("reading {}", path.display()))?;
-        if !before.is_file() {
+        // Another file than the one listed (its folder was swapped
+        // meanwhile): never archived under this name.
+        if !before.is_file() || (before.dev(), before.ino()) != listed {
             self.replaced(path);
             return Ok(());
         }

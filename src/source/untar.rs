@@ -161,7 +161,12 @@ impl<'d> Reader<'d> {
                 self.summary.entries += 1;
                 return Ok(());
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            EntryType::GNUSparse => {
+                // cellar never writes them, and a small one can stand for
+                // terabytes of zeros.
+                bail!("a sparse file entry; cellar restores only the entries it writes")
+            }
+            EntryType::Regular | EntryType::Continuous => {
                 self.fresh(&name)?;
                 self.tree.insert(name.clone(), Node::File);
                 self.write_file(entry, &name, mode, mtime, owner)?;
@@ -253,31 +258,27 @@ impl<'d> Reader<'d> {
     /// Every folder above `name` is a folder: made now if the archive has
     /// not had it yet, refused if the archive made it something else.
     fn parents(&mut self, name: &Path) -> anyhow::Result<()> {
-        let mut above = PathBuf::new();
-        let mut comps = name.components().peekable();
-        while let Some(c) = comps.next() {
-            if comps.peek().is_none() {
-                break;
-            }
-            above.push(c);
-            match self.tree.get(&above) {
-                Some(Node::Dir { .. }) => {}
+        // Up from the nearest parent to the first one the tree knows: its
+        // own parents were checked when it was added (linear in depth).
+        let mut missing = Vec::new();
+        let mut above = name.parent();
+        while let Some(a) = above.filter(|a| !a.as_os_str().is_empty()) {
+            match self.tree.get(a) {
+                Some(Node::Dir { .. }) => break,
                 Some(Node::Symlink) => bail!(
                     "it lies beyond the symlink {} of the archive; refusing to write through a link",
-                    above.display()
+                    a.display()
                 ),
-                Some(_) => bail!(
-                    "it lies inside {}, which the archive made a file",
-                    above.display()
-                ),
-                None => {
-                    // Made like `mkdir -p` would; not in the archive, so
-                    // it keeps these permissions.
-                    self.mkdir(&above, 0o755)?;
-                    self.tree
-                        .insert(above.clone(), Node::Dir { explicit: false });
-                }
+                Some(_) => bail!("it lies inside {}, which the archive made a file", a.display()),
+                None => missing.push(a.to_path_buf()),
             }
+            above = a.parent();
+        }
+        for a in missing.into_iter().rev() {
+            // Made like `mkdir -p` would; not in the archive, so it keeps
+            // these permissions.
+            self.mkdir(&a, 0o755)?;
+            self.tree.insert(a, Node::Dir { explicit: false });
         }
         Ok(())
     }
@@ -387,8 +388,8 @@ fn sanitize(raw: &Path) -> anyhow::Result<PathBuf> {
     if out.as_os_str().as_bytes().contains(&0) {
         bail!("a name with a NUL byte");
     }
-    if out.as_os_str().len() > 3840 {
-        bail!("a name longer than 3840 bytes");
+    if out.as_os_str().len() > super::files::MAX_NAME {
+        bail!("a name longer than {} bytes", super::files::MAX_NAME);
     }
     Ok(out)
 }

@@ -516,3 +516,87 @@ fn unreadable_files_fail_the_backup_by_name_unless_skipped() {
     assert!(skipped.contains("2 unreadable"), "{skipped}");
     nobody(&["verify", "u"]).ok();
 }
+
+/// From the hostile review: a folder swapped for a symlink during the
+/// walk is never followed out of the tree, and names too long to restore
+/// are left out with a warning instead of making a backup that cannot be
+/// restored.
+#[test]
+fn a_folder_swapped_for_a_symlink_is_not_followed_and_long_names_are_left_out() {
+    let env = TestEnv::new();
+    let data = env.path().join("data");
+    std::fs::create_dir_all(data.join("b_dir")).unwrap();
+    std::fs::write(data.join("a_big.bin"), noise(24 << 20, 5)).unwrap();
+    std::fs::write(data.join("b_dir/inside"), "inside").unwrap();
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("shadow"), "secret from outside").unwrap();
+    // A path just over what a restore accepts.
+    let mut deep = data.join("long");
+    while deep.as_os_str().len() < 3900 {
+        deep = deep.join("d".repeat(200));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("f"), "too deep").unwrap();
+    env.files_profile("swap", &[&data], "");
+    let child = env
+        .cmd()
+        .args(["backup", "swap"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_reading(child.id(), &data.join("a_big.bin"));
+    std::fs::rename(data.join("b_dir"), env.path().join("b_dir.moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("b_dir")).unwrap();
+    let out: crate::harness::Out = child.wait_with_output().unwrap().into();
+    out.ok();
+    assert!(
+        out.stderr.contains("longer than 3840 bytes"),
+        "{}",
+        out.stderr
+    );
+    env.cellar(&["verify", "swap"]).ok();
+    let tar = env.path().join("swap.tar");
+    env.cellar(&["restore", "swap", "--to-file", tar.to_str().unwrap()])
+        .ok();
+    let listed = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !names.contains("shadow"),
+        "followed the swapped symlink: {names}"
+    );
+    let to = env.path().join("restored");
+    restore_to(&env, "swap", &to).ok();
+}
+
+#[test]
+fn restore_refuses_targets_another_user_could_redirect() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile("f", &[&data], "");
+    env.cellar(&["backup", "f"]).ok();
+    // A parent anyone may write to, without the sticky bit.
+    let open = env.path().join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = restore_to(&env, "f", &open.join("r"));
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("can be changed by another user"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
+    // A target that is a symlink, or `.`: refused before anything is fetched.
+    let link = env.path().join("link");
+    std::os::unix::fs::symlink(env.path().join("elsewhere"), &link).unwrap();
+    for target in [link.to_str().unwrap(), "."] {
+        let out = env.cellar(&["restore", "f", "--to-dir", target]);
+        assert_eq!(out.code, 2, "{target}: {}", out.all());
+    }
+    assert!(!env.path().join("elsewhere").exists());
+    // `paths = ["."]` would back up the config dir itself.
+    env.files_profile("dot", &[Path::new(".")], "");
+    assert_eq!(env.cellar(&["check", "dot"]).code, 2);
+}
