@@ -183,11 +183,22 @@ pub fn restore_stream<T>(
     let (decrypted_w, decrypted_r) = channel::pipe();
     let (plain_w, plain_r) = channel::pipe();
     let (decrypted, stored, decompressed, outcome) = std::thread::scope(|s| {
+        let source: crate::store::Reader = Box::new(Capped {
+            inner: source,
+            left: expected.stored_size,
+            limit: expected.stored_size,
+            what: "stored payload",
+        });
         let decrypting = s.spawn(move || decrypt_stage(source, identity, decrypted_w));
         let decompressing = s.spawn(move || decompress_stage(decrypted_r, algorithm, plain_w));
         let outcome: Result<(T, Tally), RestoreError> = (|| {
             let mut plain = hashing::HashReader::new(ProgressReader {
-                inner: plain_r,
+                inner: Capped {
+                    inner: plain_r,
+                    left: expected.plain_size,
+                    limit: expected.plain_size,
+                    what: "decrypted, decompressed content",
+                },
                 progress,
             });
             let value = consume(&mut plain).map_err(RestoreError::Consumer)?;
@@ -342,6 +353,30 @@ fn decrypt_stage(
     (decrypted, drained)
 }
 
+/// Stops a stream that runs past the size the manifest gives it: a forged
+/// or damaged payload (a decompression bomb) cannot fill a disk or run for
+/// hours before the hashes are compared at the end.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        if n as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "the {} is larger than the manifest says ({} bytes); the payload is damaged or forged",
+                self.what, self.limit
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 struct ProgressReader<'a, R> {
     inner: R,
     progress: &'a dyn Progress,
@@ -355,5 +390,39 @@ impl<R: Read> Read for ProgressReader<'_, R> {
         let n = self.inner.read(out)?;
         self.progress.advance(n as u64);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_longer_than_the_manifest_says_stops_there() {
+        let mut r = Capped {
+            inner: io::repeat(0),
+            left: 1000,
+            limit: 1000,
+            what: "content",
+        };
+        let mut buf = [0u8; 300];
+        let mut total = 0;
+        let err = loop {
+            match r.read(&mut buf) {
+                Ok(n) => total += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(total, 900);
+        assert!(err
+            .to_string()
+            .contains("larger than the manifest says (1000 bytes)"));
+        let mut exact = Capped {
+            inner: &[7u8; 1000][..],
+            left: 1000,
+            limit: 1000,
+            what: "content",
+        };
+        assert_eq!(io::copy(&mut exact, &mut io::sink()).unwrap(), 1000);
     }
 }
