@@ -453,7 +453,7 @@ fn sigterm_stops_a_backup_whose_pg_dump_waits_on_a_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until pg_dump is blocked on the lock.
+    // Wait until pg_dump (and the inventory's count) are blocked on the lock.
     let waiting = || {
         pg.psql(
             "postgres",
@@ -462,7 +462,9 @@ fn sigterm_stops_a_backup_whose_pg_dump_waits_on_a_lock() {
             ),
         )
         .trim()
-            == "1"
+        .parse::<u32>()
+        .unwrap_or(0)
+            >= 1
     };
     let started = std::time::Instant::now();
     while !waiting() {
