@@ -48,6 +48,21 @@ impl LocalStore {
             cause,
         }
     }
+
+    /// The entries of the folder `prefix` names (none when it is missing);
+    /// a folder reached through a symlink is refused like any key.
+    fn read_folder(&self, prefix: &str) -> Result<Vec<fs::DirEntry>, StoreError> {
+        let dir = self.checked(&format!("{}/x", super::folder_of(prefix)))?;
+        let dir = dir.parent().expect("a key has a folder");
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", prefix, e)),
+        };
+        entries
+            .map(|e| e.map_err(|e| self.err("list", prefix, e)))
+            .collect()
+    }
 }
 
 /// Removes the temporary file unless the write completed.
@@ -123,16 +138,8 @@ impl Store for LocalStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         // Keys are "<folder>/<name>": list the folder the prefix names.
-        let dir = self.root.join(super::folder_of(prefix));
-        self.checked(&format!("{}/x", super::folder_of(prefix)))?;
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.err("list", prefix, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| self.err("list", prefix, e))?;
+        for entry in self.read_folder(prefix)? {
             let Some(key) = super::folder_key(prefix, &entry.file_name().to_string_lossy()) else {
                 continue;
             };
@@ -157,19 +164,10 @@ impl Store for LocalStore {
         dry_run: bool,
     ) -> Result<Vec<String>, StoreError> {
         let folder = super::folder_of(prefix);
-        let dir = self.checked(&format!("{folder}/x"))?;
-        let dir = dir.parent().expect("a key has a folder").to_owned();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.err("list", prefix, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| self.err("list", prefix, e))?;
+        for entry in self.read_folder(prefix)? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            // Temporaries of put(): ".<name>.tmp-<random>".
-            if !(name.starts_with('.') && name.contains(".tmp-")) {
+            if !super::is_temporary(&name) {
                 continue;
             }
             let Ok(meta) = entry.path().symlink_metadata() else {

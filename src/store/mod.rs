@@ -123,6 +123,12 @@ pub trait Store: Send + Sync {
 
 /// For stores that keep keys as files in folders (local, SFTP): the
 /// folder a listing of `prefix` reads, relative to the store's root.
+/// The hidden temporary a folder or SFTP store writes before its rename:
+/// `.<name>.tmp-<suffix>`.
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
 pub fn folder_of(prefix: &str) -> &str {
     prefix.rsplit_once('/').map_or("", |(dir, _)| dir)
 }

@@ -408,8 +408,7 @@ impl Store for SftpStore {
         let mut out = Vec::new();
         for e in entries {
             let name = e.filename().to_string_lossy().into_owned();
-            // Temporaries of put(): ".<name>.tmp-<pid>".
-            if !(name.starts_with('.') && name.contains(".tmp-")) {
+            if !super::is_temporary(&name) {
                 continue;
             }
             let meta = e.metadata();

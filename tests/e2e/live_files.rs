@@ -45,13 +45,7 @@ fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
 
     // Each changes while cellar holds it open: a line appended to the
     // log, the other file cut to 4 KiB.
-    let child = env
-        .cmd()
-        .args(["backup", "live"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_backup(&env, "live");
     wait_reading(child.id(), &data.join("grow.log"));
     let mut f = std::fs::File::options()
         .append(true)
@@ -123,13 +117,7 @@ fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
         "fail_on_change = true\n[store]",
     );
     let before = env.store_entries("live");
-    let child = env
-        .cmd()
-        .args(["backup", "live"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_backup(&env, "live");
     wait_reading(child.id(), &data.join("grow.log"));
     f.write_all(b"more\n").unwrap();
     let out: crate::harness::Out = child.wait_with_output().unwrap().into();
@@ -151,6 +139,16 @@ fn reading(pid: u32, file: &Path) -> bool {
                 .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == file))
         })
         .unwrap_or(false)
+}
+
+/// `cellar backup PROFILE` in the background, its output captured.
+fn spawn_backup(env: &TestEnv, profile: &str) -> std::process::Child {
+    env.cmd()
+        .args(["backup", profile])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn wait_reading(pid: u32, file: &Path) {
@@ -184,13 +182,7 @@ fn fifos_sockets_devices_and_vanished_files_are_warnings() {
     }
     env.files_profile("live", &[&data], "");
 
-    let child = env
-        .cmd()
-        .args(["backup", "live"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_backup(&env, "live");
     wait_reading(child.id(), &data.join("a_big.bin"));
     // The folder was listed already; these go while a_big.bin is read.
     std::fs::remove_file(data.join("z_gone")).unwrap();
@@ -539,13 +531,7 @@ fn a_folder_swapped_for_a_symlink_is_not_followed_and_long_names_are_left_out() 
     std::fs::create_dir_all(&deep).unwrap();
     std::fs::write(deep.join("f"), "too deep").unwrap();
     env.files_profile("swap", &[&data], "");
-    let child = env
-        .cmd()
-        .args(["backup", "swap"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_backup(&env, "swap");
     wait_reading(child.id(), &data.join("a_big.bin"));
     std::fs::rename(data.join("b_dir"), env.path().join("b_dir.moved")).unwrap();
     std::os::unix::fs::symlink(&outside, data.join("b_dir")).unwrap();
