@@ -1,13 +1,13 @@
 //! The compression stage: xz (multithreaded liblzma, the same format as
-//! `xz -T0`) or zstd (multithreaded, the same format as `zstd -T0`), so
+//! `xz -T0`, decoded on several threads too) or zstd (multithreaded, the same format as `zstd -T0`), so
 //! `xz -d` and `zstd -d` open every payload.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use crate::profile::{Algorithm, Compression};
 
 pub enum Compressor<W: Write> {
-    Xz(xz2::write::XzEncoder<W>),
+    Xz(liblzma::write::XzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -16,13 +16,13 @@ impl<W: Write> Compressor<W> {
         let threads = c.effective_threads();
         Ok(match c.algorithm {
             Algorithm::Xz => {
-                let stream = xz2::stream::MtStreamBuilder::new()
+                let stream = liblzma::stream::MtStreamBuilder::new()
                     .threads(threads)
                     .preset(c.level)
-                    .check(xz2::stream::Check::Crc64)
+                    .check(liblzma::stream::Check::Crc64)
                     .encoder()
                     .map_err(io::Error::other)?;
-                Compressor::Xz(xz2::write::XzEncoder::new_stream(inner, stream))
+                Compressor::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
             }
             Algorithm::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(inner, c.level as i32)?;
@@ -59,15 +59,37 @@ impl<W: Write> Write for Compressor<W> {
     }
 }
 
-/// A decompressing reader for `algorithm`.
-pub fn decompressor<'a, R: Read + 'a>(
+/// A decompressing reader for `algorithm`. It reads `inner`'s buffer in
+/// place and consumes exactly the compressed stream, so what follows it is
+/// left in `inner`.
+pub fn decompressor<'a, R: BufRead + 'a>(
     inner: R,
     algorithm: Algorithm,
 ) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match algorithm {
-        Algorithm::Xz => Box::new(xz2::read::XzDecoder::new(inner)),
-        Algorithm::Zstd => Box::new(zstd::stream::read::Decoder::new(inner)?.single_frame()),
+        Algorithm::Xz => Box::new(liblzma::bufread::XzDecoder::new_stream(
+            inner,
+            xz_decoder()?,
+        )),
+        Algorithm::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(inner)?.single_frame())
+        }
     })
+}
+
+/// liblzma's multi-threaded decoder: the blocks of a stream that cellar
+/// (or `xz -T`) wrote decode in parallel, like `xz -d -T0`. A stream of
+/// one block decodes on one thread, as before.
+fn xz_decoder() -> io::Result<liblzma::stream::Stream> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    liblzma::stream::MtStreamBuilder::new()
+        .threads(threads as u32)
+        // Above this, liblzma decodes on fewer threads rather than use
+        // more memory (a block of xz -9 needs about 200 MiB in flight).
+        .memlimit_threading(512 << 20)
+        .memlimit_stop(u64::MAX)
+        .decoder()
+        .map_err(io::Error::other)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ impl std::fmt::Debug for Tally {
 }
 
 impl Tally {
-    fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         self.hasher.update(data);
         self.bytes += data.len() as u64;
     }

@@ -16,7 +16,7 @@ pub mod channel;
 pub mod compress;
 pub mod hashing;
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use crate::keys::{self, Identity, RecipientCert};
 use crate::manifest::{Manifest, Payload};
@@ -46,6 +46,11 @@ pub struct Streamed {
 
 /// Streams what `produce` writes through compression and encryption into
 /// `store` under `key`. On any failure nothing is left under `key`.
+///
+/// Four threads joined by bounded pipes: the source; the plaintext hash
+/// (chunks pass through it uncopied); compression and encryption; the
+/// store, which hashes the stored bytes as it reads them. The two hashes
+/// thus run beside the compressor instead of in front of it.
 pub fn backup_stream<F>(
     store: &dyn Store,
     key: &str,
@@ -58,7 +63,8 @@ where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()> + Send,
 {
     let (mut plain_w, plain_r) = channel::pipe();
-    let (stored_w, mut stored_r) = channel::pipe();
+    let (hashed_w, hashed_r) = channel::pipe();
+    let (stored_w, stored_r) = channel::pipe();
 
     std::thread::scope(|s| {
         let producer = s.spawn(move || {
@@ -67,11 +73,23 @@ where
             // tells the next stage the stream is incomplete.
             r.and_then(|_| plain_w.finish().map_err(anyhow::Error::from))
         });
-        let encoder = s.spawn(move || encode(plain_r, stored_w, compression, recipients, progress));
+        let hasher = s.spawn(move || tally_stage(plain_r, hashed_w, u64::MAX, "plaintext"));
+        let encoder =
+            s.spawn(move || encode(hashed_r, stored_w, compression, recipients, progress));
+        let mut stored_r = hashing::HashReader::new(stored_r);
         let stored = store.put(key, &mut stored_r);
+        let stored_tally = stored_r.tally.clone();
         drop(stored_r);
         let produced = producer.join().expect("source thread panicked");
+        let hashed = hasher.join().expect("hashing thread panicked");
         let encoded = encoder.join().expect("encoder thread panicked");
+        // The hash stage only relays: its failure is the cause only when
+        // the encoder saw nothing but its abort.
+        let encoded = match (hashed, encoded) {
+            (Ok(plain), Ok(())) => Ok(plain),
+            (Err(h), Err(e)) if channel::is_aborted(&e) => Err(h),
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+        };
 
         // Report the cause, not its echo: a failing store breaks the pipes
         // upstream, and a failing source aborts the stages after it.
@@ -87,48 +105,71 @@ where
             (Err(e), _, _) => Err(PipelineError::Source(e)),
             (Ok(()), Err(e), _) => Err(PipelineError::Encode(e)),
             (Ok(()), Ok(_), Err(e)) => Err(PipelineError::Store(e)),
-            (Ok(()), Ok((plain, stored)), Ok(n)) => {
-                debug_assert_eq!(n, stored.bytes);
-                Ok(Streamed { plain, stored })
+            (Ok(()), Ok(plain), Ok(n)) => {
+                debug_assert_eq!(n, stored_tally.bytes);
+                Ok(Streamed {
+                    plain,
+                    stored: stored_tally,
+                })
             }
         }
     })
 }
 
+/// Hashes and counts the chunks going from `input` to `out`, without
+/// copying them; fails as soon as more than `limit` bytes went by.
+fn tally_stage(
+    mut input: channel::ChannelReader,
+    mut out: channel::ChannelWriter,
+    limit: u64,
+    what: &str,
+) -> io::Result<Tally> {
+    let mut tally = Tally::default();
+    while let Some(chunk) = input.recv_chunk()? {
+        if tally.bytes + chunk.len() as u64 > limit {
+            return Err(io::Error::other(format!(
+                "the {what} is larger than the manifest says ({limit} bytes); the payload is damaged or forged"
+            )));
+        }
+        tally.update(&chunk);
+        out.send_chunk(chunk)?;
+        while let Some(spent) = out.take_spent() {
+            input.recycle(spent);
+        }
+    }
+    out.finish()?;
+    Ok(tally)
+}
+
 fn encode(
     mut input: channel::ChannelReader,
-    output: channel::ChannelWriter,
+    mut output: channel::ChannelWriter,
     compression: &Compression,
     recipients: &[RecipientCert],
     progress: &dyn Progress,
-) -> io::Result<(Tally, Tally)> {
-    let mut stored = hashing::HashWriter::new(output);
-    let plain_tally = {
-        let message = keys::encrypt_to(&mut stored, recipients).map_err(io::Error::other)?;
-        let compressor = Compressor::new(message, compression)?;
-        let mut plain = hashing::HashWriter::new(compressor);
-        let mut buf = vec![0u8; channel::CHUNK];
+) -> io::Result<()> {
+    {
+        let message = keys::encrypt_to(&mut output, recipients).map_err(io::Error::other)?;
+        let mut compressor = Compressor::new(message, compression)?;
         loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let n = {
+                let chunk = input.fill_buf()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                if crate::cancel::requested() {
+                    return Err(crate::cancel::interrupted());
+                }
+                compressor.write_all(chunk)?;
+                chunk.len()
             };
-            if crate::cancel::requested() {
-                return Err(crate::cancel::interrupted());
-            }
-            plain.write_all(&buf[..n])?;
+            input.consume(n);
             progress.advance(n as u64);
         }
-        let (compressor, plain_tally) = plain.into_parts();
         let message = compressor.finish()?;
         message.finalize().map_err(io::Error::other)?;
-        plain_tally
-    };
-    let (output, stored_tally) = stored.into_parts();
-    output.finish()?;
-    Ok((plain_tally, stored_tally))
+    }
+    output.finish()
 }
 
 use compress::Compressor;
@@ -160,16 +201,17 @@ pub enum RestoreError {
 /// early (the rest is drained and checked). Its result is returned only
 /// when every check passed.
 ///
-/// Two stages, joined by a bounded pipe: one thread reads the stored bytes
-/// (hashing them) and decrypts; the calling thread decompresses, hashes the
-/// plaintext and runs `consume`. Memory stays flat.
+/// Four stages, joined by bounded pipes, run beside the calling thread
+/// (which runs `consume`): reading the stored bytes and hashing them;
+/// decryption; decompression; hashing the plaintext. Chunks pass through
+/// the hash stages uncopied. Memory stays flat.
 pub fn restore_stream<T>(
     store: &dyn Store,
     manifest: &Manifest,
     expected: &Payload,
     identity: &Identity,
     progress: &dyn Progress,
-    consume: impl FnOnce(&mut dyn Read) -> anyhow::Result<T>,
+    consume: impl FnOnce(&mut dyn BufRead) -> anyhow::Result<T>,
 ) -> Result<T, RestoreError> {
     let backup_id = manifest.id.as_str();
     let algorithm = manifest.compression.algorithm;
@@ -180,42 +222,47 @@ pub fn restore_stream<T>(
         detail,
     };
     let source = store.get(key)?;
+    let (fetched_w, fetched_r) = channel::pipe();
     let (decrypted_w, decrypted_r) = channel::pipe();
     let (plain_w, plain_r) = channel::pipe();
-    let (decrypted, stored, decompressed, outcome) = std::thread::scope(|s| {
-        let source: crate::store::Reader = Box::new(Capped {
+    let (hashed_w, hashed_r) = channel::pipe();
+    let (decrypted, stored, decompressed, plain, outcome) = std::thread::scope(|s| {
+        let source = Capped {
             inner: source,
             left: expected.stored_size,
             limit: expected.stored_size,
             what: "stored payload",
-        });
-        let decrypting = s.spawn(move || decrypt_stage(source, identity, decrypted_w));
+        };
+        let fetching = s.spawn(move || fetch_stage(source, fetched_w));
+        let decrypting = s.spawn(move || decrypt_stage(fetched_r, identity, decrypted_w));
         let decompressing = s.spawn(move || decompress_stage(decrypted_r, algorithm, plain_w));
-        let outcome: Result<(T, Tally), RestoreError> = (|| {
-            let mut plain = hashing::HashReader::new(ProgressReader {
-                inner: Capped {
-                    inner: plain_r,
-                    left: expected.plain_size,
-                    limit: expected.plain_size,
-                    what: "decrypted, decompressed content",
-                },
+        let limit = expected.plain_size;
+        let hashing = s.spawn(move || {
+            tally_stage(plain_r, hashed_w, limit, "decrypted, decompressed content")
+        });
+        let outcome: Result<T, RestoreError> = (|| {
+            let mut plain = ProgressReader {
+                inner: hashed_r,
                 progress,
-            });
+            };
             let value = consume(&mut plain).map_err(RestoreError::Consumer)?;
             io::copy(&mut plain, &mut io::sink())
                 .map_err(|e| damaged(format!("decompression failed: {e}")))?;
-            Ok((value, plain.tally))
+            Ok(value)
         })();
         // (The plaintext reader is gone here: a stage still writing stops.)
+        let plain = hashing.join().expect("hashing thread panicked");
         let decompressed = decompressing.join().expect("decompressing thread panicked");
-        let (decrypted, stored) = decrypting.join().expect("decrypting thread panicked");
-        (decrypted, stored, decompressed, outcome)
+        let decrypted = decrypting.join().expect("decrypting thread panicked");
+        let stored = fetching.join().expect("reading thread panicked");
+        (decrypted, stored, decompressed, plain, outcome)
     });
     progress.finish();
 
     // A BLAKE2 mismatch of the stored bytes is the clearest diagnosis of a
     // damaged payload, so it wins; then the decryption's own failure (the
-    // other stage only saw its echo); then the consumer's.
+    // other stages only saw its echo); then the consumer's.
+    let decrypt_echo = matches!(&decrypted, Err(Decrypted::Integrity(e)) if channel::is_aborted(e));
     match stored {
         Ok(tally) => {
             if tally.bytes != expected.stored_size {
@@ -230,7 +277,12 @@ pub fn restore_stream<T>(
                 ));
             }
         }
-        Err(e) if outcome.is_ok() && decrypted.is_ok() => {
+        // Reading the store failed (or stopped past the manifest's size):
+        // everything after it only saw the echo.
+        Err(e) if decrypt_echo || (outcome.is_ok() && decrypted.is_ok()) => {
+            if is_over_limit(&e) {
+                return Err(damaged(e.to_string()));
+            }
             return Err(RestoreError::Store(StoreError::Io {
                 op: "read",
                 store: store.location(),
@@ -257,7 +309,12 @@ pub fn restore_stream<T>(
     if let Err(detail) = decompressed {
         return Err(damaged(detail));
     }
-    let (value, plain) = outcome?;
+    let plain = match plain {
+        Err(e) if is_over_limit(&e) => return Err(damaged(e.to_string())),
+        other => other,
+    };
+    let value = outcome?;
+    let plain = plain.map_err(|e| damaged(format!("decompression failed: {e}")))?;
     if plain.bytes != expected.plain_size || plain.hex() != expected.plain_blake2b {
         return Err(damaged(
             "the decrypted, decompressed content does not match the manifest's size and BLAKE2b-512"
@@ -265,6 +322,42 @@ pub fn restore_stream<T>(
         ));
     }
     Ok(value)
+}
+
+fn is_over_limit(e: &io::Error) -> bool {
+    e.to_string().contains("larger than the manifest says")
+}
+
+/// Reads the stored bytes, hashing them, into `out`. Whatever happens
+/// downstream, they are read to their end (unless cellar is stopping), so
+/// their size and BLAKE2b can be judged.
+fn fetch_stage(mut source: impl Read, mut out: channel::ChannelWriter) -> io::Result<Tally> {
+    let mut tally = Tally::default();
+    let mut forward = true;
+    let mut chunk = Vec::new();
+    loop {
+        if crate::cancel::requested() {
+            return Err(crate::cancel::interrupted());
+        }
+        if forward {
+            chunk = out.reuse();
+        }
+        chunk.resize(channel::CHUNK, 0);
+        let n = channel::read_full(&mut source, &mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        chunk.truncate(n);
+        tally.update(&chunk);
+        if forward && out.send_chunk(std::mem::take(&mut chunk)).is_err() {
+            // The next stage stopped: keep reading, only to hash.
+            forward = false;
+        }
+    }
+    if forward {
+        let _ = out.finish();
+    }
+    Ok(tally)
 }
 
 /// Decompresses `input` into `out`; the error is what makes the payload
@@ -278,16 +371,13 @@ fn decompress_stage(
     {
         let mut decompressed = compress::decompressor(&mut input, algorithm)
             .map_err(|e| format!("cannot start decompression: {e}"))?;
-        let mut buf = vec![0u8; channel::CHUNK];
         loop {
-            let n = match decompressed.read(&mut buf) {
+            match out.fill_from(&mut decompressed, &mut |_| Ok(())) {
                 Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(_) => {}
+                // The next stage stopped reading: it says why.
+                Err(e) if channel::is_closed(&e) => return Ok(()),
                 Err(e) => return Err(format!("decompression failed: {e}")),
-            };
-            if out.write_all(&buf[..n]).is_err() {
-                return Ok(());
             }
         }
     }
@@ -312,45 +402,38 @@ enum Decrypted {
     Closed,
 }
 
-/// Reads the stored bytes (hashing them) and writes the decrypted stream
-/// into `out`. Whatever happens, the stored bytes are read to their end
-/// (unless cellar is stopping), so their size and BLAKE2b can be judged.
+/// Decrypts the stored bytes from `input` into `out`.
 fn decrypt_stage(
-    source: crate::store::Reader,
+    input: channel::ChannelReader,
     identity: &Identity,
-    out: channel::ChannelWriter,
-) -> (Result<(), Decrypted>, io::Result<Tally>) {
-    let mut stored = hashing::HashReader::new(source);
-    let decrypted = (|| {
-        let mut out = out;
-        let mut d = keys::decrypt_from(&mut stored, identity).map_err(Decrypted::Key)?;
-        let mut buf = vec![0u8; channel::CHUNK];
-        loop {
-            let n = match d.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Decrypted::Integrity(e)),
-            };
-            out.write_all(&buf[..n]).map_err(|_| Decrypted::Closed)?;
-        }
-        // Dropping `out` unfinished (any error above) tells the next stage
-        // the stream is incomplete.
-        out.finish().map_err(|_| Decrypted::Closed)
-    })();
-    let mut buf = vec![0u8; channel::CHUNK];
-    let drained = loop {
-        if crate::cancel::requested() {
-            break Err(crate::cancel::interrupted());
-        }
-        match stored.read(&mut buf) {
-            Ok(0) => break Ok(stored.tally.clone()),
+    mut out: channel::ChannelWriter,
+) -> Result<(), Decrypted> {
+    let input = SyncReader(std::sync::Mutex::new(input));
+    let mut d = keys::decrypt_from(input, identity).map_err(Decrypted::Key)?;
+    loop {
+        match out.fill_from(&mut d, &mut |_| Ok(())) {
+            Ok(0) => break,
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
+            Err(e) if channel::is_closed(&e) => return Err(Decrypted::Closed),
+            Err(e) => return Err(Decrypted::Integrity(e)),
         }
-    };
-    (decrypted, drained)
+    }
+    // Dropping `out` unfinished (any error above) tells the next stage the
+    // stream is incomplete.
+    out.finish().map_err(|_| Decrypted::Closed)
+}
+
+/// A reader that is `Sync`, as the OpenPGP parser requires, for one that
+/// only moves between threads (the lock is never contended).
+struct SyncReader<R>(std::sync::Mutex<R>);
+
+impl<R: Read> Read for SyncReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self.0.get_mut() {
+            Ok(r) => r.read(out),
+            Err(p) => p.into_inner().read(out),
+        }
+    }
 }
 
 /// Stops a stream that runs past the size the manifest gives it: a forged
@@ -382,14 +465,45 @@ struct ProgressReader<'a, R> {
     progress: &'a dyn Progress,
 }
 
-impl<R: Read> Read for ProgressReader<'_, R> {
+impl<R: BufRead> Read for ProgressReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = out.len().min(avail.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for ProgressReader<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if crate::cancel::requested() {
             return Err(crate::cancel::interrupted());
         }
-        let n = self.inner.read(out)?;
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
         self.progress.advance(n as u64);
-        Ok(n)
+    }
+}
+
+/// Copies `r` into `w` straight from `r`'s buffer, in writes as large as
+/// its chunks.
+pub fn copy_buffered(r: &mut dyn BufRead, w: &mut dyn Write) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = {
+            let buf = r.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(total);
+            }
+            w.write_all(buf)?;
+            buf.len()
+        };
+        r.consume(n);
+        total += n as u64;
     }
 }
 

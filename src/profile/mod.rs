@@ -169,9 +169,55 @@ impl PgConn {
     pub fn tool(&self, name: &str) -> PathBuf {
         match &self.bin_dir {
             Some(d) => d.join(name),
-            None => PathBuf::from(name),
+            None => path_tool(name),
         }
     }
+}
+
+/// `name` as PATH finds it, except that Debian's `pg_wrapper` (the Perl
+/// script behind /usr/bin/psql, pg_dump and the others) is skipped: it
+/// costs 60–100 ms a start, and a backup starts half a dozen tools. For a
+/// server named by host and port the wrapper runs the newest installed
+/// version, so that is what runs instead. `pg_bin_dir` chooses otherwise.
+fn path_tool(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static FOUND: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let found = FOUND.get_or_init(Default::default);
+    if let Some(p) = found.lock().ok().and_then(|m| m.get(name).cloned()) {
+        return p;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    let wrapped = on_path
+        .as_ref()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .is_some_and(|p| p.ends_with("postgresql-common/pg_wrapper"));
+    let newest = || {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let tool = e.path().join("bin").join(name);
+                tool.is_file().then_some((v, tool))
+            })
+            .collect();
+        versions.sort();
+        versions.pop().map(|(_, tool)| tool)
+    };
+    let chosen = match wrapped.then(newest).flatten() {
+        Some(direct) => direct,
+        None => PathBuf::from(name),
+    };
+    if let Ok(mut m) = found.lock() {
+        m.insert(name.to_string(), chosen.clone());
+    }
+    chosen
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -434,9 +434,7 @@ fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result
     let file = tempfile::tempfile_in(dir)
         .with_context(|| format!("creating a spool file in {}", dir.display()))?;
     ctx.stream(m, p, |r| {
-        let mut w = io::BufWriter::with_capacity(1 << 20, &file);
-        io::copy(r, &mut w)
-            .and_then(|_| w.flush())
+        crate::pipeline::copy_buffered(r, &mut &file)
             .with_context(|| format!("writing the spool file in {}", dir.display()))?;
         Ok(())
     })?;

@@ -33,7 +33,7 @@ impl Ctx<'_> {
         &self,
         m: &Manifest,
         p: &Payload,
-        consume: impl FnOnce(&mut dyn std::io::Read) -> anyhow::Result<T>,
+        consume: impl FnOnce(&mut dyn std::io::BufRead) -> anyhow::Result<T>,
     ) -> Result<T, RestoreError> {
         self.progress
             .start(&format!("{}: {}", self.profile.name, p.name));
@@ -190,10 +190,9 @@ pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow:
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let tmp = ctx.stream(m, p, |r| {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, tmp.reopen()?);
-        std::io::copy(r, &mut f)
-            .map_err(anyhow::Error::from)
-            .and_then(|_| Ok(f.into_inner().map_err(|e| e.into_error())?.sync_all()?))
+        let mut f = tmp.reopen()?;
+        pipeline::copy_buffered(r, &mut f)
+            .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.path().display()))?;
         Ok(tmp)
     })?;

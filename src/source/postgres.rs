@@ -414,7 +414,10 @@ fn run_into(mut cmd: Command, tool: &str, out: &mut dyn Write) -> anyhow::Result
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = process::spawn(&mut cmd, tool, HINT)?;
     // A quiet pg_dump (waiting on a lock) must not hold off a SIGTERM.
-    let mut stdout = process::Cancellable(child.child.stdout.take().unwrap());
+    let mut stdout = io::BufReader::with_capacity(
+        1 << 18,
+        process::Cancellable(child.child.stdout.take().unwrap()),
+    );
     let copied = io::copy(&mut stdout, out);
     drop(stdout);
     match copied {

@@ -276,7 +276,7 @@ fn b2(data: &[u8]) -> String {
 fn replace_payload(env: &TestEnv, profile: &str, tar: &[u8]) {
     let path = env.manifests(profile).pop().unwrap();
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
     xz.write_all(tar).unwrap();
     let compressed = xz.finish().unwrap();
     let r = vec![cellar::keys::load_recipient(&env.path().join("secrets/k.pub.asc")).unwrap()];
