@@ -264,10 +264,29 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 DumpFormat::Custom => (Content::Pgdump, "pgdump"),
                 DumpFormat::Plain => (Content::Sql, "sql"),
             };
+            // Roles and tablespaces are dumped beside the databases, into
+            // an unnamed temporary file, and stored after them.
+            let globals = pg.globals.then(|| {
+                std::thread::spawn({
+                    let conn = conn.clone();
+                    move || -> anyhow::Result<std::fs::File> {
+                        let mut f = tempfile::tempfile().context("creating a temporary file")?;
+                        postgres::dump_globals(&conn, &mut f)?;
+                        std::io::Seek::rewind(&mut f)?;
+                        Ok(f)
+                    }
+                })
+            });
             let mut tables = 0;
             let mut dumped = Vec::new();
             let mut skipped = Vec::new();
             for db in &databases {
+                // Counted beside the dump; its error is reported only after
+                // the dump's own, which explains more.
+                let counting = std::thread::spawn({
+                    let (conn, db) = (conn.clone(), db.clone());
+                    move || postgres::count_tables(&conn, &db)
+                });
                 let custom = pg.format == DumpFormat::Custom;
                 let args = &pg.pg_dump_args;
                 let mut inventory = None;
@@ -324,6 +343,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                         p.inventory = inventory;
                     }
                 }
+                let counted = counting.join().expect("counting thread panicked");
                 if let Err(e) = r {
                     // A database dropped between the listing and its dump
                     // (all = true) is not a failed backup: it is gone.
@@ -341,9 +361,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                     continue;
                 }
                 dumped.push(db.clone());
-                // Counted after the dump, so pg_dump's own error explains
-                // a database that cannot be read.
-                tables += match postgres::count_tables(conn, db) {
+                tables += match counted {
                     Ok(n) => n,
                     // Dumped, then dropped: the dump stands.
                     Err(_)
@@ -355,9 +373,11 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                     Err(e) => return Err(job.other(format!("reading {db}: {e:#}"))),
                 };
             }
-            if pg.globals {
+            if let Some(globals) = globals {
+                let dumped = globals.join().expect("globals thread panicked");
                 job.stream(Content::Globals, None, "globals.sql", |w| {
-                    postgres::dump_globals(conn, w)
+                    std::io::copy(&mut dumped?, w)?;
+                    Ok(())
                 })?;
             }
             Ok(SourceInfo {

@@ -318,7 +318,14 @@ mod tests {
         let t = std::thread::spawn(move || {
             let mut src = &vec![7u8; CHUNK * 3 + 5][..];
             let mut seen = 0;
-            while w.fill_from(&mut src, &mut |c| Ok(seen += c.len())).unwrap() > 0 {}
+            while w
+                .fill_from(&mut src, &mut |c| {
+                    seen += c.len();
+                    Ok(())
+                })
+                .unwrap()
+                > 0
+            {}
             w.finish().unwrap();
             seen
         });
