@@ -73,6 +73,28 @@ pub enum Command {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Restore a backup (default: the latest) into a scratch database, compare it
+    /// with the manifest's inventory, drop it, and record the result and timings.
+    Drill {
+        profile: String,
+        /// Backup id (default: the latest complete backup).
+        id: Option<String>,
+        /// With several databases in the backup: which one.
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Keep a backup out of the retention (a marker object next to it in the store).
+    Pin {
+        profile: String,
+        /// Backup id, as `list` prints it.
+        id: String,
+    },
+    /// Release a pinned backup: the retention decides about it again.
+    Unpin {
+        profile: String,
+        /// Backup id, as `list` prints it.
+        id: String,
+    },
     /// One backup of one profile, now.
     Backup { profile: String },
     /// The complete backups in the store.
@@ -215,6 +237,14 @@ pub struct RestoreArgs {
     /// Do not restore ownership and privileges (for a server without the source's roles).
     #[arg(long)]
     pub no_owner: bool,
+    /// Restore only this table (SCHEMA.TABLE, or TABLE in public), with its data,
+    /// into a new database (--to-database); repeatable. Custom-format backups only.
+    #[arg(long, value_name = "TABLE", requires = "to_database")]
+    pub table: Vec<String>,
+    /// Restore only the objects of this schema, with their data, into a new
+    /// database (--to-database); repeatable. Custom-format backups only.
+    #[arg(long, value_name = "SCHEMA", requires = "to_database")]
+    pub schema: Vec<String>,
     #[arg(long)]
     pub host: Option<String>,
     #[arg(long)]

@@ -7,11 +7,13 @@ pub use backup::human_bytes;
 mod check;
 mod daemon;
 mod db;
+mod drill;
 mod init;
 mod keygen;
 mod list;
 mod meta;
 mod mirror;
+mod pin;
 mod prune;
 mod restore;
 mod run;
@@ -70,8 +72,23 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             id.as_deref(),
             database.as_deref(),
             wait,
+            metrics,
             progress,
         ),
+        Command::Drill {
+            profile,
+            id,
+            database,
+        } => drill::run(
+            dir,
+            profile,
+            id.as_deref(),
+            database.as_deref(),
+            metrics,
+            progress,
+        ),
+        Command::Pin { profile, id } => pin::run(dir, profile, id, true),
+        Command::Unpin { profile, id } => pin::run(dir, profile, id, false),
         Command::List { profile, json } => list::run(dir, profile, *json),
         Command::Verify { profile, id, all } => {
             verify::run(dir, profile, id.as_deref(), *all, progress)

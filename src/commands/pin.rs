@@ -1,0 +1,32 @@
+//! `cellar pin PROFILE ID` / `cellar unpin PROFILE ID`: keep a backup out
+//! of the retention, or release it. The pin is an object in the store
+//! next to the backup (see `crate::pin`).
+
+use std::path::Path;
+
+use crate::{catalog, pin, Failure};
+
+pub fn run(dir: &Path, name: &str, id: &str, keep: bool) -> Result<i32, Failure> {
+    let profile = super::load_one(dir, name)?;
+    let store = super::open_store(dir, &profile)?;
+    if keep {
+        // Only a trusted backup is worth keeping (and must exist).
+        let m = catalog::manifest(store.as_ref(), &profile, Some(id))?;
+        if pin::pin(store.as_ref(), &profile.name, &m.id)? {
+            println!(
+                "{}: backup {} is pinned: prune keeps it until `cellar unpin {} {}`",
+                profile.name, m.id, profile.name, m.id
+            );
+        } else {
+            println!("{}: backup {} was pinned already", profile.name, m.id);
+        }
+    } else if pin::unpin(store.as_ref(), &profile.name, id)? {
+        println!(
+            "{}: backup {id} is unpinned: the retention decides about it again",
+            profile.name
+        );
+    } else {
+        println!("{}: backup {id} was not pinned", profile.name);
+    }
+    Ok(0)
+}
