@@ -177,20 +177,25 @@ pub fn run(
             println!("  last mirror:  {}", describe(now, st.last_mirror.as_ref()));
             match &st.last_drill {
                 None => println!("  last drill:   never"),
-                Some(d) => println!(
-                    "  last drill:   {} {} by {} ({} ago): {} restored in {:.1}s ({}/s){}",
-                    d.backup_id,
-                    d.result(),
-                    d.by,
-                    age(now, d.finished_at),
-                    super::human_bytes(d.plain_bytes),
-                    d.restore_seconds,
-                    super::human_bytes(d.bytes_per_second as u64),
-                    d.error
-                        .as_deref()
-                        .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                        .unwrap_or_default()
-                ),
+                Some(d) => match &d.error {
+                    None => println!(
+                        "  last drill:   {} passed by {} ({} ago): {} restored in {:.1}s ({}/s)",
+                        d.backup_id,
+                        d.by,
+                        age(now, d.finished_at),
+                        super::human_bytes(d.plain_bytes),
+                        d.restore_seconds,
+                        super::human_bytes(d.bytes_per_second as u64),
+                    ),
+                    Some(e) => println!(
+                        "  last drill:   {} FAILED by {} ({} ago) after {:.1}s: {}",
+                        d.backup_id,
+                        d.by,
+                        age(now, d.finished_at),
+                        d.restore_seconds,
+                        e.lines().next().unwrap_or("")
+                    ),
+                },
             }
             for o in &objectives {
                 println!("  {o}");

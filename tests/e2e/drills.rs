@@ -150,3 +150,133 @@ fn a_drill_whose_restore_misses_rows_fails_and_names_the_table() {
     assert_eq!(status.code, 1, "{}", status.all());
     assert!(status.stdout.contains("DRILL FAILED"), "{}", status.stdout);
 }
+
+/// Reads a Prometheus textfile into (series name → value) for one profile.
+fn gauges(path: &std::path::Path) -> std::collections::HashMap<String, f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let name = series.split_once('{').unwrap().0;
+            (name.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn rto_exceeded_by_a_slowed_restore_fails_status_and_shows_in_the_metrics() {
+    let src = source("drill_rto");
+    let env = TestEnv::new();
+    // A pg_restore that takes 3 s longer than it should.
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_restore",
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\nsleep 3\nexec {PG_BIN}/pg_restore \"$@\"\n"
+            ),
+        )],
+    );
+    env.pg_profile(
+        "drill_rto",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.edit(
+        "profiles/drill_rto.toml",
+        "kind = \"postgres\"",
+        "kind = \"postgres\"\nrto = \"2s\"\nrpo = \"26h\"",
+    );
+    let metrics = env.path().join("cellar.prom");
+    let m = metrics.to_str().unwrap();
+    env.cellar(&["--metrics-file", m, "backup", "drill_rto"])
+        .ok();
+    // No drill yet: the rto is not proven.
+    let out = env.cellar(&["status", "drill_rto"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("RTO UNMEASURED"), "{}", out.stdout);
+
+    env.cellar(&["--metrics-file", m, "drill", "drill_rto"])
+        .ok();
+    let out = env.cellar(&["status", "drill_rto"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("drill_rto: OBJECTIVE MISSED")
+            && out.stdout.contains("RTO MISSED")
+            && out.stdout.contains("more than rto = 2s"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("rpo 1day 2h"), "{}", out.stdout);
+    let g = gauges(&metrics);
+    assert_eq!(g["cellar_rto_seconds"], 2.0, "{g:?}");
+    assert_eq!(g["cellar_rpo_seconds"], 26.0 * 3600.0, "{g:?}");
+    assert!(g["cellar_last_drill_seconds"] > 3.0, "{g:?}");
+    assert_eq!(g["cellar_last_drill_success"], 1.0, "{g:?}");
+    assert!(g["cellar_projected_restore_seconds"] > 3.0, "{g:?}");
+    assert!(g["cellar_newest_backup_age_seconds"] < 600.0, "{g:?}");
+
+    // A generous rto passes; the same backup 27 hours later misses the rpo.
+    env.edit("profiles/drill_rto.toml", "rto = \"2s\"", "rto = \"30m\"");
+    env.cellar(&["status", "drill_rto"]).ok();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(27)).to_rfc3339();
+    let out = env.at(&later, &["status", "drill_rto"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("RPO MISSED"), "{}", out.stdout);
+    let out = env.at(&later, &["status", "drill_rto", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows[0]["status"], "objective_missed", "{rows}");
+    assert!(rows[0]["newest_backup_age_seconds"].as_f64().unwrap() > 26.0 * 3600.0);
+}
+
+/// The last drill's time is projected by the database's growth since.
+#[test]
+fn the_restore_time_is_projected_by_growth_since_the_drill() {
+    let pg = pg();
+    let src = source("drill_growth");
+    let env = TestEnv::new();
+    env.pg_profile("drill_growth", &src, "globals = false", "");
+    env.cellar(&["backup", "drill_growth"]).ok();
+    env.cellar(&["drill", "drill_growth"]).ok();
+    pg.psql(&src, "INSERT INTO audit SELECT generate_series(1, 300000)");
+    env.cellar(&["backup", "drill_growth"]).ok();
+    let out = env.cellar(&["status", "drill_growth", "--json"]);
+    out.ok();
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let measured = rows[0]["last_drill"]["restore_seconds"].as_f64().unwrap();
+    let drilled = rows[0]["last_drill"]["backup_plain_bytes"]
+        .as_f64()
+        .unwrap();
+    let newest = rows[0]["last_success"]["plain_bytes"].as_f64().unwrap();
+    let projected = rows[0]["projected_restore_seconds"].as_f64().unwrap();
+    assert!(newest > drilled * 5.0, "{rows}");
+    assert!(
+        (projected - measured * newest / drilled).abs() < 1e-6 * projected,
+        "{rows}"
+    );
+}
+
+#[test]
+fn rto_and_rpo_that_are_not_durations_are_refused_with_their_line() {
+    let env = TestEnv::new();
+    env.pg_profile("bad_rto", "x", "", "");
+    env.edit(
+        "profiles/bad_rto.toml",
+        "kind = \"postgres\"",
+        "kind = \"postgres\"\nrto = \"soon\"\nrpo = \"0s\"",
+    );
+    let out = env.cellar(&["check", "bad_rto"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    let all = out.all();
+    assert!(
+        all.contains("bad_rto.toml:2") && all.contains("`soon` is not a duration"),
+        "{all}"
+    );
+    assert!(
+        all.contains("bad_rto.toml:3") && all.contains("is zero"),
+        "{all}"
+    );
+}
