@@ -34,6 +34,15 @@ pub enum BackupError {
     Other { profile: String, message: String },
 }
 
+impl BackupError {
+    /// The dump canary failed (the dump lacks a table's data).
+    pub fn dump_canary(&self) -> bool {
+        matches!(self, BackupError::Payload { cause, .. }
+            if matches!(cause.as_ref(), PipelineError::Source(e)
+                if e.chain().any(|c| c.is::<DumpCanary>())))
+    }
+}
+
 /// How much of a custom archive is kept to read its table of contents.
 const TOC_HEAD: usize = 32 << 20;
 

@@ -198,10 +198,13 @@ impl Runner<'_> {
         // A canary that found something, strict or not, or a dump that
         // lacks a table's data: prune holds off until a clean run.
         let canary_failed = !canaries_found.is_empty()
-            || result
-                .as_ref()
-                .err()
-                .is_some_and(|e| e.chain().any(|c| c.is::<crate::backup::DumpCanary>()));
+            || result.as_ref().err().is_some_and(|e| {
+                e.chain().any(|c| {
+                    c.is::<crate::backup::DumpCanary>()
+                        || c.downcast_ref::<crate::backup::BackupError>()
+                            .is_some_and(|b| b.dump_canary())
+                })
+            });
         let run = Run {
             backup_id: made.as_ref().map(|m| m.id.clone()),
             started_at,

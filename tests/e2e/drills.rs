@@ -280,3 +280,146 @@ fn rto_and_rpo_that_are_not_durations_are_refused_with_their_line() {
         "{all}"
     );
 }
+
+/// Retention protects good backups: a canary failure holds prune off, the
+/// newest drilled backup and pinned ones are kept, unpin releases.
+#[test]
+fn prune_holds_after_a_canary_failure_and_keeps_drilled_and_pinned_backups() {
+    let src = source("drill_keep");
+    let env = TestEnv::new();
+    env.pg_profile(
+        "keep",
+        &src,
+        "globals = false",
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    for day in 1..=4 {
+        env.at(&format!("2026-03-{day:02}T02:00:00Z"), &["backup", "keep"])
+            .ok();
+    }
+    let all = ids(&env, "keep");
+    assert_eq!(all.len(), 4);
+
+    // A pg_dump that leaves a table's data out: the dump canary fails the
+    // run, and prune then deletes nothing, saying why.
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!("#!/bin/sh\nexec {PG_BIN}/pg_dump --exclude-table-data=audit \"$@\"\n"),
+        )],
+    );
+    let bin_line = format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap());
+    env.edit("profiles/keep.toml", "globals = false", &bin_line);
+    let out = env.at("2026-03-05T02:00:00Z", &["backup", "keep"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let out = env.at("2026-03-05T03:00:00Z", &["prune", "keep"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("nothing is deleted")
+            && out.stdout.contains("failed a canary")
+            && out.stdout.contains("public.audit"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(ids(&env, "keep"), all, "prune deleted during a canary hold");
+    // `run` after a failed canary: the run fails, nothing is pruned.
+    let out = env.at("2026-03-05T04:00:00Z", &["run", "keep"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(ids(&env, "keep"), all);
+
+    // Drill the second backup and pin the first.
+    env.edit("profiles/keep.toml", &bin_line, "globals = false");
+    env.at("2026-03-05T05:00:00Z", &["drill", "keep", &all[1]])
+        .ok();
+    let out = env.cellar(&["pin", "keep", &all[0]]);
+    out.ok();
+    assert!(out.stdout.contains("pinned"), "{}", out.stdout);
+    assert!(env
+        .store_entries("keep")
+        .contains(&format!("{}.pin", all[0])));
+    env.cellar(&["pin", "keep", &all[0]]).ok();
+    // Pinning what is not a trusted backup fails.
+    let out = env.cellar(&["pin", "keep", "20200101T000000Z"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+
+    let list = env.at("2026-03-05T05:30:00Z", &["list", "keep"]);
+    let line = |id: &str| {
+        list.stdout
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&all[0]).contains("pinned"), "{}", list.stdout);
+    assert!(
+        line(&all[1]).contains("drilled") && line(&all[1]).contains("passed"),
+        "{}",
+        list.stdout
+    );
+
+    // A clean backup ends the hold: prune keeps the newest, the drilled
+    // and the pinned backups, and deletes the rest.
+    env.at("2026-03-06T02:00:00Z", &["backup", "keep"]).ok();
+    let out = env.at("2026-03-06T03:00:00Z", &["prune", "keep"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("the newest backup whose restore drill passed"),
+        "{}",
+        out.stdout
+    );
+    let kept = ids(&env, "keep");
+    assert_eq!(kept.len(), 3, "{kept:?}\n{}", out.stdout);
+    assert!(kept.contains(&all[0]) && kept.contains(&all[1]), "{kept:?}");
+    assert!(
+        !kept.contains(&all[2]) && !kept.contains(&all[3]),
+        "{kept:?}"
+    );
+
+    // Unpin releases it to the retention.
+    let out = env.cellar(&["unpin", "keep", &all[0]]);
+    out.ok();
+    assert!(out.stdout.contains("unpinned"), "{}", out.stdout);
+    env.cellar(&["unpin", "keep", &all[0]]).ok();
+    env.at("2026-03-06T04:00:00Z", &["prune", "keep"]).ok();
+    let kept = ids(&env, "keep");
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(!kept.contains(&all[0]), "{kept:?}");
+    assert!(!env
+        .store_entries("keep")
+        .iter()
+        .any(|n| n.starts_with(&all[0])));
+}
+
+/// A non-strict canary finding (a dump much smaller than the last) keeps
+/// `run` from pruning after its backup, and holds `prune` off.
+#[test]
+fn a_shrunken_dump_keeps_run_and_prune_from_deleting() {
+    let pg = pg();
+    let src = source("drill_shrink");
+    pg.psql(&src, "INSERT INTO audit SELECT generate_series(1, 200000)");
+    let env = TestEnv::new();
+    env.pg_profile(
+        "shrink",
+        &src,
+        "globals = false",
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    for day in 1..=3 {
+        env.at(
+            &format!("2026-03-{day:02}T02:00:00Z"),
+            &["backup", "shrink"],
+        )
+        .ok();
+    }
+    pg.psql(&src, "TRUNCATE audit");
+    let out = env.at("2026-03-04T02:00:00Z", &["run", "shrink"]);
+    out.ok();
+    assert!(out.stderr.contains("not pruning"), "{}", out.stderr);
+    assert_eq!(ids(&env, "shrink").len(), 4);
+    let out = env.at("2026-03-04T03:00:00Z", &["prune", "shrink"]);
+    out.ok();
+    assert!(out.stdout.contains("nothing is deleted"), "{}", out.stdout);
+    assert_eq!(ids(&env, "shrink").len(), 4);
+}
