@@ -239,11 +239,11 @@ pub struct RestoreArgs {
     pub no_owner: bool,
     /// Restore only this table (SCHEMA.TABLE, or TABLE in public), with its data,
     /// into a new database (--to-database); repeatable. Custom-format backups only.
-    #[arg(long, value_name = "TABLE", requires = "to_database")]
+    #[arg(long, value_name = "TABLE")]
     pub table: Vec<String>,
     /// Restore only the objects of this schema, with their data, into a new
     /// database (--to-database); repeatable. Custom-format backups only.
-    #[arg(long, value_name = "SCHEMA", requires = "to_database")]
+    #[arg(long, value_name = "SCHEMA")]
     pub schema: Vec<String>,
     #[arg(long)]
     pub host: Option<String>,

@@ -13,6 +13,11 @@ use crate::Failure;
 pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i32, Failure> {
     let profile = super::load_one(dir, &args.profile)?;
     // Mistakes in the request are exit 2, before anything is fetched.
+    if (!args.table.is_empty() || !args.schema.is_empty()) && args.to_database.is_none() {
+        return Err(Failure::config(anyhow::anyhow!(
+            "--table and --schema restore into a new database: add --to-database NAME (for a file, use --to-file and `pg_restore -t` on it)"
+        )));
+    }
     if let Some(file) = &args.to_file {
         restore::check_file_target(file).map_err(Failure::config)?;
     }

@@ -423,3 +423,161 @@ fn a_shrunken_dump_keeps_run_and_prune_from_deleting() {
     assert!(out.stdout.contains("nothing is deleted"), "{}", out.stdout);
     assert_eq!(ids(&env, "shrink").len(), 4);
 }
+
+fn tables_of(db: &str) -> Vec<String> {
+    pg().psql(
+        db,
+        "SELECT schemaname || '.' || tablename FROM pg_tables
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn one_table_or_one_schema_is_restored_from_a_multi_table_backup() {
+    let pg = pg();
+    let src = source("part_src");
+    let env = TestEnv::new();
+    env.pg_profile("part", &src, "globals = false", "");
+    env.cellar(&["backup", "part"]).ok();
+    // Someone deletes rows after the backup.
+    pg.psql(&src, "DELETE FROM shop.orders WHERE id > 10");
+
+    let one = db_name("part_one");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {one}"));
+    let out = env.cellar(&[
+        "restore",
+        "part",
+        "--table",
+        "shop.orders",
+        "--to-database",
+        &one,
+        "-v",
+    ]);
+    out.ok();
+    assert!(
+        out.stderr.contains("1 chosen table(s) match"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tables_of(&one), vec!["shop.orders"]);
+    assert_eq!(
+        pg.psql(&one, "SELECT count(*), sum(total) FROM shop.orders")
+            .trim(),
+        "1000|500500"
+    );
+    // The rows can go back with standard tools (the README's recipe).
+    let copied = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "psql -X -q -h 127.0.0.1 -p {p} -U postgres -d {one} -c \"\\copy (SELECT * FROM shop.orders WHERE id > 10) TO STDOUT\" | psql -X -q -h 127.0.0.1 -p {p} -U postgres -d {src} -c \"\\copy shop.orders FROM STDIN\"",
+            p = pg.port
+        ))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    assert_eq!(
+        pg.psql(&src, "SELECT count(*) FROM shop.orders").trim(),
+        "1000"
+    );
+
+    // A schema, and a table named without a schema (public), together.
+    let two = db_name("part_two");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {two}"));
+    env.cellar(&[
+        "restore",
+        "part",
+        "--schema",
+        "shop",
+        "--table",
+        "audit",
+        "--to-database",
+        &two,
+    ])
+    .ok();
+    assert_eq!(
+        tables_of(&two),
+        vec!["public.audit", "shop.customers", "shop.orders"]
+    );
+    assert_eq!(
+        pg.psql(&two, "SELECT count(*) FROM shop.customers").trim(),
+        "20"
+    );
+    assert!(
+        pg.psql(
+            &two,
+            "SELECT count(*) FROM pg_views WHERE viewname = 'big_orders'"
+        )
+        .trim()
+            == "0"
+    );
+
+    // What the backup does not hold, --clean, and a plain dump: exit 2,
+    // nothing made.
+    let three = db_name("part_three");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {three}"));
+    let out = env.cellar(&[
+        "restore",
+        "part",
+        "--table",
+        "shop.nosuch",
+        "--to-database",
+        &three,
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("holds no table shop.nosuch"),
+        "{}",
+        out.stderr
+    );
+    let out = env.cellar(&[
+        "restore",
+        "part",
+        "--table",
+        "audit",
+        "--to-database",
+        &one,
+        "--clean",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("--clean would replace"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tables_of(&one), vec!["shop.orders"]);
+    // Into a database that is not empty: refused as any restore is.
+    let out = env.cellar(&["restore", "part", "--table", "audit", "--to-database", &one]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    let file = env.path().join("part.dump");
+    let out = env.cellar(&[
+        "restore",
+        "part",
+        "--table",
+        "audit",
+        "--to-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(!file.exists());
+    assert!(!pg.exists(&three));
+
+    env.pg_profile("plain", &src, "globals = false\nformat = \"plain\"", "");
+    env.cellar(&["backup", "plain"]).ok();
+    let out = env.cellar(&[
+        "restore",
+        "plain",
+        "--table",
+        "audit",
+        "--to-database",
+        &three,
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("plain SQL dump"), "{}", out.stderr);
+    assert!(!pg.exists(&three));
+    for db in [&one, &two] {
+        pg.psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    }
+}
