@@ -42,7 +42,13 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate profiles, then reach each source, store and key.
-    Check { profiles: Vec<String> },
+    Check {
+        profiles: Vec<String>,
+        /// Instead: list the databases on each configured PostgreSQL server that no
+        /// profile backs up (exit 1 when there are any).
+        #[arg(long, conflicts_with = "profiles")]
+        coverage: bool,
+    },
     /// Back up every profile (or those named); one failure never stops the others.
     Run {
         profiles: Vec<String>,
@@ -142,6 +148,10 @@ pub enum Command {
         max_age: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
+        /// Also exit 1 when a configured PostgreSQL server has databases that no
+        /// profile backs up (as `check --coverage` lists them).
+        #[arg(long)]
+        fail_on_uncovered: bool,
     },
     /// Print a profile as cellar resolved it, with secrets redacted.
     Show { profile: String },

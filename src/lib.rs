@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod commands;
+pub mod coverage;
 pub mod drill;
 pub mod hooks;
 pub mod job;

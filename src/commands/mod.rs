@@ -42,7 +42,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
     let metrics = cli.metrics_file.as_deref();
     let wait = cli.lock_wait;
     match &cli.command {
-        Command::Check { profiles } => check::run(dir, profiles),
+        Command::Check {
+            profiles,
+            coverage: false,
+        } => check::run(dir, profiles),
+        Command::Check { coverage: true, .. } => check::coverage(dir),
         Command::Run {
             profiles,
             due,
@@ -106,7 +110,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             profiles,
             max_age,
             json,
-        } => status::run(dir, profiles, *max_age, *json),
+            fail_on_uncovered,
+        } => status::run(dir, profiles, *max_age, *json, *fail_on_uncovered),
         Command::Show { profile } => show::run(dir, profile),
         Command::Daemon { tick } => {
             daemon::run(dir, *tick, &Opts::new(metrics, wait, true), progress)

@@ -41,6 +41,7 @@ pub fn run(
     names: &[String],
     max_age: Option<Duration>,
     json: bool,
+    fail_on_uncovered: bool,
 ) -> Result<i32, Failure> {
     let files = profile::discover(dir).map_err(Failure::config)?;
     let files = profile::select(dir, files, names).map_err(Failure::config)?;
@@ -215,6 +216,32 @@ pub fn run(
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    }
+    if fail_on_uncovered {
+        // Every profile counts for coverage, not only those named.
+        let (profiles, invalid) = super::check::valid_profiles(dir)?;
+        if json {
+            // stdout holds the JSON; the findings go to the log.
+            for (server, r) in crate::coverage::of(&profiles) {
+                match r {
+                    Ok(s) if s.uncovered.is_empty() => {}
+                    Ok(s) => {
+                        bad += s.uncovered.len();
+                        tracing::error!(
+                            "coverage of {server}: not backed up by any profile: {}",
+                            s.uncovered.join(", ")
+                        );
+                    }
+                    Err(e) => {
+                        bad += 1;
+                        tracing::error!("coverage of {server}: {e:#}");
+                    }
+                }
+            }
+        } else {
+            bad += super::check::print_coverage(&profiles);
+        }
+        bad += invalid;
     }
     Ok(if bad > 0 { 1 } else { 0 })
 }

@@ -581,3 +581,61 @@ fn one_table_or_one_schema_is_restored_from_a_multi_table_backup() {
         pg.psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     }
 }
+
+#[test]
+fn coverage_lists_the_databases_no_profile_backs_up() {
+    let own = crate::harness::private_pg();
+    for db in ["cov_a", "cov_b", "cov_test"] {
+        own.create_db(db);
+    }
+    own.psql("cov_a", "CREATE TABLE t (v int)");
+    own.psql("cov_b", "CREATE TABLE t (v int)");
+    let env = TestEnv::new();
+    let on_own = |name: &str, db: &str, rest: &str| {
+        env.pg_profile(name, db, "globals = false", rest);
+        env.edit(
+            &format!("profiles/{name}.toml"),
+            &format!("port = {}", pg().port),
+            &format!("port = {}", own.port),
+        );
+    };
+    on_own("cov_a", "cov_a", "[mirror]\ndatabase = \"cov_test\"");
+    env.cellar(&["backup", "cov_a"]).ok();
+
+    let out = env.cellar(&["check", "--coverage"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("1 database(s) backed up, 1 NOT: cov_b"),
+        "{}",
+        out.stdout
+    );
+    // The mirror target and an empty `postgres` are not reported.
+    assert!(!out.stdout.contains("cov_test"), "{}", out.stdout);
+    assert!(!out.stdout.contains("postgres,"), "{}", out.stdout);
+    env.cellar(&["status"]).ok();
+    let out = env.cellar(&["status", "--fail-on-uncovered"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("NOT: cov_b"), "{}", out.stdout);
+
+    // `postgres` with tables of its own needs a backup too.
+    own.psql("postgres", "CREATE TABLE kept_here (v int)");
+    let out = env.cellar(&["check", "--coverage"]);
+    assert!(
+        out.stdout.contains("2 NOT: cov_b, postgres"),
+        "{}",
+        out.stdout
+    );
+    own.psql("postgres", "DROP TABLE kept_here");
+
+    on_own("cov_b", "cov_b", "");
+    env.cellar(&["backup", "cov_b"]).ok();
+    let out = env.cellar(&["check", "--coverage"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("ok (2 database(s), each backed up by a profile)"),
+        "{}",
+        out.stdout
+    );
+    env.cellar(&["status", "--fail-on-uncovered"]).ok();
+}
