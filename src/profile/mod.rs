@@ -758,6 +758,17 @@ pub fn parse(
             .section::<Spanned<String>>(get(key), key, template)
             .flatten()?;
         match humantime::parse_duration(s.get_ref()) {
+            // A restore time is measured by drills, which restore a
+            // database: a files profile has none to measure.
+            Ok(_) if key == "rto" && kind == Some(Kind::Files) => {
+                v.problem(
+                    Some(s.span()),
+                    key,
+                    "a files profile has no restore drills to measure an rto with".to_string(),
+                    "remove `rto`; `rpo` works for files profiles".to_string(),
+                );
+                None
+            }
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
                 v.problem(

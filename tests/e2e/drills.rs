@@ -639,3 +639,44 @@ fn coverage_lists_the_databases_no_profile_backs_up() {
     );
     env.cellar(&["status", "--fail-on-uncovered"]).ok();
 }
+
+/// A mirror run is a drill too: recorded passed or failed, per backup.
+#[test]
+fn mirror_runs_are_recorded_as_drills() {
+    let pg = pg();
+    let src = source("drill_mirror");
+    let target = db_name("drill_mirror_test");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {target}"));
+    let env = TestEnv::new();
+    env.pg_profile(
+        "dm",
+        &src,
+        "globals = false",
+        &format!("[mirror]\ndatabase = \"{target}\"\nchecks = [\"SELECT count(*) = 1000 FROM shop.orders\"]"),
+    );
+    env.cellar(&["backup", "dm"]).ok();
+    let id = ids(&env, "dm").pop().unwrap();
+    env.cellar(&["mirror", "dm"]).ok();
+    let st = state(&env, "dm");
+    assert_eq!(st["last_drill"]["by"], "mirror", "{st}");
+    assert_eq!(st["last_drill"]["passed"], true, "{st}");
+    assert_eq!(st["last_drill"]["tables_compared"], 3, "{st}");
+    assert_eq!(st["drills"][&id]["passed"], true, "{st}");
+
+    env.edit("profiles/dm.toml", "= 1000", "= 999");
+    let out = env.cellar(&["mirror", "dm"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let st = state(&env, "dm");
+    assert_eq!(st["last_drill"]["passed"], false, "{st}");
+    assert!(
+        st["last_drill"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("check #1"),
+        "{st}"
+    );
+    let out = env.cellar(&["status", "dm"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("dm: DRILL FAILED"), "{}", out.stdout);
+    pg.psql("postgres", &format!("DROP DATABASE {target} WITH (FORCE)"));
+}
