@@ -43,16 +43,21 @@ fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
 }
 
 /// Refuses a mirror that must not run (a target the profile backs up, a
-/// name cellar or PostgreSQL reserves): these are not failed drills.
-pub fn precheck(ctx: &Ctx<'_>, mirror: &Mirror, config_dir: &Path) -> anyhow::Result<()> {
+/// name cellar or PostgreSQL reserves): the inner `Err`, which is not a
+/// failed drill. The outer one is a server that could not be asked.
+pub fn precheck(
+    ctx: &Ctx<'_>,
+    mirror: &Mirror,
+    config_dir: &Path,
+) -> anyhow::Result<Result<(), String>> {
     let conn = &mirror.conn;
     let target = &mirror.database;
     if let crate::profile::Source::Postgres(pg) = &ctx.profile.source {
         if pg.backs_up(conn, target) {
-            bail!(
+            return Ok(Err(format!(
                 "refusing to mirror into {target}: the profile backs it up on the same server ({}), so the mirror would replace it with the last backup; set [mirror] database to a separate test database",
                 conn.describe()
-            );
+            )));
         }
     }
     let spool = ctx.profile.restore.spool_dir.clone();
@@ -69,7 +74,7 @@ pub fn precheck(ctx: &Ctx<'_>, mirror: &Mirror, config_dir: &Path) -> anyhow::Re
         spool_dir: &spool,
         config_dir,
     };
-    database::check_target(&t)?.map_err(anyhow::Error::msg)
+    database::check_target(&t)
 }
 
 pub fn run(

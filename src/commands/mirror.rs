@@ -37,7 +37,8 @@ pub fn run(
         identity: &identity,
         progress: progress.as_ref(),
     };
-    crate::mirror::precheck(&ctx, mirror, dir).map_err(Failure::config)?;
+    crate::mirror::precheck(&ctx, mirror, dir)?
+        .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
     let clock = std::time::Instant::now();
     let result = crate::mirror::run(&ctx, &m, mirror, database, &profile.restore, dir);
     let mut st = state::load(dir, &profile.name);

@@ -91,8 +91,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             metrics,
             progress,
         ),
-        Command::Pin { profile, id } => pin::run(dir, profile, id, true),
-        Command::Unpin { profile, id } => pin::run(dir, profile, id, false),
+        Command::Pin { profile, id } => pin::run(dir, profile, id, true, wait),
+        Command::Unpin { profile, id } => pin::run(dir, profile, id, false, wait),
         Command::List { profile, json } => list::run(dir, profile, *json),
         Command::Verify { profile, id, all } => {
             verify::run(dir, profile, id.as_deref(), *all, progress)

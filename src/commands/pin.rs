@@ -6,9 +6,18 @@ use std::path::Path;
 
 use crate::{catalog, pin, Failure};
 
-pub fn run(dir: &Path, name: &str, id: &str, keep: bool) -> Result<i32, Failure> {
+pub fn run(
+    dir: &Path,
+    name: &str,
+    id: &str,
+    keep: bool,
+    wait: std::time::Duration,
+) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
+    // Not while this host prunes the profile: a pin must not land next to
+    // a backup that is being deleted.
+    let _lock = crate::lock::acquire(dir, &profile.name, if keep { "pin" } else { "unpin" }, wait)?;
     if keep {
         // Only a trusted backup is worth keeping (and must exist).
         let m = catalog::manifest(store.as_ref(), &profile, Some(id))?;

@@ -136,10 +136,11 @@ impl Selection {
         v
     }
 
-    /// What was asked for but is not in the backup's inventory.
+    /// Tables asked for that are not in the backup's inventory. (A schema
+    /// may hold no tables, only functions or views: the table of contents
+    /// decides about schemas.)
     pub fn missing_from(&self, inv: &crate::manifest::Inventory) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .tables
+        self.tables
             .iter()
             .filter(|(s, t)| {
                 !inv.tables
@@ -148,18 +149,7 @@ impl Selection {
                     .any(|q| postgres::split_qualified(q) == (s.clone(), t.clone()))
             })
             .map(|(s, t)| format!("table {s}.{t}"))
-            .collect();
-        out.extend(
-            self.schemas
-                .iter()
-                .filter(|s| {
-                    !inv.tables
-                        .keys()
-                        .any(|q| &postgres::split_qualified(q).0 == *s)
-                })
-                .map(|s| format!("schema {s} (no tables)")),
-        );
-        out
+            .collect()
     }
 }
 
