@@ -8,6 +8,10 @@
 //! only next to a trusted backup; `prune` removes a stray one (no
 //! manifest) with the unfinished backups, and deleting a backup (`prune
 //! --force` of an untrusted one) deletes its pin with it.
+//!
+//! On S3 with `object_lock`, a pin also sets a legal hold on each object
+//! of the backup (and on the pin), so no one can remove those object
+//! versions, whatever their retention date, until `unpin` clears it.
 
 use std::collections::BTreeSet;
 
@@ -40,29 +44,60 @@ pub fn pinned(profile: &str, entries: &[Entry]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Pins backup `id`; false when it was pinned already.
-pub fn pin(store: &dyn Store, profile: &str, id: &str) -> Result<bool, StoreError> {
+/// What `pin` and `unpin` did.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// The pin was created (pin) or removed (unpin); false when it was
+    /// already there (pin) or absent (unpin).
+    pub changed: bool,
+    /// Objects whose S3 legal hold was set (pin) or cleared (unpin).
+    pub legal_holds: usize,
+}
+
+/// Sets or clears the legal hold on every object of backup `id`.
+fn legal_holds(store: &dyn Store, profile: &str, id: &str, on: bool) -> Result<usize, StoreError> {
+    let mut n = 0;
+    let prefix = format!("{profile}/{id}.");
+    for o in store.list(&prefix)? {
+        if store.set_legal_hold(&o.key, on)? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Pins backup `id`: the pin object, then (S3 with object lock) a legal
+/// hold on each of its objects.
+pub fn pin(store: &dyn Store, profile: &str, id: &str) -> Result<Done, StoreError> {
     let pin = Pin {
         id: id.to_string(),
         pinned_at: crate::schedule::now(),
         host: hostname(),
     };
     let bytes = serde_json::to_vec_pretty(&pin).expect("a pin serializes");
-    match store.put(&key(profile, id), &mut bytes.as_slice()) {
-        Ok(_) => Ok(true),
-        Err(StoreError::Exists { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let changed = match store.put(&key(profile, id), &mut bytes.as_slice()) {
+        Ok(_) => true,
+        Err(StoreError::Exists { .. }) => false,
+        Err(e) => return Err(e),
+    };
+    Ok(Done {
+        changed,
+        legal_holds: legal_holds(store, profile, id, true)?,
+    })
 }
 
-/// Releases the pin of `id`; false when it was not pinned.
-pub fn unpin(store: &dyn Store, profile: &str, id: &str) -> Result<bool, StoreError> {
+/// Releases the pin of `id`: the legal holds first, then the pin object.
+pub fn unpin(store: &dyn Store, profile: &str, id: &str) -> Result<Done, StoreError> {
     let k = key(profile, id);
     let exists = store.list(&k)?.iter().any(|o| o.key == k);
+    let held = legal_holds(store, profile, id, false)?;
     if exists {
         store.delete(&k)?;
     }
-    Ok(exists)
+    Ok(Done {
+        changed: exists,
+        legal_holds: held,
+    })
 }
 
 fn hostname() -> String {

@@ -21,7 +21,8 @@ pub fn run(
     if keep {
         // Only a trusted backup is worth keeping (and must exist).
         let m = catalog::manifest(store.as_ref(), &profile, Some(id))?;
-        if pin::pin(store.as_ref(), &profile.name, &m.id)? {
+        let done = pin::pin(store.as_ref(), &profile.name, &m.id)?;
+        if done.changed {
             println!(
                 "{}: backup {} is pinned: prune keeps it until `cellar unpin {} {}`",
                 profile.name, m.id, profile.name, m.id
@@ -29,13 +30,22 @@ pub fn run(
         } else {
             println!("{}: backup {} was pinned already", profile.name, m.id);
         }
-    } else if pin::unpin(store.as_ref(), &profile.name, id)? {
-        println!(
-            "{}: backup {id} is unpinned: the retention decides about it again",
-            profile.name
-        );
+        if done.legal_holds > 0 {
+            println!("  S3 legal hold set on {} object(s)", done.legal_holds);
+        }
     } else {
-        println!("{}: backup {id} was not pinned", profile.name);
+        let done = pin::unpin(store.as_ref(), &profile.name, id)?;
+        if done.changed {
+            println!(
+                "{}: backup {id} is unpinned: the retention decides about it again",
+                profile.name
+            );
+        } else {
+            println!("{}: backup {id} was not pinned", profile.name);
+        }
+        if done.legal_holds > 0 {
+            println!("  S3 legal hold cleared on {} object(s)", done.legal_holds);
+        }
     }
     Ok(0)
 }

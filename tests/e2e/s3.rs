@@ -425,10 +425,36 @@ fn pins_on_s3_are_kept_by_prune_and_released_by_unpin() {
         .trim_start_matches("backups/l/")
         .trim_end_matches(".manifest.json")
         .to_string();
-    env.cellar(&["pin", "l", &id]).ok();
+    let out = env.cellar(&["pin", "l", &id]);
+    out.ok();
+    // payload, signature, manifest and the pin itself
+    assert!(
+        out.stdout.contains("S3 legal hold set on 4 object(s)"),
+        "{}",
+        out.stdout
+    );
+    let hold = |key: &str| -> String {
+        let (rt, c) = m.client();
+        rt.block_on(
+            c.get_object_legal_hold()
+                .bucket("pins-locked")
+                .key(key)
+                .send(),
+        )
+        .unwrap()
+        .legal_hold()
+        .and_then(|h| h.status())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
+    };
+    let manifest_key = format!("backups/l/{id}.manifest.json");
+    assert_eq!(hold(&manifest_key), "ON");
     let list = env.cellar(&["list", "l"]);
     assert!(list.stdout.contains("pinned"), "{}", list.stdout);
-    env.cellar(&["unpin", "l", &id]).ok();
+    let out = env.cellar(&["unpin", "l", &id]);
+    out.ok();
+    assert!(out.stdout.contains("legal hold cleared"), "{}", out.stdout);
+    assert_eq!(hold(&manifest_key), "OFF");
     assert!(!m.keys("pins-locked").iter().any(|k| k.ends_with(".pin")));
     let list = env.cellar(&["list", "l"]);
     assert!(!list.stdout.contains("pinned"), "{}", list.stdout);
