@@ -85,11 +85,12 @@ pub enum Command {
         profile: String,
         /// Backup id (default: the latest complete backup).
         id: Option<String>,
-        /// With several databases in the backup: which one.
+        /// With several databases in the backup: only this one (default: each in turn).
         #[arg(long)]
         database: Option<String>,
     },
-    /// Keep a backup out of the retention (a marker object next to it in the store).
+    /// Keep a backup out of the retention (a marker object next to it in the store;
+    /// on S3 with object lock, also a legal hold on its objects).
     Pin {
         profile: String,
         /// Backup id, as `list` prints it.

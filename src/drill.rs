@@ -69,6 +69,31 @@ pub fn record(
     }
 }
 
+/// One record for the drills of several databases of one backup: times,
+/// bytes and tables add up; it passed when each did.
+pub fn combine(parts: Vec<state::Drill>) -> state::Drill {
+    let mut it = parts.into_iter();
+    let mut all = it.next().expect("at least one drill");
+    for d in it {
+        all.finished_at = all.finished_at.max(d.finished_at);
+        all.passed &= d.passed;
+        all.restore_seconds += d.restore_seconds;
+        all.plain_bytes += d.plain_bytes;
+        all.stored_bytes += d.stored_bytes;
+        all.tables_compared += d.tables_compared;
+        all.error = match (all.error.take(), d.error) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+    }
+    all.bytes_per_second = if all.restore_seconds > 0.0 {
+        all.plain_bytes as f64 / all.restore_seconds
+    } else {
+        0.0
+    };
+    all
+}
+
 /// Restores payload `p` into a scratch database on `conn`, compares it
 /// with the inventory, and drops it. Returns the record, passed or failed.
 pub fn run(

@@ -1,10 +1,12 @@
 //! `cellar drill PROFILE [ID]`: restore a backup into a scratch database,
 //! compare it with the manifest's inventory, drop it, and record the
-//! result and timings in the state.
+//! result and timings in the state. A backup of several databases is
+//! drilled database by database (or only `--database NAME`), as one record.
 
 use std::path::Path;
 
 use super::SharedProgress;
+use crate::manifest::Content;
 use crate::profile::Source;
 use crate::restore::{self, Ctx};
 use crate::{catalog, state, Failure};
@@ -30,14 +32,46 @@ pub fn run(
     let store = super::open_store(dir, &profile)?;
     let identity = super::identity(&profile)?;
     let m = catalog::manifest(store.as_ref(), &profile, id)?;
-    let payload = restore::database_payload(&m, database).map_err(Failure::config)?;
+    // One database, or each database of the backup in turn.
+    let payloads: Vec<&crate::manifest::Payload> = match database {
+        Some(_) => vec![restore::database_payload(&m, database).map_err(Failure::config)?],
+        None => m
+            .payloads
+            .iter()
+            .filter(|p| matches!(p.content, Content::Pgdump | Content::Sql))
+            .collect(),
+    };
+    if payloads.is_empty() {
+        return Err(Failure::config(anyhow::anyhow!(
+            "backup {} of {} holds no database dump",
+            m.id,
+            profile.name
+        )));
+    }
     let ctx = Ctx {
         profile: &profile,
         store: store.as_ref(),
         identity: &identity,
         progress: progress.as_ref(),
     };
-    let drill = crate::drill::run(&ctx, &m, payload, conn, &profile.restore, dir);
+    let mut parts = Vec::new();
+    for p in &payloads {
+        let d = crate::drill::run(&ctx, &m, p, conn, &profile.restore, dir);
+        if payloads.len() > 1 {
+            println!(
+                "  {}: {} in {:.1}s{}",
+                p.database.as_deref().unwrap_or(&p.name),
+                d.result(),
+                d.restore_seconds,
+                d.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        parts.push(d);
+    }
+    let drill = crate::drill::combine(parts);
     let mut st = state::load(dir, &profile.name);
     st.record_drill(drill.clone());
     if let Err(e) = state::save(dir, &profile.name, &st) {
