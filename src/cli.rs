@@ -23,7 +23,7 @@ pub struct Cli {
     pub quiet: bool,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// After every backup, write a Prometheus textfile with each profile's state here.
+    /// After every backup, drill or mirror, write a Prometheus textfile with each profile's state here.
     #[arg(long, global = true, value_name = "PATH", env = "CELLAR_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
     /// How long to wait for another cellar working on the same profile.
@@ -59,7 +59,9 @@ pub enum Command {
         #[arg(long)]
         no_prune: bool,
     },
-    /// Apply the retention: keep the newest backup of each recent day, week and month.
+    /// Apply the retention: keep the newest backup of each recent day, week and month,
+    /// pinned backups and the newest one whose drill passed; nothing is deleted while
+    /// the last run failed a canary.
     Prune {
         profile: String,
         /// Print what would be kept and deleted, and why; delete nothing.
@@ -104,7 +106,7 @@ pub enum Command {
     },
     /// One backup of one profile, now.
     Backup { profile: String },
-    /// The complete backups in the store.
+    /// The complete backups in the store, with their retention tier, pin and last drill.
     List {
         profile: String,
         #[arg(long)]
@@ -141,7 +143,8 @@ pub enum Command {
         kind: InitKind,
         name: String,
     },
-    /// Last success and failure of each profile; exit 1 when one is stale or failed.
+    /// Last success, failure and drill of each profile; exit 1 when one is stale or
+    /// failed, its last drill failed, or it misses its rto or rpo.
     Status {
         profiles: Vec<String>,
         /// A profile whose last success is older than this is stale, e.g. 26h, 2d.
