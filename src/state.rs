@@ -1,5 +1,7 @@
 //! What cellar remembers between runs: per profile, the last run, the last
-//! success and the last failure, in `DIR/state/<profile>.json`. `status`,
+//! success and the last failure, the last mirror, and the restore drills
+//! (the last one, and the last one of each backup id), in
+//! `DIR/state/<profile>.json`. `status`,
 //! `run --due` and the metrics file read it. Written atomically (temporary
 //! file, fsync, rename), so a crash never leaves half a state file.
 
