@@ -85,10 +85,15 @@ pub fn run(
                     ))
                 }
                 (Some(p), _) => objectives.push(format!("rto {limit}: a restore takes {p:.1}s (last drill, projected to the newest backup): ok")),
-                (None, _) => {
+                (None, last) => {
                     missed = true;
                     objectives.push(format!(
-                        "RTO UNMEASURED: rto = {limit}, but no drill has passed yet; run `cellar drill {}`",
+                        "RTO UNMEASURED: rto = {limit}, but {}; run `cellar drill {}`",
+                        if last.is_some() {
+                            "the last drill did not pass"
+                        } else {
+                            "no drill has passed yet"
+                        },
                         f.name
                     ))
                 }
