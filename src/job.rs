@@ -180,13 +180,7 @@ impl Runner<'_> {
             }
             Ok(m)
         });
-        if result.is_ok() && self.prune && !canaries_found.is_empty() {
-            warn!(
-                "{}: not pruning: the canary found something in this backup ({}); prune holds off until a backup passes its canaries",
-                p.name,
-                canaries_found.join("; ")
-            );
-        } else if result.is_ok() && self.prune {
+        if result.is_ok() && self.prune {
             if let Err(e) = self.prune(p) {
                 error!(
                     "{}: the backup succeeded, but pruning failed: {e:#}",
@@ -195,9 +189,11 @@ impl Runner<'_> {
             }
         }
         let error = result.as_ref().err().map(|e| format!("{e:#}"));
-        // A canary that found something, strict or not, or a dump that
-        // lacks a table's data: prune holds off until a clean run.
-        let canary_failed = !canaries_found.is_empty()
+        // The run failed a canary (a strict finding, or a dump that lacks a
+        // table's data): prune holds off until a run passes. A finding
+        // with strict = false is a warning only, so that a database that
+        // is meant to be empty or shrink does not stop the retention.
+        let canary_failed = (p.canary.strict && !canaries_found.is_empty())
             || result.as_ref().err().is_some_and(|e| {
                 e.chain().any(|c| {
                     c.is::<crate::backup::DumpCanary>()

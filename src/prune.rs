@@ -7,9 +7,9 @@
 //!
 //! Good backups are protected: pinned ones and the newest one whose drill
 //! passed are kept ([`retention::decide_guarded`]), and while the last run
-//! of the profile failed a canary (an empty or shrunken dump, or one that
-//! lacks a table's data) prune deletes nothing at all: the backups before
-//! it may be the last good ones.
+//! of the profile failed because of a canary (a strict empty or shrunken
+//! dump, or one that lacks a table's data) prune deletes nothing at all:
+//! the backups before it may be the last good ones.
 
 use chrono::{DateTime, Duration, Utc};
 

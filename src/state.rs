@@ -36,8 +36,9 @@ pub struct Run {
     /// Canary findings (suspiciously small or empty dump).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// A canary found something in this run (empty, shrunk, or a dump
-    /// missing a table's data): prune holds off while the last run says so.
+    /// This run failed because of a canary (a strict empty or shrink
+    /// finding, or a dump missing a table's data): prune holds off while
+    /// the last run says so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub canary_failed: bool,
 }

@@ -391,10 +391,10 @@ fn prune_holds_after_a_canary_failure_and_keeps_drilled_and_pinned_backups() {
         .any(|n| n.starts_with(&all[0])));
 }
 
-/// A non-strict canary finding (a dump much smaller than the last) keeps
-/// `run` from pruning after its backup, and holds `prune` off.
+/// A strict canary failure (a dump much smaller than the last) holds the
+/// retention; without `strict` the finding is a warning and prune runs.
 #[test]
-fn a_shrunken_dump_keeps_run_and_prune_from_deleting() {
+fn a_strict_canary_failure_holds_prune_and_a_warning_does_not() {
     let pg = pg();
     let src = source("drill_shrink");
     pg.psql(&src, "INSERT INTO audit SELECT generate_series(1, 200000)");
@@ -403,7 +403,7 @@ fn a_shrunken_dump_keeps_run_and_prune_from_deleting() {
         "shrink",
         &src,
         "globals = false",
-        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n[canary]\nstrict = true\n",
     );
     for day in 1..=3 {
         env.at(
@@ -414,13 +414,27 @@ fn a_shrunken_dump_keeps_run_and_prune_from_deleting() {
     }
     pg.psql(&src, "TRUNCATE audit");
     let out = env.at("2026-03-04T02:00:00Z", &["run", "shrink"]);
-    out.ok();
-    assert!(out.stderr.contains("not pruning"), "{}", out.stderr);
+    assert_eq!(out.code, 1, "{}", out.all());
+    // The suspicious backup is kept for inspection; nothing was pruned.
     assert_eq!(ids(&env, "shrink").len(), 4);
     let out = env.at("2026-03-04T03:00:00Z", &["prune", "shrink"]);
     out.ok();
-    assert!(out.stdout.contains("nothing is deleted"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("nothing is deleted") && out.stdout.contains("smaller than"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(ids(&env, "shrink").len(), 4);
+
+    // The same finding without strict: a warning, and run prunes.
+    env.edit("profiles/shrink.toml", "strict = true", "strict = false");
+    pg.psql(&src, "INSERT INTO audit SELECT generate_series(1, 200000)");
+    env.at("2026-03-05T02:00:00Z", &["backup", "shrink"]).ok();
+    pg.psql(&src, "TRUNCATE audit");
+    let out = env.at("2026-03-06T02:00:00Z", &["run", "shrink"]);
+    out.ok();
+    assert!(out.stderr.contains("canary"), "{}", out.stderr);
+    assert_eq!(ids(&env, "shrink"), vec!["20260306T020000Z"]);
 }
 
 fn tables_of(db: &str) -> Vec<String> {
