@@ -90,6 +90,9 @@ pub enum Command {
         /// With several databases in the backup: only this one (default: each in turn).
         #[arg(long)]
         database: Option<String>,
+        /// Do not restore ownership and privileges (for a server without the source's roles).
+        #[arg(long)]
+        no_owner: bool,
     },
     /// Keep a backup out of the retention (a marker object next to it in the store;
     /// on S3 with object lock, also a legal hold on its objects).

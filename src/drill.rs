@@ -102,6 +102,7 @@ pub fn run(
     p: &Payload,
     conn: &PgConn,
     options: &RestoreConfig,
+    no_owner: bool,
     config_dir: &Path,
 ) -> state::Drill {
     let started_at = crate::schedule::now();
@@ -114,7 +115,7 @@ pub fn run(
         conn,
         database: &key,
         clean: true,
-        no_owner: false,
+        no_owner,
         keep_previous: false,
         mirror: true,
         jobs: options.jobs,

@@ -16,6 +16,7 @@ pub fn run(
     name: &str,
     id: Option<&str>,
     database: Option<&str>,
+    no_owner: bool,
     metrics: Option<&Path>,
     progress: SharedProgress,
 ) -> Result<i32, Failure> {
@@ -56,7 +57,7 @@ pub fn run(
     };
     let mut parts = Vec::new();
     for p in &payloads {
-        let d = crate::drill::run(&ctx, &m, p, conn, &profile.restore, dir);
+        let d = crate::drill::run(&ctx, &m, p, conn, &profile.restore, no_owner, dir);
         if payloads.len() > 1 {
             println!(
                 "  {}: {} in {:.1}s{}",

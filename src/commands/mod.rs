@@ -83,11 +83,13 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             profile,
             id,
             database,
+            no_owner,
         } => drill::run(
             dir,
             profile,
             id.as_deref(),
             database.as_deref(),
+            *no_owner,
             metrics,
             progress,
         ),
