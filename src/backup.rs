@@ -15,6 +15,13 @@ use crate::progress::Progress;
 use crate::source::{files, postgres};
 use crate::store::{Store, StoreError};
 
+/// The dump canary failed: the dump lacks data the database holds. Its
+/// own type, so `job` can tell a canary failure from any other (prune
+/// holds off after one).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DumpCanary(pub String);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{profile}: {payload}: {cause}")]
@@ -25,6 +32,15 @@ pub enum BackupError {
     },
     #[error("{profile}: {message}")]
     Other { profile: String, message: String },
+}
+
+impl BackupError {
+    /// The dump canary failed (the dump lacks a table's data).
+    pub fn dump_canary(&self) -> bool {
+        matches!(self, BackupError::Payload { cause, .. }
+            if matches!(cause.as_ref(), PipelineError::Source(e)
+                if e.chain().any(|c| c.is::<DumpCanary>())))
+    }
 }
 
 /// How much of a custom archive is kept to read its table of contents.
@@ -326,11 +342,14 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                         // The dump canary: a table in the database whose
                         // data is not in the dump fails the backup.
                         match postgres::missing_from_toc(conn, &head.head, &inv)? {
-                            Some(missing) if !missing.is_empty() => anyhow::bail!(
-                                "the dump of {db} lacks the data of {} table(s) that the database holds: {}; if the backup role cannot read them, grant it SELECT (or exclude them in pg_dump_args on purpose)",
-                                missing.len(),
-                                missing.join(", ")
-                            ),
+                            Some(missing) if !missing.is_empty() => {
+                                return Err(DumpCanary(format!(
+                                    "the dump of {db} lacks the data of {} table(s) that the database holds: {}; if the backup role cannot read them, grant it SELECT (or exclude them in pg_dump_args on purpose)",
+                                    missing.len(),
+                                    missing.join(", ")
+                                ))
+                                .into())
+                            }
                             Some(_) => {}
                             None => warn!("{db}: the dump's table of contents is over {} MiB; its tables were not checked against the inventory", TOC_HEAD >> 20),
                         }

@@ -23,7 +23,7 @@ pub struct Cli {
     pub quiet: bool,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// After every backup, write a Prometheus textfile with each profile's state here.
+    /// After every backup, drill or mirror, write a Prometheus textfile with each profile's state here.
     #[arg(long, global = true, value_name = "PATH", env = "CELLAR_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
     /// How long to wait for another cellar working on the same profile.
@@ -42,7 +42,13 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate profiles, then reach each source, store and key.
-    Check { profiles: Vec<String> },
+    Check {
+        profiles: Vec<String>,
+        /// Instead: list the databases on each configured PostgreSQL server that no
+        /// profile backs up (exit 1 when there are any).
+        #[arg(long, conflicts_with = "profiles")]
+        coverage: bool,
+    },
     /// Back up every profile (or those named); one failure never stops the others.
     Run {
         profiles: Vec<String>,
@@ -53,7 +59,9 @@ pub enum Command {
         #[arg(long)]
         no_prune: bool,
     },
-    /// Apply the retention: keep the newest backup of each recent day, week and month.
+    /// Apply the retention: keep the newest backup of each recent day, week and month,
+    /// pinned backups and the newest one whose drill passed; nothing is deleted while
+    /// the last run failed a canary.
     Prune {
         profile: String,
         /// Print what would be kept and deleted, and why; delete nothing.
@@ -73,9 +81,35 @@ pub enum Command {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Restore a backup (default: the latest) into a scratch database, compare it
+    /// with the manifest's inventory, drop it, and record the result and timings.
+    Drill {
+        profile: String,
+        /// Backup id (default: the latest complete backup).
+        id: Option<String>,
+        /// With several databases in the backup: only this one (default: each in turn).
+        #[arg(long)]
+        database: Option<String>,
+        /// Do not restore ownership and privileges (for a server without the source's roles).
+        #[arg(long)]
+        no_owner: bool,
+    },
+    /// Keep a backup out of the retention (a marker object next to it in the store;
+    /// on S3 with object lock, also a legal hold on its objects).
+    Pin {
+        profile: String,
+        /// Backup id, as `list` prints it.
+        id: String,
+    },
+    /// Release a pinned backup: the retention decides about it again.
+    Unpin {
+        profile: String,
+        /// Backup id, as `list` prints it.
+        id: String,
+    },
     /// One backup of one profile, now.
     Backup { profile: String },
-    /// The complete backups in the store.
+    /// The complete backups in the store, with their retention tier, pin and last drill.
     List {
         profile: String,
         #[arg(long)]
@@ -112,7 +146,8 @@ pub enum Command {
         kind: InitKind,
         name: String,
     },
-    /// Last success and failure of each profile; exit 1 when one is stale or failed.
+    /// Last success, failure and drill of each profile; exit 1 when one is stale or
+    /// failed, its last drill failed, or it misses its rto or rpo.
     Status {
         profiles: Vec<String>,
         /// A profile whose last success is older than this is stale, e.g. 26h, 2d.
@@ -120,6 +155,10 @@ pub enum Command {
         max_age: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
+        /// Also exit 1 when a configured PostgreSQL server has databases that no
+        /// profile backs up (as `check --coverage` lists them).
+        #[arg(long)]
+        fail_on_uncovered: bool,
     },
     /// Print a profile as cellar resolved it, with secrets redacted.
     Show { profile: String },
@@ -215,6 +254,14 @@ pub struct RestoreArgs {
     /// Do not restore ownership and privileges (for a server without the source's roles).
     #[arg(long)]
     pub no_owner: bool,
+    /// Restore only this table (SCHEMA.TABLE, or TABLE in public), with its data,
+    /// into a new database (--to-database); repeatable. Custom-format backups only.
+    #[arg(long, value_name = "TABLE")]
+    pub table: Vec<String>,
+    /// Restore only the objects of this schema, with their data, into a new
+    /// database (--to-database); repeatable. Custom-format backups only.
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Vec<String>,
     #[arg(long)]
     pub host: Option<String>,
     #[arg(long)]

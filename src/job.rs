@@ -81,7 +81,10 @@ fn source_notes(m: &Manifest) -> Vec<String> {
 impl Runner<'_> {
     fn prune(&self, p: &Profile) -> anyhow::Result<()> {
         let store = crate::store::open(&p.store, self.config_dir)?;
-        let plan = crate::prune::plan(store.as_ref(), p, crate::schedule::now())?;
+        // This run passed its canaries (else prune is not called), so the
+        // hold of an earlier canary failure is over.
+        let st = state::load(self.config_dir, &p.name);
+        let plan = crate::prune::plan(store.as_ref(), p, crate::schedule::now(), &st, false)?;
         for e in &plan.untrusted {
             tracing::warn!(
                 "{}: backup {} is untrusted and kept for inspection ({}); `cellar prune {} --force` deletes it",
@@ -130,6 +133,7 @@ impl Runner<'_> {
             error: None,
         };
         let mut warnings = Vec::new();
+        let mut canaries_found: Vec<String> = Vec::new();
         let mut made: Option<Manifest> = None;
         let result = hooks::run("before", &before, &running).and_then(|_| {
             let store = crate::store::open(&p.store, self.config_dir)?;
@@ -140,6 +144,7 @@ impl Runner<'_> {
                 warn!("{}: canary: {w}", p.name);
             }
             warnings = canaries.clone();
+            canaries_found = canaries.clone();
             warnings.extend(source_notes(&m));
             if p.canary.strict && !canaries.is_empty() {
                 // One suspicious backup is kept for inspection, not one per
@@ -184,6 +189,18 @@ impl Runner<'_> {
             }
         }
         let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        // The run failed a canary (a strict finding, or a dump that lacks a
+        // table's data): prune holds off until a run passes. A finding
+        // with strict = false is a warning only, so that a database that
+        // is meant to be empty or shrink does not stop the retention.
+        let canary_failed = (p.canary.strict && !canaries_found.is_empty())
+            || result.as_ref().err().is_some_and(|e| {
+                e.chain().any(|c| {
+                    c.is::<crate::backup::DumpCanary>()
+                        || c.downcast_ref::<crate::backup::BackupError>()
+                            .is_some_and(|b| b.dump_canary())
+                })
+            });
         let run = Run {
             backup_id: made.as_ref().map(|m| m.id.clone()),
             started_at,
@@ -198,6 +215,7 @@ impl Runner<'_> {
             plain_bytes: made.as_ref().map_or(0, dump_bytes),
             error: error.clone(),
             warnings,
+            canary_failed,
         };
         st.record(run);
         if let Err(e) = state::save(self.config_dir, &p.name, &st) {

@@ -29,6 +29,9 @@ use crate::source::postgres;
 pub struct Drill {
     pub backup_id: String,
     pub seconds: f64,
+    /// Fetch, restore and compare, without the statements and the swap.
+    pub restore_seconds: f64,
+    pub tables_compared: usize,
     pub checks_passed: usize,
     /// Estimated rows per table (after ANALYZE), largest first.
     pub row_counts: Vec<(String, i64)>,
@@ -37,6 +40,41 @@ pub struct Drill {
 /// The step that failed, for the error message and exit 1.
 fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.with_context(|| format!("mirror step `{name}` failed"))
+}
+
+/// Refuses a mirror that must not run (a target the profile backs up, a
+/// name cellar or PostgreSQL reserves): the inner `Err`, which is not a
+/// failed drill. The outer one is a server that could not be asked.
+pub fn precheck(
+    ctx: &Ctx<'_>,
+    mirror: &Mirror,
+    config_dir: &Path,
+) -> anyhow::Result<Result<(), String>> {
+    let conn = &mirror.conn;
+    let target = &mirror.database;
+    if let crate::profile::Source::Postgres(pg) = &ctx.profile.source {
+        if pg.backs_up(conn, target) {
+            return Ok(Err(format!(
+                "refusing to mirror into {target}: the profile backs it up on the same server ({}), so the mirror would replace it with the last backup; set [mirror] database to a separate test database",
+                conn.describe()
+            )));
+        }
+    }
+    let spool = ctx.profile.restore.spool_dir.clone();
+    let t = DbTarget {
+        globals: false,
+        only: None,
+        conn,
+        database: target,
+        clean: true,
+        no_owner: false,
+        keep_previous: mirror.keep_previous,
+        mirror: true,
+        jobs: 1,
+        spool_dir: &spool,
+        config_dir,
+    };
+    database::check_target(&t)
 }
 
 pub fn run(
@@ -53,6 +91,7 @@ pub fn run(
     let payload = restore::database_payload(m, database)?;
     let t = DbTarget {
         globals: false,
+        only: None,
         conn,
         database: target,
         clean: true,
@@ -63,17 +102,12 @@ pub fn run(
         spool_dir: &options.spool_dir,
         config_dir,
     };
-    if let crate::profile::Source::Postgres(pg) = &ctx.profile.source {
-        if pg.backs_up(conn, target) {
-            bail!(
-                "refusing to mirror into {target}: the profile backs it up on the same server ({}), so the mirror would replace it with the last backup; set [mirror] database to a separate test database",
-                conn.describe()
-            );
-        }
-    }
+    let mut restore_seconds = 0.0;
+    let mut tables_compared = 0;
     let prepared = (|| -> anyhow::Result<_> {
-        database::check_target(&t)?.map_err(anyhow::Error::msg)?;
         let scratch = step("restore", database::prepare(ctx, m, payload, &t))?;
+        restore_seconds = started.elapsed().as_secs_f64();
+        tables_compared = scratch.tables_compared;
         let db = scratch.name().to_string();
         for (i, sql) in mirror.after_restore.iter().enumerate() {
             step(
@@ -108,6 +142,8 @@ pub fn run(
     let drill = Drill {
         backup_id: m.id.clone(),
         seconds: started.elapsed().as_secs_f64(),
+        restore_seconds,
+        tables_compared,
         checks_passed: mirror.checks.len(),
         row_counts,
     };

@@ -4,6 +4,12 @@
 //! prune leaves at worst an unfinished backup (payloads without manifest),
 //! never a listed backup without its payloads. Unfinished backups older
 //! than a day are removed too; younger ones may still be uploading.
+//!
+//! Good backups are protected: pinned ones and the newest one whose drill
+//! passed are kept ([`retention::decide_guarded`]), and while the last run
+//! of the profile failed because of a canary (a strict empty or shrunken
+//! dump, or one that lacks a table's data) prune deletes nothing at all:
+//! the backups before it may be the last good ones.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -11,11 +17,14 @@ use crate::catalog::{self, Entry};
 use crate::manifest::{self, Manifest};
 use crate::profile::Profile;
 use crate::retention::{self, Decision};
+use crate::state::ProfileState;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
 pub struct Plan {
     pub decisions: Vec<Decision>,
+    /// Why nothing may be deleted now (the last run failed a canary).
+    pub hold: Option<String>,
     /// Unfinished backups old enough to remove.
     pub unfinished: Vec<Entry>,
     /// Backups whose manifest cannot be trusted: reported, deleted only
@@ -64,14 +73,33 @@ pub fn delete_backup(store: &dyn Store, profile: &str, id: &str) -> Result<(), S
 
 /// What `prune` would do now. Only trusted backups count for the
 /// retention: a planted manifest can never push a real backup out.
-pub fn plan(store: &dyn Store, profile: &Profile, now: DateTime<Utc>) -> Result<Plan, StoreError> {
+/// `state` is the profile's state: its drills, and (with `hold_on_canary`)
+/// its last run, which holds prune off when it failed a canary.
+pub fn plan(
+    store: &dyn Store,
+    profile: &Profile,
+    now: DateTime<Utc>,
+    state: &ProfileState,
+    hold_on_canary: bool,
+) -> Result<Plan, StoreError> {
     let entries = catalog::backups(store, profile)?;
-    let complete: Vec<(String, DateTime<Utc>)> = entries
-        .iter()
-        .filter(|e| e.manifest().is_some() && !e.unsigned())
-        .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
-        .collect();
-    let decisions = retention::decide(&complete, &profile.retention, now);
+    let decisions = decide(profile, &entries, state, now);
+    let hold = state
+        .last_run
+        .as_ref()
+        .filter(|r| hold_on_canary && r.canary_failed)
+        .map(|r| {
+            format!(
+                "the last run ({}) failed a canary: {}; prune deletes nothing until a backup passes its canaries",
+                r.backup_id
+                    .clone()
+                    .unwrap_or_else(|| r.started_at.format("%Y-%m-%d %H:%M UTC").to_string()),
+                r.error
+                    .as_deref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| r.warnings.join("; "))
+            )
+        });
     let untrusted = entries
         .iter()
         .filter(|e| e.untrusted().is_some())
@@ -85,10 +113,31 @@ pub fn plan(store: &dyn Store, profile: &Profile, now: DateTime<Utc>) -> Result<
         .collect();
     Ok(Plan {
         decisions,
+        hold,
         unfinished,
         untrusted,
         entries,
     })
+}
+
+/// The retention's decision for the trusted backups among `entries`,
+/// with pins and the newest passed drill protected (`list` shows it).
+pub fn decide(
+    profile: &Profile,
+    entries: &[Entry],
+    state: &ProfileState,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    let complete: Vec<(String, DateTime<Utc>)> = entries
+        .iter()
+        .filter(|e| e.manifest().is_some() && !e.unsigned())
+        .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
+        .collect();
+    let guards = retention::Guards {
+        pinned: crate::pin::pinned(&profile.name, entries),
+        drilled: state.newest_passed_drill().map(str::to_string),
+    };
+    retention::decide_guarded(&complete, &profile.retention, now, &guards)
 }
 
 /// What `apply` did.
@@ -123,6 +172,9 @@ pub fn apply(
     force: bool,
 ) -> Result<Applied, StoreError> {
     let mut done = Applied::default();
+    if plan.hold.is_some() {
+        return Ok(done);
+    }
     for d in plan.decisions.iter().filter(|d| d.keep()) {
         if let Some(entry) = plan.entries.iter().find(|e| e.id == d.id) {
             for o in &entry.objects {

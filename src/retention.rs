@@ -8,6 +8,11 @@
 //! host's clock or time zone cannot move a backup into another period.
 //! A backup dated after `now` (the clock went back) is kept: it is never
 //! right to delete what may be the newest data because of a clock.
+//!
+//! [`decide_guarded`] adds two guards on top of the policy: a pinned
+//! backup (`cellar pin`) is kept, and so is the newest backup whose
+//! restore drill passed, so the last backup proven to restore is never
+//! pruned in favour of ones that were never tried.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +28,10 @@ pub enum Tier {
     Weekly,
     Monthly,
     Future,
+    /// `cellar pin`: kept until `cellar unpin`.
+    Pinned,
+    /// The newest backup whose restore drill passed.
+    Drilled,
 }
 
 impl Tier {
@@ -33,6 +42,8 @@ impl Tier {
             Tier::Weekly => "weekly",
             Tier::Monthly => "monthly",
             Tier::Future => "future",
+            Tier::Pinned => "pinned",
+            Tier::Drilled => "drilled",
         }
     }
 }
@@ -156,6 +167,47 @@ pub fn decide(
         .collect()
 }
 
+/// What the retention must keep whatever the policy says.
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    /// Pinned backup ids.
+    pub pinned: std::collections::BTreeSet<String>,
+    /// The newest backup id whose drill passed.
+    pub drilled: Option<String>,
+}
+
+/// [`decide`], then keep what the guards protect.
+pub fn decide_guarded(
+    backups: &[(String, DateTime<Utc>)],
+    policy: &Retention,
+    now: DateTime<Utc>,
+    guards: &Guards,
+) -> Vec<Decision> {
+    let mut out = decide(backups, policy, now);
+    for d in &mut out {
+        let mut why = Vec::new();
+        if guards.pinned.contains(&d.id) {
+            d.tiers.push(Tier::Pinned);
+            why.push("pinned (`cellar unpin` releases it)".to_string());
+        }
+        if guards.drilled.as_deref() == Some(d.id.as_str()) {
+            d.tiers.push(Tier::Drilled);
+            why.push("the newest backup whose restore drill passed".to_string());
+        }
+        if why.is_empty() {
+            continue;
+        }
+        if d.tiers.len() == why.len() {
+            d.reason = why.join("; ");
+        } else {
+            d.reason = format!("{}; {}", d.reason, why.join("; "));
+        }
+        d.tiers.sort();
+        d.tiers.dedup();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +252,41 @@ mod tests {
         assert_eq!(d[0].id, id(at(2026, 3, 10, 19)));
         assert!(d[0].tiers.contains(&Tier::Daily));
         assert!(d[1].reason.starts_with("not the newest"));
+    }
+
+    #[test]
+    fn pinned_and_newest_drilled_backups_are_kept() {
+        let none = Retention {
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        };
+        let b: Vec<_> = (1..=5)
+            .map(|d| (id(at(2026, 3, d, 2)), at(2026, 3, d, 2)))
+            .collect();
+        let guards = Guards {
+            pinned: [id(at(2026, 3, 1, 2))].into(),
+            drilled: Some(id(at(2026, 3, 3, 2))),
+        };
+        let d = decide_guarded(&b, &none, at(2026, 3, 5, 12), &guards);
+        let kept: Vec<&str> = d
+            .iter()
+            .filter(|d| d.keep())
+            .map(|d| d.id.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                id(at(2026, 3, 5, 2)).as_str(),
+                id(at(2026, 3, 3, 2)).as_str(),
+                id(at(2026, 3, 1, 2)).as_str()
+            ]
+        );
+        let pinned = d.iter().find(|d| d.id == id(at(2026, 3, 1, 2))).unwrap();
+        assert_eq!(pinned.tier_label(), "pinned");
+        assert!(pinned.reason.starts_with("pinned"), "{}", pinned.reason);
+        let drilled = d.iter().find(|d| d.id == id(at(2026, 3, 3, 2))).unwrap();
+        assert_eq!(drilled.tier_label(), "drilled");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! What cellar remembers between runs: per profile, the last run, the last
-//! success and the last failure, in `DIR/state/<profile>.json`. `status`,
+//! success and the last failure, the last mirror, and the restore drills
+//! (the last one, and the last one of each backup id), in
+//! `DIR/state/<profile>.json`. `status`,
 //! `run --due` and the metrics file read it. Written atomically (temporary
 //! file, fsync, rename), so a crash never leaves half a state file.
 
@@ -34,6 +36,11 @@ pub struct Run {
     /// Canary findings (suspiciously small or empty dump).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// This run failed because of a canary (a strict empty or shrink
+    /// finding, or a dump missing a table's data): prune holds off while
+    /// the last run says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary_failed: bool,
 }
 
 impl Run {
@@ -53,6 +60,56 @@ pub struct ProfileState {
     /// The last successful restore drill (`cellar mirror`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_mirror: Option<Run>,
+    /// The last drill (`cellar drill` or `cellar mirror`), passed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<Drill>,
+    /// The last drill of each backup id (the newest [`MAX_DRILLS`]), for
+    /// `list` and for the retention, which keeps the newest drilled backup.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub drills: std::collections::BTreeMap<String, Drill>,
+}
+
+/// How many backup ids keep their drill result in the state file.
+pub const MAX_DRILLS: usize = 400;
+
+/// One restore drill: the backup restored into a scratch database and
+/// compared with its manifest's inventory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drill {
+    pub backup_id: String,
+    /// `drill` or `mirror`.
+    pub by: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub passed: bool,
+    /// Wall time from the first byte fetched to the restored database
+    /// compared (the swap or drop excluded): what a restore costs.
+    pub restore_seconds: f64,
+    /// Plaintext bytes of the dump that was restored.
+    pub plain_bytes: u64,
+    /// Stored bytes of that dump.
+    pub stored_bytes: u64,
+    /// Plaintext bytes of the whole backup's dumps (globals excluded), the
+    /// measure `status` projects the restore time with.
+    #[serde(default)]
+    pub backup_plain_bytes: u64,
+    /// Plaintext bytes restored per second.
+    pub bytes_per_second: f64,
+    /// Tables whose rows were compared with the inventory (0: not compared).
+    #[serde(default)]
+    pub tables_compared: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Drill {
+    pub fn result(&self) -> &'static str {
+        if self.passed {
+            "passed"
+        } else {
+            "FAILED"
+        }
+    }
 }
 
 impl ProfileState {
@@ -62,6 +119,46 @@ impl ProfileState {
             Outcome::Failure => self.last_failure = Some(run.clone()),
         }
         self.last_run = Some(run);
+    }
+
+    pub fn record_drill(&mut self, drill: Drill) {
+        self.drills.insert(drill.backup_id.clone(), drill.clone());
+        while self.drills.len() > MAX_DRILLS {
+            let oldest = self.drills.keys().next().cloned().expect("not empty");
+            self.drills.remove(&oldest);
+        }
+        self.last_drill = Some(drill);
+    }
+
+    /// The last passed drill's restore time, projected linearly to the
+    /// newest good backup's size (never below what was measured): the
+    /// restore time to expect now. None without a passed drill.
+    pub fn projected_restore_seconds(&self) -> Option<f64> {
+        let d = self.last_drill.as_ref().filter(|d| d.passed)?;
+        let newest = self.last_success.as_ref().map_or(0, |r| r.plain_bytes);
+        let growth = if d.backup_plain_bytes > 0 && newest > d.backup_plain_bytes {
+            newest as f64 / d.backup_plain_bytes as f64
+        } else {
+            1.0
+        };
+        Some(d.restore_seconds * growth)
+    }
+
+    /// How old the newest good backup's data is: since its start (the
+    /// snapshot), not its end.
+    pub fn newest_backup_age_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        self.last_success
+            .as_ref()
+            .map(|r| (now - r.started_at).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+
+    /// The newest backup id whose last drill passed.
+    pub fn newest_passed_drill(&self) -> Option<&str> {
+        self.drills
+            .values()
+            .rev()
+            .find(|d| d.passed)
+            .map(|d| d.backup_id.as_str())
     }
 }
 

@@ -55,6 +55,80 @@ pub fn run(dir: &Path, names: &[String]) -> Result<i32, Failure> {
     })
 }
 
+/// Every valid profile; invalid ones are reported on stderr and counted.
+pub fn valid_profiles(dir: &Path) -> Result<(Vec<Profile>, usize), Failure> {
+    let files = profile::discover(dir).map_err(Failure::config)?;
+    let mut valid = Vec::new();
+    let mut invalid = 0;
+    for file in &files {
+        match profile::load(dir, file) {
+            Ok(p) => valid.push(p),
+            Err(problems) => {
+                invalid += 1;
+                tracing::error!(
+                    "{} is invalid ({} problem(s)); `cellar check {}` shows them; its databases count as not backed up",
+                    file.rel.display(),
+                    problems.len(),
+                    file.name
+                );
+            }
+        }
+    }
+    Ok((valid, invalid))
+}
+
+/// Prints each server's coverage; returns how many databases are not
+/// backed up (or servers could not be listed).
+pub fn print_coverage(profiles: &[Profile]) -> usize {
+    let mut bad = 0;
+    for (server, result) in crate::coverage::of(profiles) {
+        match result {
+            Err(e) => {
+                bad += 1;
+                println!("coverage of {server}: FAILED: {e:#}");
+            }
+            Ok(s) if s.uncovered.is_empty() => println!(
+                "coverage of {server}: ok ({} database(s), each backed up by a profile)",
+                s.covered.len()
+            ),
+            Ok(s) => {
+                bad += s.uncovered.len();
+                println!(
+                    "coverage of {server}: {} database(s) backed up, {} NOT: {}",
+                    s.covered.len(),
+                    s.uncovered.len(),
+                    s.uncovered.join(", ")
+                );
+                println!(
+                    "  fix: add each to a profile's `databases` (or set `all = true`), or make a profile for it (`cellar init postgres NAME`)"
+                );
+            }
+        }
+    }
+    bad
+}
+
+/// `cellar check --coverage`: the databases no profile backs up, on the
+/// servers the postgres profiles name. Exit 2 with an invalid profile, 1
+/// when a database is not covered or a server cannot be listed.
+pub fn coverage(dir: &Path) -> Result<i32, Failure> {
+    let (profiles, invalid) = valid_profiles(dir)?;
+    if !profiles
+        .iter()
+        .any(|p| matches!(p.source, Source::Postgres(_)))
+    {
+        println!("no postgres profiles: no servers to look at");
+    }
+    let bad = print_coverage(&profiles);
+    Ok(if invalid > 0 {
+        2
+    } else if bad > 0 {
+        1
+    } else {
+        0
+    })
+}
+
 type Item = (&'static str, anyhow::Result<String>);
 
 /// Scratch databases of this profile's restores and mirror that exist on

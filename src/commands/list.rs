@@ -3,24 +3,19 @@
 use std::path::Path;
 
 use crate::Failure;
-use crate::{catalog, manifest, retention, schedule};
+use crate::{catalog, manifest, schedule};
 
 pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
     let entries = catalog::backups(store.as_ref(), &profile)?;
     let (complete, unfinished): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.complete);
-    // Only trusted backups count for the retention.
-    // The tier each backup is kept under by the retention now.
-    let decisions = retention::decide(
-        &complete
-            .iter()
-            .filter(|e| e.manifest().is_some() && !e.unsigned())
-            .filter_map(|e| manifest::parse_id(&e.id).map(|t| (e.id.clone(), t)))
-            .collect::<Vec<_>>(),
-        &profile.retention,
-        schedule::now(),
-    );
+    // Only trusted backups count for the retention; pins and the newest
+    // passed drill are kept too. The tier each backup is kept under now.
+    let st = crate::state::load(dir, &profile.name);
+    let decisions = crate::prune::decide(&profile, &complete, &st, schedule::now());
+    let pinned = crate::pin::pinned(&profile.name, &complete);
+    let drill = |id: &str| st.drills.get(id);
     let tier = |id: &str| {
         decisions
             .iter()
@@ -36,6 +31,8 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                     "time": manifest::parse_id(&e.id).map(|t| t.to_rfc3339()),
                     "size": e.size(),
                     "tier": tier(&e.id),
+                    "pinned": pinned.contains(&e.id),
+                    "drill": drill(&e.id),
                     "trusted": e.manifest().is_some(),
                     "problem": e.untrusted(),
                     "changed_during_backup": e.manifest().map(|m| m.source.changed_during_backup),
@@ -47,7 +44,10 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
     } else {
-        println!("{:<18} {:<20} {:>10}  TIER", "ID", "TIME (UTC)", "SIZE");
+        println!(
+            "{:<18} {:<20} {:>10}  {:<28} DRILL",
+            "ID", "TIME (UTC)", "SIZE", "TIER"
+        );
         for e in &complete {
             let t = manifest::parse_id(&e.id)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -63,12 +63,23 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
                 }
                 None => tier(&e.id),
             };
+            let drilled = match drill(&e.id) {
+                Some(d) => format!(
+                    "{} {} ({} in {:.1}s)",
+                    d.result(),
+                    d.finished_at.format("%Y-%m-%d %H:%M"),
+                    super::backup::human_bytes(d.plain_bytes),
+                    d.restore_seconds
+                ),
+                None => "-".into(),
+            };
             println!(
-                "{:<18} {:<20} {:>10}  {}",
+                "{:<18} {:<20} {:>10}  {:<28} {}",
                 e.id,
                 t,
                 super::backup::human_bytes(e.size()),
-                tier
+                tier,
+                drilled
             );
         }
         if complete.is_empty() {

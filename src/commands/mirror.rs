@@ -15,6 +15,7 @@ pub fn run(
     id: Option<&str>,
     database: Option<&str>,
     wait: Duration,
+    metrics: Option<&Path>,
     progress: SharedProgress,
 ) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
@@ -36,33 +37,50 @@ pub fn run(
         identity: &identity,
         progress: progress.as_ref(),
     };
+    crate::mirror::precheck(&ctx, mirror, dir)?
+        .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
+    let clock = std::time::Instant::now();
     let result = crate::mirror::run(&ctx, &m, mirror, database, &profile.restore, dir);
     let mut st = state::load(dir, &profile.name);
+    // A mirror is a drill too: passed or failed, it is recorded.
+    if let Ok(payload) = crate::restore::database_payload(&m, database) {
+        let (seconds, tables, error) = match &result {
+            Ok(d) => (d.restore_seconds, d.tables_compared, None),
+            Err(e) => (clock.elapsed().as_secs_f64(), 0, Some(format!("{e:#}"))),
+        };
+        st.record_drill(crate::drill::record(
+            &m, payload, "mirror", started_at, seconds, tables, error,
+        ));
+    }
     if let Ok(drill) = &result {
-        {
-            st.last_mirror = Some(Run {
-                backup_id: Some(drill.backup_id.clone()),
-                started_at,
-                finished_at: started_at
-                    + chrono::Duration::milliseconds((drill.seconds * 1000.0) as i64),
-                outcome: Outcome::Success,
-                stored_bytes: m.stored_size(),
-                plain_bytes: m.payloads.iter().map(|p| p.plain_size).sum(),
-                error: None,
-                warnings: drill
-                    .row_counts
-                    .iter()
-                    .take(20)
-                    .map(|(t, n)| format!("{t}: ~{n} rows"))
-                    .chain(std::iter::once(format!(
-                        "{} check(s) passed",
-                        drill.checks_passed
-                    )))
-                    .collect(),
-            });
-            if let Err(e) = state::save(dir, &profile.name, &st) {
-                tracing::error!("cannot record the mirror: {e}");
-            }
+        st.last_mirror = Some(Run {
+            backup_id: Some(drill.backup_id.clone()),
+            started_at,
+            finished_at: started_at
+                + chrono::Duration::milliseconds((drill.seconds * 1000.0) as i64),
+            outcome: Outcome::Success,
+            stored_bytes: m.stored_size(),
+            plain_bytes: m.payloads.iter().map(|p| p.plain_size).sum(),
+            error: None,
+            canary_failed: false,
+            warnings: drill
+                .row_counts
+                .iter()
+                .take(20)
+                .map(|(t, n)| format!("{t}: ~{n} rows"))
+                .chain(std::iter::once(format!(
+                    "{} check(s) passed",
+                    drill.checks_passed
+                )))
+                .collect(),
+        });
+    }
+    if let Err(e) = state::save(dir, &profile.name, &st) {
+        tracing::error!("cannot record the mirror: {e}");
+    }
+    if let Some(path) = metrics {
+        if let Err(e) = crate::metrics::write(dir, path) {
+            tracing::error!("cannot write the metrics file {}: {e}", path.display());
         }
     }
     let drill = result?;

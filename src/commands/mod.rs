@@ -7,11 +7,13 @@ pub use backup::human_bytes;
 mod check;
 mod daemon;
 mod db;
+mod drill;
 mod init;
 mod keygen;
 mod list;
 mod meta;
 mod mirror;
+mod pin;
 mod prune;
 mod restore;
 mod run;
@@ -40,7 +42,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
     let metrics = cli.metrics_file.as_deref();
     let wait = cli.lock_wait;
     match &cli.command {
-        Command::Check { profiles } => check::run(dir, profiles),
+        Command::Check {
+            profiles,
+            coverage: false,
+        } => check::run(dir, profiles),
+        Command::Check { coverage: true, .. } => check::coverage(dir),
         Command::Run {
             profiles,
             due,
@@ -70,8 +76,25 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             id.as_deref(),
             database.as_deref(),
             wait,
+            metrics,
             progress,
         ),
+        Command::Drill {
+            profile,
+            id,
+            database,
+            no_owner,
+        } => drill::run(
+            dir,
+            profile,
+            id.as_deref(),
+            database.as_deref(),
+            *no_owner,
+            metrics,
+            progress,
+        ),
+        Command::Pin { profile, id } => pin::run(dir, profile, id, true, wait),
+        Command::Unpin { profile, id } => pin::run(dir, profile, id, false, wait),
         Command::List { profile, json } => list::run(dir, profile, *json),
         Command::Verify { profile, id, all } => {
             verify::run(dir, profile, id.as_deref(), *all, progress)
@@ -89,7 +112,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             profiles,
             max_age,
             json,
-        } => status::run(dir, profiles, *max_age, *json),
+            fail_on_uncovered,
+        } => status::run(dir, profiles, *max_age, *json, *fail_on_uncovered),
         Command::Show { profile } => show::run(dir, profile),
         Command::Daemon { tick } => {
             daemon::run(dir, *tick, &Opts::new(metrics, wait, true), progress)

@@ -20,7 +20,15 @@ pub fn run(
     } else {
         Some(lock::acquire(dir, &profile.name, "prune", wait)?)
     };
-    let plan = prune::plan(store.as_ref(), &profile, schedule::now())?;
+    let st = crate::state::load(dir, &profile.name);
+    let plan = prune::plan(store.as_ref(), &profile, schedule::now(), &st, true)?;
+    if let Some(why) = &plan.hold {
+        println!("{}: nothing is deleted: {why}", profile.name);
+        for d in &plan.decisions {
+            println!("{:<12} {}  {:<22} held", "keep", d.id, d.tier_label());
+        }
+        return Ok(0);
+    }
     let verb = |keep: bool| match (keep, dry_run) {
         (true, _) => "keep",
         (false, true) => "would delete",

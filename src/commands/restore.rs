@@ -13,6 +13,11 @@ use crate::Failure;
 pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i32, Failure> {
     let profile = super::load_one(dir, &args.profile)?;
     // Mistakes in the request are exit 2, before anything is fetched.
+    if (!args.table.is_empty() || !args.schema.is_empty()) && args.to_database.is_none() {
+        return Err(Failure::config(anyhow::anyhow!(
+            "--table and --schema restore into a new database: add --to-database NAME (for a file, use --to-file and `pg_restore -t` on it)"
+        )));
+    }
     if let Some(file) = &args.to_file {
         restore::check_file_target(file).map_err(Failure::config)?;
     }
@@ -64,6 +69,37 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         if let Some(u) = &args.user {
             conn.user = u.clone();
         }
+        // A partial restore goes into a new database: replacing a whole
+        // database with a few of its tables is never what anyone wants.
+        let selection = database::Selection::new(&args.table, &args.schema)
+            .map_err(|e| Failure::config(anyhow::anyhow!(e)))?;
+        let partial = !selection.is_empty();
+        if partial {
+            if args.clean {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "--table and --schema restore into a new (or empty) database; --clean would replace all of {db} with just those objects. Choose a new name, e.g. --to-database {db}_part"
+                )));
+            }
+            if payload.content != crate::manifest::Content::Pgdump {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "backup {} of {} is a plain SQL dump: --table and --schema need a custom-format dump (format = \"custom\"); restore the whole dump into a new database, or use --to-file and pick the statements by hand",
+                    m.id,
+                    profile.name
+                )));
+            }
+            if let Some(inv) = &payload.inventory {
+                let missing = selection.missing_from(inv);
+                if !missing.is_empty() {
+                    return Err(Failure::config(anyhow::anyhow!(
+                        "backup {} of {} holds no {}; its tables are: {}",
+                        m.id,
+                        profile.name,
+                        missing.join(", no "),
+                        inv.tables.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
         let jobs = args.jobs.map_or(profile.restore.jobs, |j| j.max(1));
         let target = DbTarget {
             globals: args.globals,
@@ -76,15 +112,30 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
             jobs,
             spool_dir: &profile.restore.spool_dir,
             config_dir: dir,
+            only: partial.then_some(&selection),
         };
         // Mistakes in the request are exit 2, before anything is fetched.
         database::check_target(&target)?
             .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
         let kept = database::restore(&ctx, &m, payload, &target)?;
-        println!(
-            "{}: backup {} restored into database {db}",
-            profile.name, m.id
-        );
+        if partial {
+            println!(
+                "{}: backup {} restored into database {db}: only {}",
+                profile.name,
+                m.id,
+                args.table
+                    .iter()
+                    .map(|t| format!("table {t}"))
+                    .chain(args.schema.iter().map(|s| format!("schema {s}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        } else {
+            println!(
+                "{}: backup {} restored into database {db}",
+                profile.name, m.id
+            );
+        }
         if let Some(previous) = kept {
             println!("  its previous content is kept as database {previous}");
         }

@@ -23,6 +23,12 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
     if let Some(s) = &p.schedule {
         println!("schedule = {:?} (local time)", s.expr);
     }
+    if let Some(d) = p.rto {
+        println!("rto = {:?}", humantime::format_duration(d).to_string());
+    }
+    if let Some(d) = p.rpo {
+        println!("rpo = {:?}", humantime::format_duration(d).to_string());
+    }
     println!("[source]");
     match &p.source {
         Source::Postgres(pg) => {

@@ -2,7 +2,11 @@
 //! success, last failure and last mirror drill of each profile, from the
 //! state folder. Exit 1 when any profile's last run failed, its last
 //! success is missing or older than `--max-age`, or a killed restore or
-//! mirror left a scratch database behind: a Nagios-style check.
+//! mirror left a scratch database behind: a Nagios-style check. Also
+//! exit 1 when the last restore drill failed, when the last drill's
+//! restore time (projected to the newest backup's size) exceeds the
+//! profile's `rto`, or when the newest good backup is older than its
+//! `rpo`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +41,7 @@ pub fn run(
     names: &[String],
     max_age: Option<Duration>,
     json: bool,
+    fail_on_uncovered: bool,
 ) -> Result<i32, Failure> {
     let files = profile::discover(dir).map_err(Failure::config)?;
     let files = profile::select(dir, files, names).map_err(Failure::config)?;
@@ -61,22 +66,90 @@ pub fn run(
             .map(|(_, m)| m)
             .filter(|m| m.profile == f.name && !m.running())
             .collect();
-        let verdict = match (failed, stale, leftovers.is_empty()) {
-            (true, _, _) => "FAILED",
-            (false, true, _) => "STALE",
-            (false, false, false) => "LEFTOVER",
-            (false, false, true) => "ok",
+        let (rto, rpo) = profile::objectives(&f.path);
+        let drill_failed = st.last_drill.as_ref().is_some_and(|d| !d.passed);
+        let projected = st.projected_restore_seconds();
+        let age_secs = st.newest_backup_age_seconds(now);
+        let mut objectives = Vec::new();
+        let mut missed = false;
+        if let Some(rto) = rto {
+            let limit = humantime::format_duration(rto);
+            match (projected, st.last_drill.as_ref()) {
+                (Some(p), Some(d)) if p > rto.as_secs_f64() => {
+                    missed = true;
+                    objectives.push(format!(
+                        "RTO MISSED: a restore takes {p:.0}s (drill of {} took {:.1}s{}), more than rto = {limit}; make restores faster ([restore] jobs, zstd, a faster server) or raise rto",
+                        d.backup_id,
+                        d.restore_seconds,
+                        if (p - d.restore_seconds).abs() > 0.05 { ", projected to the newest backup's size" } else { "" }
+                    ))
+                }
+                (Some(p), _) => objectives.push(format!("rto {limit}: a restore takes {p:.1}s (last drill, projected to the newest backup): ok")),
+                (None, last) => {
+                    missed = true;
+                    objectives.push(format!(
+                        "RTO UNMEASURED: rto = {limit}, but {}; run `cellar drill {}`",
+                        if last.is_some() {
+                            "the last drill did not pass"
+                        } else {
+                            "no drill has passed yet"
+                        },
+                        f.name
+                    ))
+                }
+            }
+        }
+        if let Some(rpo) = rpo {
+            let limit = humantime::format_duration(rpo);
+            match age_secs {
+                Some(a) if a > rpo.as_secs_f64() => {
+                    missed = true;
+                    objectives.push(format!(
+                        "RPO MISSED: the newest good backup started {} ago, more than rpo = {limit}",
+                        humantime::format_duration(Duration::from_secs(a as u64))
+                    ))
+                }
+                Some(a) => objectives.push(format!(
+                    "rpo {limit}: the newest good backup started {} ago: ok",
+                    humantime::format_duration(Duration::from_secs(a as u64))
+                )),
+                None => {
+                    missed = true;
+                    objectives.push(format!(
+                        "RPO MISSED: rpo = {limit}, but there is no good backup"
+                    ))
+                }
+            }
+        }
+        let verdict = if failed {
+            "FAILED"
+        } else if stale {
+            "STALE"
+        } else if drill_failed {
+            "DRILL FAILED"
+        } else if missed {
+            "OBJECTIVE MISSED"
+        } else if !leftovers.is_empty() {
+            "LEFTOVER"
+        } else {
+            "ok"
         };
-        if failed || stale || !leftovers.is_empty() {
+        if verdict != "ok" {
             bad += 1;
         }
         if json {
             rows.push(serde_json::json!({
                 "profile": f.name,
-                "status": verdict.to_lowercase(),
+                "status": verdict.to_lowercase().replace(' ', "_"),
                 "last_success": st.last_success,
                 "last_failure": st.last_failure,
                 "last_mirror": st.last_mirror,
+                "last_drill": st.last_drill,
+                "rto_seconds": rto.map(|d| d.as_secs_f64()),
+                "rpo_seconds": rpo.map(|d| d.as_secs_f64()),
+                "projected_restore_seconds": projected,
+                "newest_backup_age_seconds": age_secs,
+                "objectives": objectives,
                 "leftover_scratch": leftovers,
                 "last_success_age_seconds": st.last_success.as_ref().map(|r| (now - r.finished_at).num_seconds()),
             }));
@@ -108,6 +181,31 @@ pub fn run(
                 None => println!("  last failure: {failure}"),
             }
             println!("  last mirror:  {}", describe(now, st.last_mirror.as_ref()));
+            match &st.last_drill {
+                None => println!("  last drill:   never"),
+                Some(d) => match &d.error {
+                    None => println!(
+                        "  last drill:   {} passed by {} ({} ago): {} restored in {:.1}s ({}/s)",
+                        d.backup_id,
+                        d.by,
+                        age(now, d.finished_at),
+                        super::human_bytes(d.plain_bytes),
+                        d.restore_seconds,
+                        super::human_bytes(d.bytes_per_second as u64),
+                    ),
+                    Some(e) => println!(
+                        "  last drill:   {} FAILED by {} ({} ago) after {:.1}s: {}",
+                        d.backup_id,
+                        d.by,
+                        age(now, d.finished_at),
+                        d.restore_seconds,
+                        e.lines().next().unwrap_or("")
+                    ),
+                },
+            }
+            for o in &objectives {
+                println!("  {o}");
+            }
             for m in &leftovers {
                 println!(
                     "  leftover scratch database {} on {} (a restore or mirror into {} started at {} did not finish; it may hold un-anonymized data): the next restore or mirror into {} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone)",
@@ -123,6 +221,32 @@ pub fn run(
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    }
+    if fail_on_uncovered {
+        // Every profile counts for coverage, not only those named.
+        let (profiles, invalid) = super::check::valid_profiles(dir)?;
+        if json {
+            // stdout holds the JSON; the findings go to the log.
+            for (server, r) in crate::coverage::of(&profiles) {
+                match r {
+                    Ok(s) if s.uncovered.is_empty() => {}
+                    Ok(s) => {
+                        bad += s.uncovered.len();
+                        tracing::error!(
+                            "coverage of {server}: not backed up by any profile: {}",
+                            s.uncovered.join(", ")
+                        );
+                    }
+                    Err(e) => {
+                        bad += 1;
+                        tracing::error!("coverage of {server}: {e:#}");
+                    }
+                }
+            }
+        } else {
+            bad += super::check::print_coverage(&profiles);
+        }
+        bad += invalid;
     }
     Ok(if bad > 0 { 1 } else { 0 })
 }

@@ -49,6 +49,12 @@ pub struct Profile {
     pub schedule: Option<Schedule>,
     /// After a failed run, `run --due` waits this long before trying again.
     pub retry_after: std::time::Duration,
+    /// Recovery time objective: `status` fails when the last drill's
+    /// restore time, projected to the newest backup's size, exceeds it.
+    pub rto: Option<std::time::Duration>,
+    /// Recovery point objective: `status` fails when the newest good
+    /// backup started longer ago than this.
+    pub rpo: Option<std::time::Duration>,
     pub source: Source,
     pub store: StoreConfig,
     pub encryption: Encryption,
@@ -616,6 +622,27 @@ pub fn select(
 }
 
 /// Reads and validates one profile file.
+/// The `rto` and `rpo` of a profile file, read without validating the
+/// rest (no secrets are read): for `status` and the metrics file, which
+/// must work where the profile's secrets cannot be read. A value that is
+/// missing or not a duration is None (`check` reports the latter).
+pub fn objectives(file: &Path) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return (None, None);
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return (None, None);
+    };
+    let get = |key: &str| {
+        table
+            .get(key)
+            .and_then(|v| v.as_str())
+            .and_then(|s| humantime::parse_duration(s).ok())
+            .filter(|d| !d.is_zero())
+    };
+    (get("rto"), get("rpo"))
+}
+
 pub fn load(config_dir: &Path, file: &ProfileFile) -> Result<Profile, Vec<Problem>> {
     if let Some(p) = &file.problem {
         return Err(vec![p.clone()]);
@@ -772,6 +799,46 @@ pub fn parse(
         },
     };
 
+    let mut objective = |key: &str, example: &str| -> Option<std::time::Duration> {
+        let s = v
+            .section::<Spanned<String>>(get(key), key, template)
+            .flatten()?;
+        match humantime::parse_duration(s.get_ref()) {
+            // A restore time is measured by drills, which restore a
+            // database: a files profile has none to measure.
+            Ok(_) if key == "rto" && kind == Some(Kind::Files) => {
+                v.problem(
+                    Some(s.span()),
+                    key,
+                    "a files profile has no restore drills to measure an rto with".to_string(),
+                    "remove `rto`; `rpo` works for files profiles".to_string(),
+                );
+                None
+            }
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                v.problem(
+                    Some(s.span()),
+                    key,
+                    format!("`{}` is zero: no backup could meet it", s.get_ref()),
+                    format!("write a duration such as \"{example}\", or leave `{key}` out"),
+                );
+                None
+            }
+            Err(e) => {
+                v.problem(
+                    Some(s.span()),
+                    key,
+                    format!("`{}` is not a duration: {e}", s.get_ref()),
+                    format!("write a duration such as \"{example}\""),
+                );
+                None
+            }
+        }
+    };
+    let rto = objective("rto", "30m");
+    let rpo = objective("rpo", "26h");
+
     let source = match kind {
         Some(Kind::Postgres) => v
             .required::<raw::PostgresSource>(get("source"), "source", template)
@@ -876,6 +943,8 @@ pub fn parse(
         kind,
         schedule,
         retry_after: retry_after.expect("checked with the other parts"),
+        rto,
+        rpo,
         source,
         store,
         encryption,

@@ -20,6 +20,8 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "kind",
     "schedule",
     "retry_after",
+    "rto",
+    "rpo",
     "source",
     "store",
     "encryption",

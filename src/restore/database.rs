@@ -76,6 +76,81 @@ pub struct DbTarget<'a> {
     /// Apply the backup's roles and tablespaces once the dump is spooled
     /// and checked, before the scratch database is made (`--globals`).
     pub globals: bool,
+    /// Restore only these tables and schemas (`--table`, `--schema`).
+    pub only: Option<&'a Selection>,
+}
+
+/// Part of a custom dump: `restore --table` and `--schema`. A table is
+/// `schema.table` (`public` when no schema is given), as pg_restore's
+/// `-n`/`-t` match them: exact names, no patterns.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub tables: Vec<(String, String)>,
+    pub schemas: Vec<String>,
+}
+
+impl Selection {
+    pub fn new(tables: &[String], schemas: &[String]) -> Result<Selection, String> {
+        let mut sel = Selection::default();
+        for t in tables {
+            let (schema, table) = match t.split_once('.') {
+                Some((s, t)) => (s.to_string(), t.to_string()),
+                None => ("public".to_string(), t.clone()),
+            };
+            if schema.is_empty() || table.is_empty() {
+                return Err(format!(
+                    "--table {t:?}: write the table as NAME or SCHEMA.NAME, exactly as it is named (no quotes, no patterns)"
+                ));
+            }
+            sel.tables.push((schema, table));
+        }
+        for s in schemas {
+            if s.is_empty() {
+                return Err("--schema needs a schema name".into());
+            }
+            sel.schemas.push(s.clone());
+        }
+        Ok(sel)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.schemas.is_empty()
+    }
+
+    /// Whether a table of the inventory (`%I.%I`) is selected.
+    pub fn covers(&self, qualified: &str) -> bool {
+        let (schema, table) = postgres::split_qualified(qualified);
+        self.schemas.contains(&schema) || self.tables.contains(&(schema, table))
+    }
+
+    /// The schemas the restored objects live in.
+    fn schema_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .tables
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .chain(self.schemas.iter().map(String::as_str))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Tables asked for that are not in the backup's inventory. (A schema
+    /// may hold no tables, only functions or views: the table of contents
+    /// decides about schemas.)
+    pub fn missing_from(&self, inv: &crate::manifest::Inventory) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter(|(s, t)| {
+                !inv.tables
+                    .keys()
+                    .chain(&inv.unreadable)
+                    .any(|q| postgres::split_qualified(q) == (s.clone(), t.clone()))
+            })
+            .map(|(s, t)| format!("table {s}.{t}"))
+            .collect()
+    }
 }
 
 /// Refuses targets that are cellar's own names, and (without `clean`) a
@@ -142,6 +217,9 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
 /// A restored scratch database waiting to be swapped in. Dropping it
 /// without [`Scratch::swap`] drops the database.
 pub struct Scratch<'a> {
+    /// Tables whose rows were compared with the backup's inventory (0 when
+    /// the backup has no comparable inventory).
+    pub tables_compared: usize,
     conn: &'a PgConn,
     target: String,
     name: String,
@@ -351,6 +429,7 @@ pub fn prepare<'a>(
         return Err(e).context("restore step `create scratch database` failed");
     }
     let mut scratch = Scratch {
+        tables_compared: 0,
         conn: t.conn,
         target: t.database.to_string(),
         name,
@@ -364,9 +443,50 @@ pub fn prepare<'a>(
 
     // Step 2.
     if custom {
+        // A partial restore: the chosen entries of the table of contents,
+        // into the schemas they belong to (pg_restore -n leaves out the
+        // schema itself).
+        let list = match t.only.filter(|s| !s.is_empty()) {
+            Some(sel) => {
+                let (list, unmatched) = step(
+                    "select tables",
+                    postgres::selected_toc(t.conn, &spool, &sel.tables, &sel.schemas),
+                )?;
+                if !unmatched.is_empty() {
+                    bail!(
+                        "backup {} holds no {}; `cellar restore {} {} --to-file F` and `pg_restore --list F` show what it holds",
+                        m.id,
+                        unmatched.join(", no "),
+                        m.profile,
+                        m.id
+                    );
+                }
+                for schema in sel.schema_names() {
+                    step(
+                        "create schema",
+                        postgres::query(
+                            t.conn,
+                            &scratch.name,
+                            "CREATE SCHEMA IF NOT EXISTS :\"s\";",
+                            &[("s", schema)],
+                        )
+                        .map(|_| ()),
+                    )?;
+                }
+                Some(list)
+            }
+            None => None,
+        };
         step(
             "pg_restore",
-            postgres::restore_custom(t.conn, &scratch.name, &spool, t.jobs, t.no_owner),
+            postgres::restore_custom(
+                t.conn,
+                &scratch.name,
+                &spool,
+                t.jobs,
+                t.no_owner,
+                list.as_ref().map(|l| l.path()),
+            ),
         )?;
     } else {
         use std::io::Seek;
@@ -380,12 +500,30 @@ pub fn prepare<'a>(
     }
     // The restore holds what the database held when it was dumped: every
     // table's rows and every kind of object, or it is not swapped in.
+    // A partial restore is compared on the tables it chose: their rows,
+    // not the objects of the whole database.
+    let selected = t.only.filter(|s| !s.is_empty());
     if let Some(inv) = p.inventory.as_ref().filter(|i| !i.filtered) {
         let got = step(
             "count the restored database",
             postgres::inventory(t.conn, &scratch.name),
         )?;
-        let diff = inv.differences(&got);
+        let diff = match selected {
+            None => inv.differences(&got),
+            Some(sel) => {
+                let mut part = inv.clone();
+                part.tables.retain(|q, _| sel.covers(q));
+                part.objects.clear();
+                let mut got = got;
+                got.tables.retain(|q, _| sel.covers(q));
+                got.objects.clear();
+                part.differences(&got)
+            }
+        };
+        scratch.tables_compared = match selected {
+            None => inv.tables.len(),
+            Some(sel) => inv.tables.keys().filter(|q| sel.covers(q)).count(),
+        };
         if !diff.is_empty() {
             bail!(
                 "the restored database differs from the backup's inventory, so it was not swapped in: {}{}",
@@ -393,12 +531,18 @@ pub fn prepare<'a>(
                 if diff.len() > 20 { format!("; and {} more", diff.len() - 20) } else { String::new() }
             );
         }
-        info!(
-            "{}: {} tables and {} objects match the backup's inventory",
-            m.profile,
-            inv.tables.len(),
-            inv.objects.values().sum::<u64>()
-        );
+        match selected {
+            None => info!(
+                "{}: {} tables and {} objects match the backup's inventory",
+                m.profile,
+                inv.tables.len(),
+                inv.objects.values().sum::<u64>()
+            ),
+            Some(_) => info!(
+                "{}: {} chosen table(s) match the backup's inventory",
+                m.profile, scratch.tables_compared
+            ),
+        }
     }
     // Step 3, carried out by the swap.
     scratch.properties = db_sql.map(|(_, rest)| rest);

@@ -13,6 +13,7 @@
 //! `\restrict` key that only cellar knows blocks every psql meta-command.
 
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
@@ -535,6 +536,7 @@ pub fn restore_custom(
     spool: &std::fs::File,
     jobs: usize,
     no_owner: bool,
+    use_list: Option<&Path>,
 ) -> anyhow::Result<()> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "pg_restore", &env);
@@ -543,6 +545,9 @@ pub fn restore_custom(
     if no_owner {
         cmd.args(["--no-owner", "--no-privileges"]);
     }
+    if let Some(list) = use_list {
+        cmd.arg("--use-list").arg(list);
+    }
     cmd.arg(format!("--dbname={}", conninfo(conn, database)));
     cmd.arg("/dev/fd/3");
     pass_as_fd3(&mut cmd, spool);
@@ -550,6 +555,60 @@ pub fn restore_custom(
     process::spawn_group(&mut cmd, "pg_restore", HINT)?
         .wait_or_cancel()
         .map(|_| ())
+}
+
+/// The table of contents of a spooled custom archive narrowed to some
+/// tables (schema, table) and whole schemas, as pg_restore's own `-n`/`-t`
+/// select them (a table brings its definition and data, not its indexes,
+/// constraints or triggers; a schema brings every object in it), in the
+/// archive's order, for `pg_restore --use-list`. Also returns what matched
+/// nothing, by name.
+pub fn selected_toc(
+    conn: &PgConn,
+    spool: &std::fs::File,
+    tables: &[(String, String)],
+    schemas: &[String],
+) -> anyhow::Result<(tempfile::NamedTempFile, Vec<String>)> {
+    let list = |args: &[&str]| -> anyhow::Result<String> {
+        let mut cmd = Command::new(conn.tool("pg_restore"));
+        cmd.arg("--list").args(args).arg("/dev/fd/3");
+        pass_as_fd3(&mut cmd, spool);
+        output_of(cmd, "pg_restore").context("listing the archive")
+    };
+    let ids = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .filter_map(|l| l.split_once(';').map(|(id, _)| id.trim().to_string()))
+            .filter(|id| !id.is_empty())
+            .collect()
+    };
+    let mut chosen = std::collections::BTreeSet::new();
+    let mut unmatched = Vec::new();
+    for (schema, table) in tables {
+        let found = ids(&list(&["--schema", schema, "--table", table])?);
+        if found.is_empty() {
+            unmatched.push(format!("table {schema}.{table}"));
+        }
+        chosen.extend(found);
+    }
+    for schema in schemas {
+        let found = ids(&list(&["--schema", schema])?);
+        if found.is_empty() {
+            unmatched.push(format!("schema {schema}"));
+        }
+        chosen.extend(found);
+    }
+    let mut file = tempfile::Builder::new().prefix("cellar-toc-").tempfile()?;
+    for line in list(&[])?.lines().filter(|l| !l.starts_with(';')) {
+        if let Some((id, _)) = line.split_once(';') {
+            if chosen.contains(id.trim()) {
+                writeln!(file, "{line}")?;
+            }
+        }
+    }
+    file.flush()?;
+    Ok((file, unmatched))
 }
 
 /// The database-level part of a spooled custom archive (CREATE DATABASE
@@ -955,7 +1014,7 @@ fn unquote_ident(s: &str) -> String {
 }
 
 /// Splits `schema.table` as `format('%I.%I')` wrote it.
-fn split_qualified(q: &str) -> (String, String) {
+pub fn split_qualified(q: &str) -> (String, String) {
     let mut in_quotes = false;
     for (i, c) in q.char_indices() {
         match c {

@@ -96,6 +96,13 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
+    /// Sets or clears an S3 object-lock legal hold on the object (pins, on
+    /// a bucket with object lock). Returns false where the store has no
+    /// such thing (then nothing is done).
+    fn set_legal_hold(&self, _key: &str, _on: bool) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Records the retention tier on the object, for lifecycle rules (S3
     /// `tag_tiers`); stores without tags ignore it.
     fn set_tier(&self, _key: &str, _tier: &str) -> Result<(), StoreError> {
@@ -223,6 +230,10 @@ impl Store for Guarded {
     fn locked_until(&self, key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         check_key(key)?;
         self.0.locked_until(key)
+    }
+    fn set_legal_hold(&self, key: &str, on: bool) -> Result<bool, StoreError> {
+        check_key(key)?;
+        self.0.set_legal_hold(key, on)
     }
     fn set_tier(&self, key: &str, tier: &str) -> Result<(), StoreError> {
         check_key(key)?;

@@ -690,6 +690,32 @@ impl Store for S3Store {
             .filter(|t| *t > chrono::Utc::now()))
     }
 
+    fn set_legal_hold(&self, key: &str, on: bool) -> Result<bool, StoreError> {
+        if self.opts.object_lock.is_none() {
+            return Ok(false);
+        }
+        let status = if on {
+            aws_sdk_s3::types::ObjectLockLegalHoldStatus::On
+        } else {
+            aws_sdk_s3::types::ObjectLockLegalHoldStatus::Off
+        };
+        self.rt
+            .block_on(
+                self.client
+                    .put_object_legal_hold()
+                    .bucket(&self.opts.bucket)
+                    .key(self.object(key))
+                    .legal_hold(
+                        aws_sdk_s3::types::ObjectLockLegalHold::builder()
+                            .status(status)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map(|_| true)
+            .map_err(|e| self.fail("set the legal hold of", key, &e))
+    }
+
     fn set_tier(&self, key: &str, tier: &str) -> Result<(), StoreError> {
         if !self.opts.tag_tiers {
             return Ok(());

@@ -5,6 +5,7 @@ mod authenticity;
 mod breakglass;
 mod completeness;
 mod damage;
+mod drills;
 mod files;
 mod hardening;
 mod harness;

@@ -362,3 +362,103 @@ fn prune_retags_tiers_and_skips_what_object_lock_protects() {
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3);
 }
+
+/// Pins on S3: a marker object next to the backup that prune respects;
+/// on a bucket with object lock, unpin and pin again still work.
+#[test]
+fn pins_on_s3_are_kept_by_prune_and_released_by_unpin() {
+    let m = s3harness::shared();
+    m.create_bucket("pins", false);
+    m.create_bucket("pins-locked", true);
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a.txt", b"hello")]);
+    env.files_profile(
+        "p",
+        &[&data],
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    env.edit("profiles/p.toml", FILE_STORE, &store_toml(m, "pins", ""));
+    for day in 1..=3 {
+        env.at(&format!("2026-03-{day:02}T02:00:00Z"), &["backup", "p"])
+            .ok();
+    }
+    env.cellar(&["pin", "p", "20260301T020000Z"]).ok();
+    assert!(m
+        .keys("pins")
+        .contains(&"backups/p/20260301T020000Z.pin".to_string()));
+    env.at("2026-03-03T03:00:00Z", &["prune", "p"]).ok();
+    let manifests = |bucket: &str| -> Vec<String> {
+        m.keys(bucket)
+            .into_iter()
+            .filter(|k| k.ends_with(".manifest.json"))
+            .collect()
+    };
+    assert_eq!(
+        manifests("pins"),
+        vec![
+            "backups/p/20260301T020000Z.manifest.json",
+            "backups/p/20260303T020000Z.manifest.json"
+        ]
+    );
+    env.cellar(&["unpin", "p", "20260301T020000Z"]).ok();
+    env.at("2026-03-03T04:00:00Z", &["prune", "p"]).ok();
+    assert_eq!(
+        manifests("pins"),
+        vec!["backups/p/20260303T020000Z.manifest.json"]
+    );
+    assert!(!m.keys("pins").iter().any(|k| k.contains("20260301")));
+
+    // Object lock: the pin object is locked like the others, and unpin
+    // still releases it (a delete marker), and a second pin goes in.
+    env.files_profile("l", &[&data], "");
+    env.edit(
+        "profiles/l.toml",
+        FILE_STORE,
+        &store_toml(
+            m,
+            "pins-locked",
+            "object_lock = { mode = \"GOVERNANCE\", days = 1 }",
+        ),
+    );
+    env.cellar(&["backup", "l"]).ok();
+    let id = manifests("pins-locked")[0]
+        .trim_start_matches("backups/l/")
+        .trim_end_matches(".manifest.json")
+        .to_string();
+    let out = env.cellar(&["pin", "l", &id]);
+    out.ok();
+    // payload, signature, manifest and the pin itself
+    assert!(
+        out.stdout.contains("S3 legal hold set on 4 object(s)"),
+        "{}",
+        out.stdout
+    );
+    let hold = |key: &str| -> String {
+        let (rt, c) = m.client();
+        rt.block_on(
+            c.get_object_legal_hold()
+                .bucket("pins-locked")
+                .key(key)
+                .send(),
+        )
+        .unwrap()
+        .legal_hold()
+        .and_then(|h| h.status())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
+    };
+    let manifest_key = format!("backups/l/{id}.manifest.json");
+    assert_eq!(hold(&manifest_key), "ON");
+    let list = env.cellar(&["list", "l"]);
+    assert!(list.stdout.contains("pinned"), "{}", list.stdout);
+    let out = env.cellar(&["unpin", "l", &id]);
+    out.ok();
+    assert!(out.stdout.contains("legal hold cleared"), "{}", out.stdout);
+    assert_eq!(hold(&manifest_key), "OFF");
+    assert!(!m.keys("pins-locked").iter().any(|k| k.ends_with(".pin")));
+    let list = env.cellar(&["list", "l"]);
+    assert!(!list.stdout.contains("pinned"), "{}", list.stdout);
+    let out = env.cellar(&["pin", "l", &id]);
+    out.ok();
+    assert!(out.stdout.contains("is pinned"), "{}", out.stdout);
+}

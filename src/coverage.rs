@@ -1,0 +1,70 @@
+//! Coverage: the databases on each configured PostgreSQL server that no
+//! profile backs up (`cellar check --coverage`, `status --fail-on-uncovered`).
+//!
+//! The servers are those of the postgres profiles' `[source]`. A database
+//! counts as covered when a profile backs it up on that server
+//! (`database`, `databases`, or `all = true`). Left out of the report:
+//! template databases and those that refuse connections, cellar's own
+//! scratch and previous copies, the `[mirror]` targets of profiles (copies
+//! refreshed from a backup), and `postgres` unless it holds tables of its
+//! own (it exists on every server and usually holds nothing).
+
+use crate::profile::{PgConn, Profile, Source};
+use crate::source::postgres;
+
+/// One server's coverage.
+#[derive(Debug, serde::Serialize)]
+pub struct Server {
+    pub server: String,
+    pub covered: Vec<String>,
+    pub uncovered: Vec<String>,
+}
+
+/// The coverage of every source server of `profiles`; a server that
+/// cannot be listed is an error that names it.
+pub fn of(profiles: &[Profile]) -> Vec<(String, anyhow::Result<Server>)> {
+    let mut servers: Vec<&PgConn> = Vec::new();
+    for p in profiles {
+        if let Source::Postgres(pg) = &p.source {
+            if !servers.iter().any(|c| same_server(c, &pg.conn)) {
+                servers.push(&pg.conn);
+            }
+        }
+    }
+    servers
+        .into_iter()
+        .map(|conn| (conn.describe(), server(conn, profiles)))
+        .collect()
+}
+
+fn same_server(a: &PgConn, b: &PgConn) -> bool {
+    let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1" | "") || h.starts_with('/');
+    a.port == b.port && (a.host == b.host || (local(&a.host) && local(&b.host)))
+}
+
+fn server(conn: &PgConn, profiles: &[Profile]) -> anyhow::Result<Server> {
+    let mut out = Server {
+        server: conn.describe(),
+        covered: Vec::new(),
+        uncovered: Vec::new(),
+    };
+    for db in postgres::list_databases(conn)? {
+        let backed_up = profiles.iter().any(|p| match &p.source {
+            Source::Postgres(pg) => pg.backs_up(conn, &db),
+            Source::Files(_) => false,
+        });
+        let mirror = profiles.iter().any(|p| {
+            p.mirror
+                .as_ref()
+                .is_some_and(|m| m.database == db && same_server(&m.conn, conn))
+        });
+        if backed_up {
+            out.covered.push(db);
+        } else if mirror || (db == "postgres" && postgres::count_tables(conn, &db)? == 0) {
+            continue;
+        } else {
+            out.uncovered.push(db);
+        }
+    }
+    Ok(out)
+}
