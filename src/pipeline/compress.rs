@@ -7,7 +7,7 @@ use std::io::{self, BufRead, Read, Write};
 use crate::profile::{Algorithm, Compression};
 
 pub enum Compressor<W: Write> {
-    Xz(liblzma::write::XzEncoder<W>),
+    Xz(XzWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -22,7 +22,11 @@ impl<W: Write> Compressor<W> {
                     .check(liblzma::stream::Check::Crc64)
                     .encoder()
                     .map_err(io::Error::other)?;
-                Compressor::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
+                Compressor::Xz(XzWriter {
+                    stream,
+                    inner,
+                    out: Vec::with_capacity(XZ_OUT),
+                })
             }
             Algorithm::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(inner, c.level as i32)?;
@@ -56,6 +60,56 @@ impl<W: Write> Write for Compressor<W> {
         // Flushing xz ends a block and costs ratio; the pipeline never needs
         // it, so only the inner writer is flushed at `finish`.
         Ok(())
+    }
+}
+
+const XZ_OUT: usize = 256 * 1024;
+
+/// An xz encoder over liblzma's stream. Unlike the crate's `XzEncoder`,
+/// dropping it unfinished (an error, SIGTERM) does not first compress
+/// everything it has taken in, which at xz -9 can take minutes: the
+/// stream just ends, and liblzma stops its threads within a few
+/// kilobytes of input.
+pub struct XzWriter<W: Write> {
+    stream: liblzma::stream::Stream,
+    inner: W,
+    out: Vec<u8>,
+}
+
+impl<W: Write> XzWriter<W> {
+    fn run(&mut self, input: &[u8], action: liblzma::stream::Action) -> io::Result<(usize, bool)> {
+        let before = self.stream.total_in();
+        self.out.clear();
+        let status = self
+            .stream
+            .process_vec(input, &mut self.out, action)
+            .map_err(io::Error::other)?;
+        self.inner.write_all(&self.out)?;
+        let taken = (self.stream.total_in() - before) as usize;
+        Ok((taken, status == liblzma::stream::Status::StreamEnd))
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        while !self.run(&[], liblzma::stream::Action::Finish)?.1 {}
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for XzWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let (taken, _) = self.run(data, liblzma::stream::Action::Run)?;
+            if taken > 0 {
+                return Ok(taken);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
