@@ -48,6 +48,10 @@ pub enum Command {
         /// profile backs up (exit 1 when there are any).
         #[arg(long, conflicts_with = "profiles")]
         coverage: bool,
+        /// With --coverage: also list the folders directly under DIR that no files
+        /// profile backs up (repeatable).
+        #[arg(long, value_name = "DIR", requires = "coverage")]
+        root: Vec<std::path::PathBuf>,
     },
     /// Back up every profile (or those named); one failure never stops the others.
     Run {

@@ -8,6 +8,12 @@
 //! scratch and previous copies, the `[mirror]` targets of profiles (copies
 //! refreshed from a backup), and `postgres` unless it holds tables of its
 //! own (it exists on every server and usually holds nothing).
+//!
+//! Folders: `check --coverage --root DIR` looks at the folders directly
+//! under DIR. One is backed up when a files profile lists it or a folder
+//! above it; "in part" when a profile lists only something inside it; not
+//! backed up otherwise. Paths are compared after resolving symlinks;
+//! `exclude` patterns are not taken into account.
 
 use crate::profile::{PgConn, Profile, Source};
 use crate::source::postgres;
@@ -64,6 +70,48 @@ fn server(conn: &PgConn, profiles: &[Profile]) -> anyhow::Result<Server> {
             continue;
         } else {
             out.uncovered.push(db);
+        }
+    }
+    Ok(out)
+}
+
+/// The folders directly under one root, by coverage.
+#[derive(Debug, Default)]
+pub struct Folders {
+    pub covered: Vec<String>,
+    pub partly: Vec<String>,
+    pub uncovered: Vec<String>,
+}
+
+/// Which folders directly under `root` the files profiles back up.
+pub fn folders(root: &std::path::Path, profiles: &[Profile]) -> anyhow::Result<Folders> {
+    use anyhow::Context;
+    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let listed: Vec<std::path::PathBuf> = profiles
+        .iter()
+        .filter_map(|p| match &p.source {
+            Source::Files(f) => Some(f.paths.iter().map(|p| real(p)).collect::<Vec<_>>()),
+            Source::Postgres(_) => None,
+        })
+        .flatten()
+        .collect();
+    let root_real =
+        std::fs::canonicalize(root).with_context(|| format!("reading {}", root.display()))?;
+    let mut names: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(&root_real)
+        .with_context(|| format!("reading {}", root.display()))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    names.sort();
+    let mut out = Folders::default();
+    for (name, path) in names {
+        if listed.iter().any(|l| path.starts_with(l)) {
+            out.covered.push(name);
+        } else if listed.iter().any(|l| l.starts_with(&path)) {
+            out.partly.push(name);
+        } else {
+            out.uncovered.push(name);
         }
     }
     Ok(out)

@@ -111,7 +111,7 @@ pub fn print_coverage(profiles: &[Profile]) -> usize {
 /// `cellar check --coverage`: the databases no profile backs up, on the
 /// servers the postgres profiles name. Exit 2 with an invalid profile, 1
 /// when a database is not covered or a server cannot be listed.
-pub fn coverage(dir: &Path) -> Result<i32, Failure> {
+pub fn coverage(dir: &Path, roots: &[std::path::PathBuf]) -> Result<i32, Failure> {
     let (profiles, invalid) = valid_profiles(dir)?;
     if !profiles
         .iter()
@@ -119,7 +119,38 @@ pub fn coverage(dir: &Path) -> Result<i32, Failure> {
     {
         println!("no postgres profiles: no servers to look at");
     }
-    let bad = print_coverage(&profiles);
+    let mut bad = print_coverage(&profiles);
+    for root in roots {
+        match crate::coverage::folders(root, &profiles) {
+            Err(e) => {
+                bad += 1;
+                println!("coverage of {}: FAILED: {e:#}", root.display());
+            }
+            Ok(f) => {
+                let mut line = format!(
+                    "coverage of {}: {} folder(s) backed up",
+                    root.display(),
+                    f.covered.len()
+                );
+                if !f.partly.is_empty() {
+                    line += &format!(", {} in part: {}", f.partly.len(), f.partly.join(", "));
+                }
+                if f.uncovered.is_empty() {
+                    line += ", none left out";
+                } else {
+                    line += &format!(", {} NOT: {}", f.uncovered.len(), f.uncovered.join(", "));
+                }
+                println!("{line}");
+                if !f.uncovered.is_empty() {
+                    bad += f.uncovered.len();
+                    println!(
+                        "  fix: add each to a files profile's `paths` (or list {} itself), or make a profile for it (`cellar init files NAME`)",
+                        root.display()
+                    );
+                }
+            }
+        }
+    }
     Ok(if invalid > 0 {
         2
     } else if bad > 0 {

@@ -45,8 +45,13 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
         Command::Check {
             profiles,
             coverage: false,
+            ..
         } => check::run(dir, profiles),
-        Command::Check { coverage: true, .. } => check::coverage(dir),
+        Command::Check {
+            coverage: true,
+            root,
+            ..
+        } => check::coverage(dir, root),
         Command::Run {
             profiles,
             due,

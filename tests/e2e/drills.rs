@@ -727,3 +727,34 @@ fn a_drill_of_several_databases_drills_each() {
     out.ok();
     assert_eq!(state(&env, "many")["last_drill"]["tables_compared"], 1);
 }
+
+#[test]
+fn coverage_lists_the_folders_no_files_profile_backs_up() {
+    let env = TestEnv::new();
+    let root = env.path().join("srv");
+    for d in ["app", "logs", "media/photos", "media/video"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("loose-file"), b"x").unwrap();
+    env.files_profile("app", &[&root.join("app"), &root.join("media/photos")], "");
+    let out = env.cellar(&["check", "--coverage", "--root", root.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("1 folder(s) backed up, 1 in part: media, 1 NOT: logs"),
+        "{}",
+        out.stdout
+    );
+    // Listing the root itself covers everything under it.
+    env.files_profile("all", &[&root], "");
+    let out = env.cellar(&["check", "--coverage", "--root", root.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("3 folder(s) backed up, none left out"),
+        "{}",
+        out.stdout
+    );
+    // --root needs --coverage.
+    let out = env.cellar(&["check", "--root", root.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.all());
+}
