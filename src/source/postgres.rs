@@ -435,6 +435,53 @@ fn run_into(mut cmd: Command, tool: &str, out: &mut dyn Write) -> anyhow::Result
 }
 
 /// Whether `database` exists, and how many user objects it holds.
+/// Counts what users made in the current database: every object whose
+/// oid is past initdb's (`FirstNormalObjectId`, 16384) in the catalogs of
+/// things a dump can hold (relations, schemas, routines, types, large
+/// objects, extensions, collations, operators, casts, languages, text
+/// search, foreign servers and user mappings, publications, subscriptions,
+/// event triggers, default privileges, statistics, policies), plus the
+/// database's own settings (`ALTER DATABASE ... SET`) and comment. Other
+/// sessions' temporary tables do not count.
+const CONTENT_SQL: &str = r"
+WITH temp_ns AS (
+  SELECT oid FROM pg_namespace
+  WHERE nspname LIKE 'pg\_temp\_%' OR nspname LIKE 'pg\_toast\_temp\_%'
+), db AS (SELECT oid FROM pg_database WHERE datname = current_database())
+SELECT
+   (SELECT count(*) FROM pg_class WHERE oid >= 16384 AND relnamespace NOT IN (SELECT oid FROM temp_ns))
+ + (SELECT count(*) FROM pg_namespace WHERE oid >= 16384 AND oid NOT IN (SELECT oid FROM temp_ns))
+ + (SELECT count(*) FROM pg_type WHERE oid >= 16384 AND typnamespace NOT IN (SELECT oid FROM temp_ns))
+ + (SELECT count(*) FROM pg_proc WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_largeobject_metadata)
+ + (SELECT count(*) FROM pg_extension WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_collation WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_conversion WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_operator WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_opfamily WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_opclass WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_cast WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_language WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_am WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_transform WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_ts_config WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_ts_dict WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_ts_parser WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_ts_template WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_foreign_data_wrapper WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_foreign_server WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_user_mappings WHERE umid >= 16384)
+ + (SELECT count(*) FROM pg_publication WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM db))
+ + (SELECT count(*) FROM pg_event_trigger WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_default_acl WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_statistic_ext WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_policy WHERE oid >= 16384)
+ + (SELECT count(*) FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM db))
+ + (SELECT count(*) FROM pg_shdescription
+    WHERE classoid = 'pg_database'::regclass AND objoid = (SELECT oid FROM db));
+";
+
 pub fn database_state(conn: &PgConn, database: &str) -> anyhow::Result<Option<u64>> {
     let exists = query(
         conn,
@@ -445,24 +492,7 @@ pub fn database_state(conn: &PgConn, database: &str) -> anyhow::Result<Option<u6
     if exists.trim() == "0" {
         return Ok(None);
     }
-    let n = query(
-        conn,
-        database,
-        "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%')
-              + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
-              + (SELECT count(*) FROM pg_namespace
-                 WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public')
-                   AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%')
-              + (SELECT count(*) FROM pg_largeobject_metadata)
-              + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                   AND t.typtype IN ('b', 'd', 'e', 'r', 'm'))
-              + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql');",
-        &[],
-    )?;
+    let n = query(conn, database, CONTENT_SQL, &[])?;
     Ok(Some(n.trim().parse().unwrap_or(0)))
 }
 

@@ -818,3 +818,37 @@ fn plain_sql_never_runs_before_the_whole_payload_checked_out() {
     assert!(!pg.exists(&dst));
     assert_no_scratch(&dst);
 }
+
+#[test]
+fn a_target_holding_only_servers_settings_or_publications_is_not_empty() {
+    let pg = pg();
+    let (env, _src) = backed_up("notempty", "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
+    let cases = [
+        "CREATE FOREIGN DATA WRAPPER dummy; CREATE SERVER billing FOREIGN DATA WRAPPER dummy; \
+         CREATE USER MAPPING FOR CURRENT_USER SERVER billing OPTIONS (password 'x')",
+        "CREATE PUBLICATION everything",
+        "CREATE COLLATION my_c (locale = 'C')",
+        "CREATE TEXT SEARCH CONFIGURATION my_ts (COPY = simple)",
+        "ALTER DATABASE {db} SET work_mem = '7MB'",
+        "COMMENT ON DATABASE {db} IS 'kept'",
+    ];
+    for (i, sql) in cases.iter().enumerate() {
+        let dst = db_name(&format!("notempty{i}"));
+        pg.create_db(&dst);
+        pg.psql(&dst, &sql.replace("{db}", &dst));
+        for extra in [&[][..], &["--table", "a"][..]] {
+            let mut args = vec!["restore", "db", "--to-database", dst.as_str()];
+            args.extend_from_slice(extra);
+            let out = env.cellar(&args);
+            assert_eq!(out.code, 2, "{sql} {extra:?}: {}", out.all());
+            assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+        }
+        pg.psql("postgres", &format!("DROP DATABASE {dst}"));
+    }
+    // A database fresh from CREATE DATABASE is empty: the restore goes in.
+    let dst = db_name("notempty_fresh");
+    pg.create_db(&dst);
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    assert_eq!(pg.psql(&dst, "SELECT v FROM a").trim(), "1");
+    pg.psql("postgres", &format!("DROP DATABASE {dst}"));
+}
