@@ -66,6 +66,7 @@ pub fn record(
         },
         tables_compared,
         error,
+        passed_before: false,
     }
 }
 

@@ -6,10 +6,10 @@
 //! than a day are removed too; younger ones may still be uploading.
 //!
 //! Good backups are protected: pinned ones and the newest one whose drill
-//! passed are kept ([`retention::decide_guarded`]), and while the last run
-//! of the profile failed because of a canary (a strict empty or shrunken
-//! dump, or one that lacks a table's data) prune deletes nothing at all:
-//! the backups before it may be the last good ones.
+//! passed are kept ([`retention::decide_guarded`]), and from a run of the
+//! profile that failed because of a canary (a strict empty or shrunken
+//! dump, or one that lacks a table's data) until a run succeeds, prune
+//! deletes nothing at all: the backups before it may be the last good ones.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -84,13 +84,15 @@ pub fn plan(
 ) -> Result<Plan, StoreError> {
     let entries = catalog::backups(store, profile)?;
     let decisions = decide(profile, &entries, state, now);
+    // (A state written before `canary_hold` existed: its last run.)
     let hold = state
-        .last_run
+        .canary_hold
         .as_ref()
-        .filter(|r| hold_on_canary && r.canary_failed)
+        .or(state.last_run.as_ref().filter(|r| r.canary_failed))
+        .filter(|_| hold_on_canary)
         .map(|r| {
             format!(
-                "the last run ({}) failed a canary: {}; prune deletes nothing until a backup passes its canaries",
+                "run {} failed a canary: {}; prune deletes nothing until a run succeeds",
                 r.backup_id
                     .clone()
                     .unwrap_or_else(|| r.started_at.format("%Y-%m-%d %H:%M UTC").to_string()),

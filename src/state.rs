@@ -67,6 +67,10 @@ pub struct ProfileState {
     /// `list` and for the retention, which keeps the newest drilled backup.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub drills: std::collections::BTreeMap<String, Drill>,
+    /// The run that failed a canary, until a later run succeeds: prune
+    /// deletes nothing meanwhile, whatever other failures came after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_hold: Option<Run>,
 }
 
 /// How many backup ids keep their drill result in the state file.
@@ -100,6 +104,10 @@ pub struct Drill {
     pub tables_compared: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// An earlier drill of the same backup passed: it is proven to
+    /// restore, whatever made a later drill fail (a server down).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passed_before: bool,
 }
 
 impl Drill {
@@ -115,13 +123,24 @@ impl Drill {
 impl ProfileState {
     pub fn record(&mut self, run: Run) {
         match run.outcome {
-            Outcome::Success => self.last_success = Some(run.clone()),
-            Outcome::Failure => self.last_failure = Some(run.clone()),
+            Outcome::Success => {
+                self.last_success = Some(run.clone());
+                self.canary_hold = None;
+            }
+            Outcome::Failure => {
+                if run.canary_failed {
+                    self.canary_hold = Some(run.clone());
+                }
+                self.last_failure = Some(run.clone());
+            }
         }
         self.last_run = Some(run);
     }
 
-    pub fn record_drill(&mut self, drill: Drill) {
+    pub fn record_drill(&mut self, mut drill: Drill) {
+        if let Some(earlier) = self.drills.get(&drill.backup_id) {
+            drill.passed_before = earlier.passed || earlier.passed_before;
+        }
         self.drills.insert(drill.backup_id.clone(), drill.clone());
         while self.drills.len() > MAX_DRILLS {
             let oldest = self.drills.keys().next().cloned().expect("not empty");
@@ -157,7 +176,7 @@ impl ProfileState {
         self.drills
             .values()
             .rev()
-            .find(|d| d.passed)
+            .find(|d| d.passed || d.passed_before)
             .map(|d| d.backup_id.as_str())
     }
 }

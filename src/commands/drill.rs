@@ -19,8 +19,20 @@ pub fn run(
     no_owner: bool,
     metrics: Option<&Path>,
     progress: SharedProgress,
+    lock_wait: std::time::Duration,
 ) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
+    // One drill of a profile at a time from this config dir: a second one
+    // waits (--lock-wait), then gives up without touching the record of
+    // the backup the first one is drilling.
+    let _lock = crate::lock::acquire(dir, &format!("{}@drill", profile.name), "drill", lock_wait)
+        .map_err(|e| match e {
+            crate::lock::LockError::Busy { holder, waited, .. } => Failure::from(anyhow::anyhow!(
+                "another drill of {} is running ({holder}); waited {waited:?} (--lock-wait); try again when it is done",
+                profile.name
+            )),
+            other => Failure::from(anyhow::Error::from(other)),
+        })?;
     let Source::Postgres(pg) = &profile.source else {
         return Err(Failure::config(anyhow::anyhow!(
             "{} is a files profile; a drill restores a database (use `cellar verify {}` for a files backup)",

@@ -97,6 +97,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
             *no_owner,
             metrics,
             progress,
+            wait,
         ),
         Command::Pin { profile, id } => pin::run(dir, profile, id, true, wait),
         Command::Unpin { profile, id } => pin::run(dir, profile, id, false, wait),

@@ -326,6 +326,28 @@ fn prune_holds_after_a_canary_failure_and_keeps_drilled_and_pinned_backups() {
     let out = env.at("2026-03-05T04:00:00Z", &["run", "keep"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert_eq!(ids(&env, "keep"), all);
+    // A failure of another kind (pg_dump cannot run) does not end the hold.
+    let dump = bin.join("pg_dump");
+    let canary_dump = std::fs::read_to_string(&dump).unwrap();
+    std::fs::write(
+        &dump,
+        "#!/bin/sh
+echo 'connection refused' >&2
+exit 1
+",
+    )
+    .unwrap();
+    let out = env.at("2026-03-05T04:10:00Z", &["backup", "keep"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let out = env.at("2026-03-05T04:20:00Z", &["prune", "keep"]);
+    out.ok();
+    assert!(out.stdout.contains("failed a canary"), "{}", out.stdout);
+    assert_eq!(
+        ids(&env, "keep"),
+        all,
+        "prune deleted after a later failure"
+    );
+    std::fs::write(&dump, canary_dump).unwrap();
 
     // Drill the second backup and pin the first.
     env.edit("profiles/keep.toml", &bin_line, "globals = false");
@@ -757,4 +779,63 @@ fn coverage_lists_the_folders_no_files_profile_backs_up() {
     // --root needs --coverage.
     let out = env.cellar(&["check", "--root", root.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{}", out.all());
+}
+
+#[test]
+fn a_second_drill_waits_and_a_failed_drill_keeps_a_passed_backup_protected() {
+    let src = source("drill_twice");
+    let env = TestEnv::new();
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_restore",
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\nsleep 3\nexec {PG_BIN}/pg_restore \"$@\"\n"
+            ),
+        )],
+    );
+    env.pg_profile(
+        "twice",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    env.at("2026-03-01T02:00:00Z", &["backup", "twice"]).ok();
+    let first = ids(&env, "twice")[0].clone();
+    let mut running = env.cmd().args(["drill", "twice", &first]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Another drill of the profile gives up without touching the record.
+    let out = env.cellar(&["--lock-wait", "0s", "drill", "twice", &first]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("another drill of twice is running"),
+        "{}",
+        out.stderr
+    );
+    assert!(running.wait().unwrap().success());
+    let list = env.cellar(&["list", "twice"]);
+    assert!(list.stdout.contains("passed"), "{}", list.stdout);
+
+    // A later drill of the same backup fails (the server is "down"): the
+    // backup proved it restores once, so it stays protected.
+    let restore = bin.join("pg_restore");
+    std::fs::remove_file(&restore).unwrap();
+    std::fs::write(
+        &restore,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\necho 'server closed the connection' >&2\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.cellar(&["drill", "twice", &first]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    env.at("2026-03-02T02:00:00Z", &["backup", "twice"]).ok();
+    env.at("2026-03-03T02:00:00Z", &["backup", "twice"]).ok();
+    let out = env.at("2026-03-03T03:00:00Z", &["prune", "twice"]);
+    out.ok();
+    let kept = ids(&env, "twice");
+    assert!(kept.contains(&first), "{kept:?}\n{}", out.stdout);
+    assert_eq!(kept.len(), 2, "{kept:?}\n{}", out.stdout);
 }

@@ -822,7 +822,10 @@ fn plain_sql_never_runs_before_the_whole_payload_checked_out() {
 #[test]
 fn a_target_holding_only_servers_settings_or_publications_is_not_empty() {
     let pg = pg();
-    let (env, _src) = backed_up("notempty", "CREATE TABLE a (v int); INSERT INTO a VALUES (1);");
+    let (env, _src) = backed_up(
+        "notempty",
+        "CREATE TABLE a (v int); INSERT INTO a VALUES (1);",
+    );
     let cases = [
         "CREATE FOREIGN DATA WRAPPER dummy; CREATE SERVER billing FOREIGN DATA WRAPPER dummy; \
          CREATE USER MAPPING FOR CURRENT_USER SERVER billing OPTIONS (password 'x')",
