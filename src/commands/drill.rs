@@ -11,6 +11,7 @@ use crate::profile::Source;
 use crate::restore::{self, Ctx};
 use crate::{catalog, state, Failure};
 
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     dir: &Path,
     name: &str,
