@@ -6,7 +6,7 @@
 //! exit 1 when the last restore drill failed, when the last drill's
 //! restore time (projected to the newest backup's size) exceeds the
 //! profile's `rto`, or when the newest good backup is older than its
-//! `rpo`.
+//! `rpo`, and when a profile is invalid (`run` skips it).
 
 use std::path::Path;
 use std::time::Duration;
@@ -67,6 +67,21 @@ pub fn run(
             .filter(|m| m.profile == f.name && !m.running())
             .collect();
         let (rto, rpo) = profile::objectives(&f.path);
+        // A profile that `run` would skip as invalid makes no backups: that
+        // is a failure now, not when --max-age runs out. Secrets that this
+        // user may not read or that its environment lacks (a monitoring
+        // account) are not held against it.
+        let invalid: Vec<String> = match profile::load(dir, f) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems
+                .iter()
+                .filter(|p| {
+                    !(p.message.contains("Permission denied")
+                        || p.message.contains("environment variable"))
+                })
+                .map(|p| p.to_string())
+                .collect(),
+        };
         let drill_failed = st.last_drill.as_ref().is_some_and(|d| !d.passed);
         let projected = st.projected_restore_seconds();
         let age_secs = st.newest_backup_age_seconds(now);
@@ -121,7 +136,9 @@ pub fn run(
                 }
             }
         }
-        let verdict = if failed {
+        let verdict = if !invalid.is_empty() {
+            "INVALID"
+        } else if failed {
             "FAILED"
         } else if stale {
             "STALE"
@@ -150,11 +167,15 @@ pub fn run(
                 "projected_restore_seconds": projected,
                 "newest_backup_age_seconds": age_secs,
                 "objectives": objectives,
+                "problems": invalid,
                 "leftover_scratch": leftovers,
                 "last_success_age_seconds": st.last_success.as_ref().map(|r| (now - r.finished_at).num_seconds()),
             }));
         } else {
             println!("{}: {verdict}", f.name);
+            for p in &invalid {
+                println!("  invalid: {p} (`cellar run` skips this profile until it is fixed)");
+            }
             println!(
                 "  last success: {}",
                 describe(now, st.last_success.as_ref())

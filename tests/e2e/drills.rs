@@ -839,3 +839,30 @@ fn a_second_drill_waits_and_a_failed_drill_keeps_a_passed_backup_protected() {
     assert!(kept.contains(&first), "{kept:?}\n{}", out.stdout);
     assert_eq!(kept.len(), 2, "{kept:?}\n{}", out.stdout);
 }
+
+#[test]
+fn status_fails_a_profile_that_run_skips_as_invalid() {
+    let src = source("drill_badrpo");
+    let env = TestEnv::new();
+    env.pg_profile("badrpo", &src, "globals = false", "");
+    env.cellar(&["backup", "badrpo"]).ok();
+    env.cellar(&["status", "badrpo"]).ok();
+    env.edit(
+        "profiles/badrpo.toml",
+        "kind = \"postgres\"",
+        "kind = \"postgres\"\nrpo = \"26hrs x\"",
+    );
+    let out = env.cellar(&["run", "badrpo"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    let out = env.cellar(&["status", "badrpo"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("badrpo: INVALID") && out.stdout.contains("rpo"),
+        "{}",
+        out.stdout
+    );
+    let out = env.cellar(&["status", "badrpo", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows[0]["status"], "invalid", "{rows}");
+}
