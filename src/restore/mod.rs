@@ -185,22 +185,79 @@ pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
 pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow::Result<()> {
     check_file_target(file)?;
     let dir = parent_of(file);
-    let tmp = tempfile::Builder::new()
-        .prefix(".cellar-restore-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    let tmp = ctx.stream(m, p, |r| {
-        let mut f = tmp.reopen()?;
-        pipeline::copy_buffered(r, &mut f)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.path().display()))?;
-        Ok(tmp)
-    })?;
-    tmp.persist_noclobber(file)
-        .with_context(|| format!("moving the restored file to {}", file.display()))?;
+    // An unnamed file (O_TMPFILE) in the target's folder, linked into
+    // place once verified: a kill -9 or a second signal leaves nothing.
+    // Filesystems without O_TMPFILE get a named temporary file instead.
+    let unnamed = if std::path::Path::new("/proc/self/fd").is_dir() {
+        unnamed_in(&dir)
+    } else {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    };
+    match unnamed {
+        Ok(mut f) => {
+            ctx.stream(m, p, |r| {
+                pipeline::copy_buffered(r, &mut f)
+                    .and_then(|_| f.sync_all())
+                    .with_context(|| format!("writing the restored file in {}", dir.display()))
+            })?;
+            link_into_place(&f, file)
+                .with_context(|| format!("moving the restored file to {}", file.display()))?;
+        }
+        Err(_) => {
+            let tmp = tempfile::Builder::new()
+                .prefix(".cellar-restore-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+            let tmp = ctx.stream(m, p, |r| {
+                let mut f = tmp.reopen()?;
+                pipeline::copy_buffered(r, &mut f)
+                    .and_then(|_| f.sync_all())
+                    .with_context(|| format!("writing {}", tmp.path().display()))?;
+                Ok(tmp)
+            })?;
+            tmp.persist_noclobber(file)
+                .with_context(|| format!("moving the restored file to {}", file.display()))?;
+        }
+    }
     crate::state::sync_parent(file)
         .with_context(|| format!("flushing the folder of {}", file.display()))?;
     Ok(())
+}
+
+/// An unnamed regular file in `dir` (mode 0600), gone with its last
+/// descriptor unless linked.
+fn unnamed_in(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+}
+
+/// Gives the unnamed file `f` the name `path`; fails, replacing nothing,
+/// when `path` exists.
+fn link_into_place(f: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both are NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn parent_of(path: &Path) -> PathBuf {

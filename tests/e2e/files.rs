@@ -205,3 +205,38 @@ fn run_backs_up_every_profile_and_one_failure_does_not_stop_the_others() {
     assert_eq!(env.manifests("a_ok").len(), 2);
     assert_eq!(env.manifests("c_ok").len(), 2);
 }
+
+#[test]
+fn to_file_killed_at_any_moment_leaves_nothing_but_the_whole_file() {
+    let env = TestEnv::new();
+    let big = crate::harness::noise(48 << 20, 11);
+    let data = env.data_dir(&[("big", &big)]);
+    env.files_profile("k", &[&data], "");
+    env.cellar(&["backup", "k"]).ok();
+    let out_dir = env.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let file = out_dir.join("k.tar");
+    for delay_ms in [50u64, 150, 300, 600] {
+        let mut child = env
+            .cmd()
+            .args(["restore", "k", "--to-file", file.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let left: Vec<_> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        // Either nothing at all, or the whole verified file.
+        match left.as_slice() {
+            [] => {}
+            [name] if name == "k.tar" => {
+                assert!(std::fs::metadata(&file).unwrap().len() > 48 << 20);
+                std::fs::remove_file(&file).unwrap();
+            }
+            other => panic!("after kill -9 at {delay_ms} ms: {other:?}"),
+        }
+    }
+}
