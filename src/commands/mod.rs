@@ -36,7 +36,12 @@ use crate::store::{self, Store};
 use crate::Failure;
 
 pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
-    let abs = std::path::absolute(&cli.config_dir).map_err(Failure::config)?;
+    // Canonical, so `dir`, `dir/` and a symlink to it are one config dir
+    // (drills and restores name their scratch databases after it); a dir
+    // that does not exist yet (`init`) is made absolute only.
+    let abs = std::fs::canonicalize(&cli.config_dir)
+        .or_else(|_| std::path::absolute(&cli.config_dir))
+        .map_err(Failure::config)?;
     let dir = abs.as_path();
     let progress = progress::for_terminal(cli.quiet);
     let metrics = cli.metrics_file.as_deref();

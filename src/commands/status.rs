@@ -228,13 +228,22 @@ pub fn run(
                 println!("  {o}");
             }
             for m in &leftovers {
+                let (what, next) = if m.target.starts_with("cellar drill of ") {
+                    (
+                        "a drill".to_string(),
+                        format!("the next `cellar drill {}`", f.name),
+                    )
+                } else {
+                    (
+                        format!("a restore or mirror into {}", m.target),
+                        format!("the next restore or mirror into {}", m.target),
+                    )
+                };
                 println!(
-                    "  leftover scratch database {} on {} (a restore or mirror into {} started at {} did not finish; it may hold un-anonymized data): the next restore or mirror into {} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone)",
+                    "  leftover scratch database {} on {} ({what} started at {} did not finish; it may hold un-anonymized data): {next} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone)",
                     m.scratch,
                     m.server,
-                    m.target,
                     m.started_at.format("%Y-%m-%d %H:%M UTC"),
-                    m.target,
                     m.scratch
                 );
             }
