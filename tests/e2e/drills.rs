@@ -164,20 +164,26 @@ fn gauges(path: &std::path::Path) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
+/// A pg_bin_dir whose pg_restore sleeps `secs` before restoring (listing
+/// a dump's contents stays quick).
+fn slow_pg_restore(env: &TestEnv, secs: u32) -> std::path::PathBuf {
+    fake_bin_dir(
+        env,
+        &[(
+            "pg_restore",
+            &format!(
+                "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\nsleep {secs}\nexec {PG_BIN}/pg_restore \"$@\"\n"
+            ),
+        )],
+    )
+}
+
 #[test]
 fn rto_exceeded_by_a_slowed_restore_fails_status_and_shows_in_the_metrics() {
     let src = source("drill_rto");
     let env = TestEnv::new();
     // A pg_restore that takes 3 s longer than it should.
-    let bin = fake_bin_dir(
-        &env,
-        &[(
-            "pg_restore",
-            &format!(
-                "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\nsleep 3\nexec {PG_BIN}/pg_restore \"$@\"\n"
-            ),
-        )],
-    );
+    let bin = slow_pg_restore(&env, 3);
     env.pg_profile(
         "drill_rto",
         &src,
@@ -785,15 +791,7 @@ fn coverage_lists_the_folders_no_files_profile_backs_up() {
 fn a_second_drill_waits_and_a_failed_drill_keeps_a_passed_backup_protected() {
     let src = source("drill_twice");
     let env = TestEnv::new();
-    let bin = fake_bin_dir(
-        &env,
-        &[(
-            "pg_restore",
-            &format!(
-                "#!/bin/sh\ncase \"$*\" in *--list*|*\" -l \"*) exec {PG_BIN}/pg_restore \"$@\" ;; esac\nsleep 3\nexec {PG_BIN}/pg_restore \"$@\"\n"
-            ),
-        )],
-    );
+    let bin = slow_pg_restore(&env, 3);
     env.pg_profile(
         "twice",
         &src,
