@@ -187,13 +187,15 @@ pub fn server_version(conn: &PgConn) -> anyhow::Result<String> {
 }
 
 /// The databases `all = true` backs up: every one that accepts connections
-/// except the templates and cellar's own scratch and previous copies.
+/// except the templates and cellar's own scratch and previous copies
+/// (exactly `cellar_scratch_` or `cellar_previous_` and 12 hex digits: a
+/// database of the user's named `cellar_scratch_payroll` is backed up).
 pub fn list_databases(conn: &PgConn) -> anyhow::Result<Vec<String>> {
     let out = query(
         conn,
         "postgres",
         "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate
-           AND datname NOT LIKE 'cellar\\_scratch\\_%' AND datname NOT LIKE 'cellar\\_previous\\_%'
+           AND datname !~ '^cellar_(scratch|previous)_[0-9a-f]{12}$'
          ORDER BY 1;",
         &[],
     )?;

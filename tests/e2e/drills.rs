@@ -679,6 +679,18 @@ fn coverage_lists_the_databases_no_profile_backs_up() {
         out.stdout
     );
     env.cellar(&["status", "--fail-on-uncovered"]).ok();
+
+    // Only cellar's own copies are left out, not a database of the user's
+    // that merely starts like one.
+    own.create_db("cellar_scratch_payroll");
+    own.psql("cellar_scratch_payroll", "CREATE TABLE t (v int)");
+    let out = env.cellar(&["check", "--coverage"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("NOT: cellar_scratch_payroll"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// A mirror run is a drill too: recorded passed or failed, per backup.
