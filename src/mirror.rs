@@ -61,20 +61,30 @@ pub fn precheck(
         }
     }
     let spool = ctx.profile.restore.spool_dir.clone();
-    let t = DbTarget {
+    database::check_target(&target_of(mirror, 1, &spool, config_dir))
+}
+
+/// The mirror's database as the restore engine's target: always replaced
+/// (`clean`), never with the source's roles.
+fn target_of<'a>(
+    mirror: &'a Mirror,
+    jobs: usize,
+    spool_dir: &'a Path,
+    config_dir: &'a Path,
+) -> DbTarget<'a> {
+    DbTarget {
         globals: false,
         only: None,
-        conn,
-        database: target,
+        conn: &mirror.conn,
+        database: &mirror.database,
         clean: true,
         no_owner: false,
         keep_previous: mirror.keep_previous,
         mirror: true,
-        jobs: 1,
-        spool_dir: &spool,
+        jobs,
+        spool_dir,
         config_dir,
-    };
-    database::check_target(&t)
+    }
 }
 
 pub fn run(
@@ -89,19 +99,7 @@ pub fn run(
     let conn = &mirror.conn;
     let target = &mirror.database;
     let payload = restore::database_payload(m, database)?;
-    let t = DbTarget {
-        globals: false,
-        only: None,
-        conn,
-        database: target,
-        clean: true,
-        no_owner: false,
-        keep_previous: mirror.keep_previous,
-        mirror: true,
-        jobs: options.jobs,
-        spool_dir: &options.spool_dir,
-        config_dir,
-    };
+    let t = target_of(mirror, options.jobs, &options.spool_dir, config_dir);
     let mut restore_seconds = 0.0;
     let mut tables_compared = 0;
     let prepared = (|| -> anyhow::Result<_> {

@@ -122,14 +122,12 @@ fn tally_stage(
     mut input: channel::ChannelReader,
     mut out: channel::ChannelWriter,
     limit: u64,
-    what: &str,
+    what: &'static str,
 ) -> io::Result<Tally> {
     let mut tally = Tally::default();
     while let Some(chunk) = input.recv_chunk()? {
         if tally.bytes + chunk.len() as u64 > limit {
-            return Err(io::Error::other(format!(
-                "the {what} is larger than the manifest says ({limit} bytes); the payload is damaged or forged"
-            )));
+            return Err(io::Error::other(TooLarge { what, limit }));
         }
         tally.update(&chunk);
         out.send_chunk(chunk)?;
@@ -324,8 +322,18 @@ pub fn restore_stream<T>(
     Ok(value)
 }
 
+/// A stream that ran past the size its manifest gives it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the {what} is larger than the manifest says ({limit} bytes); the payload is damaged or forged"
+)]
+struct TooLarge {
+    what: &'static str,
+    limit: u64,
+}
+
 fn is_over_limit(e: &io::Error) -> bool {
-    e.to_string().contains("larger than the manifest says")
+    e.get_ref().is_some_and(|i| i.is::<TooLarge>())
 }
 
 /// Reads the stored bytes, hashing them, into `out`. Whatever happens
@@ -450,10 +458,10 @@ impl<R: Read> Read for Capped<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(out)?;
         if n as u64 > self.left {
-            return Err(io::Error::other(format!(
-                "the {} is larger than the manifest says ({} bytes); the payload is damaged or forged",
-                self.what, self.limit
-            )));
+            return Err(io::Error::other(TooLarge {
+                what: self.what,
+                limit: self.limit,
+            }));
         }
         self.left -= n as u64;
         Ok(n)

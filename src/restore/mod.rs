@@ -189,36 +189,33 @@ pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow:
     // place once verified: a kill -9 or a second signal leaves nothing.
     // Filesystems without O_TMPFILE get a named temporary file instead.
     let unnamed = if std::path::Path::new("/proc/self/fd").is_dir() {
-        unnamed_in(&dir)
+        unnamed_in(&dir).ok()
     } else {
-        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        None
     };
-    match unnamed {
-        Ok(mut f) => {
-            ctx.stream(m, p, |r| {
-                pipeline::copy_buffered(r, &mut f)
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("writing the restored file in {}", dir.display()))
-            })?;
-            link_into_place(&f, file)
-                .with_context(|| format!("moving the restored file to {}", file.display()))?;
-        }
-        Err(_) => {
+    let mut named = None;
+    let mut out = match unnamed {
+        Some(f) => f,
+        None => {
             let tmp = tempfile::Builder::new()
                 .prefix(".cellar-restore-")
                 .tempfile_in(&dir)
                 .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-            let tmp = ctx.stream(m, p, |r| {
-                let mut f = tmp.reopen()?;
-                pipeline::copy_buffered(r, &mut f)
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("writing {}", tmp.path().display()))?;
-                Ok(tmp)
-            })?;
-            tmp.persist_noclobber(file)
-                .with_context(|| format!("moving the restored file to {}", file.display()))?;
+            let f = tmp.reopen()?;
+            named = Some(tmp);
+            f
         }
+    };
+    ctx.stream(m, p, |r| {
+        pipeline::copy_buffered(r, &mut out)
+            .and_then(|_| out.sync_all())
+            .with_context(|| format!("writing the restored file in {}", dir.display()))
+    })?;
+    match named {
+        None => link_into_place(&out, file),
+        Some(tmp) => tmp.persist_noclobber(file).map(|_| ()).map_err(|e| e.error),
     }
+    .with_context(|| format!("moving the restored file to {}", file.display()))?;
     crate::state::sync_parent(file)
         .with_context(|| format!("flushing the folder of {}", file.display()))?;
     Ok(())

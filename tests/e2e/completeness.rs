@@ -5,11 +5,8 @@
 use crate::harness::{db_name, fake_bin_dir, pg, TestEnv, PG_BIN};
 
 fn source(test: &str) -> String {
-    let pg = pg();
-    let src = db_name(test);
-    pg.create_db(&src);
-    pg.psql(
-        &src,
+    pg().filled_db(
+        test,
         "CREATE SCHEMA shop;
          CREATE TABLE shop.orders (id serial PRIMARY KEY, total numeric);
          INSERT INTO shop.orders (total) SELECT g FROM generate_series(1, 1000) g;
@@ -19,8 +16,7 @@ fn source(test: &str) -> String {
          CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2';
          CREATE TYPE mood AS ENUM ('ok', 'sad');
          SELECT lo_from_bytea(0, 'large');",
-    );
-    src
+    )
 }
 
 fn manifest(env: &TestEnv) -> serde_json::Value {

@@ -7,11 +7,8 @@ use crate::harness::{db_name, fake_bin_dir, pg, TestEnv, PG_BIN};
 
 /// A source database with a schema, three tables, a view and a function.
 fn source(test: &str) -> String {
-    let pg = pg();
-    let src = db_name(test);
-    pg.create_db(&src);
-    pg.psql(
-        &src,
+    pg().filled_db(
+        test,
         "CREATE SCHEMA shop;
          CREATE TABLE shop.orders (id serial PRIMARY KEY, total numeric);
          INSERT INTO shop.orders (total) SELECT g FROM generate_series(1, 1000) g;
@@ -20,8 +17,7 @@ fn source(test: &str) -> String {
          CREATE TABLE audit (v int); INSERT INTO audit SELECT generate_series(1, 50);
          CREATE VIEW big_orders AS SELECT * FROM shop.orders WHERE total > 500;
          CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2';",
-    );
-    src
+    )
 }
 
 fn state(env: &TestEnv, profile: &str) -> serde_json::Value {

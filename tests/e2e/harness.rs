@@ -169,6 +169,15 @@ impl Pg {
         self.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
     }
 
+    /// A new database for `test` (named by [`db_name`]) holding what `sql`
+    /// makes.
+    pub fn filled_db(&self, test: &str, sql: &str) -> String {
+        let db = db_name(test);
+        self.create_db(&db);
+        self.psql(&db, sql);
+        db
+    }
+
     pub fn exists(&self, db: &str) -> bool {
         self.psql(
             "postgres",

@@ -47,10 +47,7 @@ fn source_with_large_object(test: &str, format: &str) -> (TestEnv, String, Strin
 
 /// `t_<test>_src` holding `sql`, a profile "db" for it, and one backup.
 fn backed_up(test: &str, sql: &str) -> (TestEnv, String) {
-    let pg = pg();
-    let src = db_name(&format!("{test}_src"));
-    pg.create_db(&src);
-    pg.psql(&src, sql);
+    let src = pg().filled_db(&format!("{test}_src"), sql);
     let env = TestEnv::new();
     env.pg_profile("db", &src, "globals = false", "");
     env.cellar(&["backup", "db"]).ok();
