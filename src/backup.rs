@@ -10,9 +10,9 @@ use crate::catalog;
 use crate::keys;
 use crate::manifest::{self, Content, Manifest, Payload, SourceInfo};
 use crate::pipeline::{self, PipelineError};
-use crate::profile::{Databases, DumpFormat, Profile, Source};
+use crate::profile::{Databases, DbSource, DumpFormat, Profile, Source};
 use crate::progress::Progress;
-use crate::source::{files, postgres};
+use crate::source::{files, mariadb, postgres};
 use crate::store::{Store, StoreError};
 
 /// The dump canary failed: the dump lacks data the database holds. Its
@@ -97,12 +97,7 @@ impl Job<'_> {
             self.profile.name,
             streamed.stored.bytes,
             streamed.plain.bytes,
-            match content {
-                Content::Pgdump => "pg_dump archive",
-                Content::Sql => "SQL",
-                Content::Globals => "roles and tablespaces",
-                Content::Tar => "tar",
-            }
+            content.describe()
         );
         self.stored.push(Payload {
             name,
@@ -304,7 +299,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                     move || postgres::count_tables(&conn, &db)
                 });
                 let custom = pg.format == DumpFormat::Custom;
-                let args = &pg.pg_dump_args;
+                let args = &pg.dump_args;
                 let mut inventory = None;
                 let r = job.stream(content, several.then_some(db.as_str()), ext, |w| {
                     // The inventory is counted in the dump's own snapshot,
@@ -409,6 +404,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 changed_during_backup: 0,
             })
         }
+        Source::Mariadb(my) => stream_mariadb(job, my),
         Source::Files(fs) => {
             let mut stats = files::TarStats::default();
             job.stream(Content::Tar, None, "tar", |w| {
@@ -438,6 +434,87 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
             })
         }
     }
+}
+
+/// A mariadb profile: one `mariadb-dump` per database, then users and
+/// grants (dumped beside them) when `globals = true`.
+fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, BackupError> {
+    let conn = &my.conn;
+    let server_version = mariadb::server_version(conn)
+        .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe_mariadb())))?;
+    let databases = match &my.databases {
+        Databases::One(d) => vec![d.clone()],
+        Databases::Many(ds) => ds.clone(),
+        Databases::All => mariadb::list_databases(conn)
+            .map_err(|e| job.other(format!("listing databases: {e:#}")))?,
+    };
+    let several = !matches!(my.databases, Databases::One(_));
+    let globals = my.globals.then(|| {
+        std::thread::spawn({
+            let conn = conn.clone();
+            move || -> anyhow::Result<std::fs::File> {
+                let mut f = tempfile::tempfile().context("creating a temporary file")?;
+                mariadb::dump_globals(&conn, &mut f)?;
+                std::io::Seek::rewind(&mut f)?;
+                Ok(f)
+            }
+        })
+    });
+    let mut tables = 0;
+    let mut dumped = Vec::new();
+    let mut skipped = Vec::new();
+    for db in &databases {
+        if !mariadb::exists(conn, db).map_err(|e| job.other(format!("reading {db}: {e:#}")))? {
+            if matches!(my.databases, Databases::All) {
+                warn!(
+                    "{}: database {db} was dropped during the backup; it is not in this backup",
+                    job.profile.name
+                );
+                skipped.push(format!("{db}: dropped during the backup"));
+                continue;
+            }
+            return Err(job.other(format!(
+                "database {db} does not exist on {}",
+                conn.describe_mariadb()
+            )));
+        }
+        match mariadb::non_transactional_tables(conn, db) {
+            Ok(names) if !names.is_empty() => warn!(
+                "{}: {db}: {} table(s) without transactions are not part of the dump's consistent snapshot (rows written during the dump may be missing or half-there): {}",
+                job.profile.name,
+                names.len(),
+                names.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("{db}: could not list its table engines: {e:#}"),
+        }
+        let args = &my.dump_args;
+        job.stream(
+            Content::Mariadb,
+            several.then_some(db.as_str()),
+            "mariadb.sql",
+            |w| mariadb::dump(conn, db, args, w),
+        )?;
+        dumped.push(db.clone());
+        tables += mariadb::count_tables(conn, db)
+            .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
+    }
+    if let Some(globals) = globals {
+        let dumped = globals.join().expect("globals thread panicked");
+        job.stream(Content::MariadbUsers, None, "users.sql", |w| {
+            std::io::copy(&mut dumped?, w)?;
+            Ok(())
+        })?;
+    }
+    Ok(SourceInfo {
+        description: conn.describe_mariadb(),
+        server_version: Some(server_version),
+        databases: dumped,
+        paths: Vec::new(),
+        entries: Some(tables),
+        skipped,
+        changed_during_backup: 0,
+    })
 }
 
 fn hostname() -> Option<String> {

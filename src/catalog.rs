@@ -268,6 +268,7 @@ fn consistent(profile: &Profile, e: &Entry, m: &Manifest) -> Result<(), String> 
                     Kind::Postgres,
                     Content::Pgdump | Content::Sql | Content::Globals
                 )
+                | (Kind::Mariadb, Content::Mariadb | Content::MariadbUsers)
         );
         if !fits {
             return Err(format!(
@@ -289,8 +290,9 @@ fn consistent(profile: &Profile, e: &Entry, m: &Manifest) -> Result<(), String> 
     let count = |c: Content| m.payloads.iter().filter(|p| p.content == c).count();
     let shape_ok = match profile.kind {
         Kind::Files => m.payloads.len() == 1,
-        Kind::Postgres => {
-            count(Content::Globals) <= 1 && m.payloads.len() > count(Content::Globals)
+        Kind::Postgres | Kind::Mariadb => {
+            let globals = count(Content::Globals) + count(Content::MariadbUsers);
+            globals <= 1 && m.payloads.len() > globals
         }
     };
     if !shape_ok {

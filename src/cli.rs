@@ -204,6 +204,7 @@ impl Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitKind {
     Postgres,
+    Mariadb,
     Files,
 }
 
@@ -233,7 +234,7 @@ pub struct RestoreArgs {
     /// Files profile: restore the tree into DIR (must not exist or be empty).
     #[arg(long, value_name = "DIR", group = "target")]
     pub to_dir: Option<PathBuf>,
-    /// Postgres profile: restore into database NAME.
+    /// Database profile: restore into database NAME.
     #[arg(long, value_name = "NAME", group = "target")]
     pub to_database: Option<String>,
     /// Write the decrypted, decompressed dump or tar to FILE.

@@ -15,7 +15,7 @@
 //! backed up otherwise. Paths are compared after resolving symlinks;
 //! `exclude` patterns are not taken into account.
 
-use crate::profile::{PgConn, Profile, Source};
+use crate::profile::{DbConn, Profile, Source};
 use crate::source::postgres;
 
 /// One server's coverage.
@@ -29,7 +29,7 @@ pub struct Server {
 /// The coverage of every source server of `profiles`; a server that
 /// cannot be listed is an error that names it.
 pub fn of(profiles: &[Profile]) -> Vec<(String, anyhow::Result<Server>)> {
-    let mut servers: Vec<&PgConn> = Vec::new();
+    let mut servers: Vec<&DbConn> = Vec::new();
     for p in profiles {
         if let Source::Postgres(pg) = &p.source {
             if !servers.iter().any(|c| same_server(c, &pg.conn)) {
@@ -43,12 +43,12 @@ pub fn of(profiles: &[Profile]) -> Vec<(String, anyhow::Result<Server>)> {
         .collect()
 }
 
-fn same_server(a: &PgConn, b: &PgConn) -> bool {
+fn same_server(a: &DbConn, b: &DbConn) -> bool {
     let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1" | "") || h.starts_with('/');
     a.port == b.port && (a.host == b.host || (local(&a.host) && local(&b.host)))
 }
 
-fn server(conn: &PgConn, profiles: &[Profile]) -> anyhow::Result<Server> {
+fn server(conn: &DbConn, profiles: &[Profile]) -> anyhow::Result<Server> {
     let mut out = Server {
         server: conn.describe(),
         covered: Vec::new(),
@@ -57,7 +57,7 @@ fn server(conn: &PgConn, profiles: &[Profile]) -> anyhow::Result<Server> {
     for db in postgres::list_databases(conn)? {
         let backed_up = profiles.iter().any(|p| match &p.source {
             Source::Postgres(pg) => pg.backs_up(conn, &db),
-            Source::Files(_) => false,
+            Source::Mariadb(_) | Source::Files(_) => false,
         });
         let mirror = profiles.iter().any(|p| {
             p.mirror
@@ -91,7 +91,7 @@ pub fn folders(root: &std::path::Path, profiles: &[Profile]) -> anyhow::Result<F
         .iter()
         .filter_map(|p| match &p.source {
             Source::Files(f) => Some(f.paths.iter().map(|p| real(p)).collect::<Vec<_>>()),
-            Source::Postgres(_) => None,
+            Source::Postgres(_) | Source::Mariadb(_) => None,
         })
         .flatten()
         .collect();

@@ -17,8 +17,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tracing::info;
 
-use crate::manifest::{Content, Manifest, Payload};
-use crate::profile::{PgConn, RestoreConfig};
+use crate::manifest::{Manifest, Payload};
+use crate::profile::{DbConn, RestoreConfig};
 use crate::restore::database::{self, DbTarget};
 use crate::restore::Ctx;
 use crate::state;
@@ -28,7 +28,7 @@ use crate::state;
 pub fn backup_plain_bytes(m: &Manifest) -> u64 {
     m.payloads
         .iter()
-        .filter(|p| p.content != Content::Globals)
+        .filter(|p| !p.content.is_globals())
         .map(|p| p.plain_size)
         .sum()
 }
@@ -101,7 +101,7 @@ pub fn run(
     ctx: &Ctx<'_>,
     m: &Manifest,
     p: &Payload,
-    conn: &PgConn,
+    conn: &DbConn,
     options: &RestoreConfig,
     no_owner: bool,
     config_dir: &Path,
@@ -113,6 +113,7 @@ pub fn run(
     // the same profile name can drill on one server at once.
     let key = scratch_key(config_dir, &m.profile);
     let t = DbTarget {
+        kind: ctx.profile.kind,
         conn,
         database: &key,
         clean: true,
@@ -125,11 +126,11 @@ pub fn run(
         globals: false,
         only: None,
     };
-    let prepared = database::prepare(ctx, m, p, &t);
+    let prepared = database::prepare_any(ctx, m, p, &t);
     let drill = match prepared {
         Ok(scratch) => {
             let seconds = clock.elapsed().as_secs_f64();
-            let tables = scratch.tables_compared;
+            let tables = scratch.tables_compared();
             let name = scratch.name().to_string();
             // Dropping the guard drops the scratch database.
             drop(scratch);

@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use tracing::{error, warn};
 
 use crate::hooks::{self, HookEnv};
-use crate::manifest::{Content, Manifest};
+use crate::manifest::Manifest;
 use crate::profile::{Global, HookCommand, Profile};
 use crate::progress::Progress;
 use crate::state::{self, Outcome, Run};
@@ -30,7 +30,7 @@ pub struct Runner<'a> {
 fn dump_bytes(m: &Manifest) -> u64 {
     m.payloads
         .iter()
-        .filter(|p| p.content != Content::Globals)
+        .filter(|p| !p.content.is_globals())
         .map(|p| p.plain_size)
         .sum()
 }
@@ -42,7 +42,7 @@ pub fn canary(p: &Profile, m: &Manifest, previous_plain: Option<u64>) -> Vec<Str
     let mut found = Vec::new();
     if m.source.entries == Some(0) {
         found.push(match p.kind {
-            crate::profile::Kind::Postgres => {
+            crate::profile::Kind::Postgres | crate::profile::Kind::Mariadb => {
                 "the dump is empty: the database has no tables".to_string()
             }
             crate::profile::Kind::Files => {

@@ -72,6 +72,35 @@ pub enum Content {
     Globals,
     /// A tar archive of folders.
     Tar,
+    /// `mariadb-dump` of one database (SQL for the `mariadb` client).
+    Mariadb,
+    /// `mariadb-dump --system=users`: users, roles and grants.
+    #[serde(rename = "mariadb-users")]
+    MariadbUsers,
+}
+
+impl Content {
+    /// A database dump that restores into a database.
+    pub fn is_database(self) -> bool {
+        matches!(self, Content::Pgdump | Content::Sql | Content::Mariadb)
+    }
+
+    /// Roles, users and grants beside the databases.
+    pub fn is_globals(self) -> bool {
+        matches!(self, Content::Globals | Content::MariadbUsers)
+    }
+
+    /// What it holds, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Content::Pgdump => "pg_dump archive",
+            Content::Sql => "SQL",
+            Content::Globals => "roles and tablespaces",
+            Content::Tar => "tar",
+            Content::Mariadb => "mariadb-dump SQL",
+            Content::MariadbUsers => "users and grants",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

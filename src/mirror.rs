@@ -19,10 +19,9 @@ use anyhow::{bail, Context};
 use tracing::info;
 
 use crate::manifest::Manifest;
-use crate::profile::{Mirror, PgConn, RestoreConfig};
+use crate::profile::{Mirror, RestoreConfig};
 use crate::restore::database::{self, DbTarget};
 use crate::restore::{self, Ctx};
-use crate::source::postgres;
 
 /// What a successful mirror measured.
 #[derive(Debug, Clone)]
@@ -52,8 +51,8 @@ pub fn precheck(
 ) -> anyhow::Result<Result<(), String>> {
     let conn = &mirror.conn;
     let target = &mirror.database;
-    if let crate::profile::Source::Postgres(pg) = &ctx.profile.source {
-        if pg.backs_up(conn, target) {
+    if let Some(db) = ctx.profile.source.database() {
+        if db.backs_up(conn, target) {
             return Ok(Err(format!(
                 "refusing to mirror into {target}: the profile backs it up on the same server ({}), so the mirror would replace it with the last backup; set [mirror] database to a separate test database",
                 conn.describe()
@@ -61,18 +60,20 @@ pub fn precheck(
         }
     }
     let spool = ctx.profile.restore.spool_dir.clone();
-    database::check_target(&target_of(mirror, 1, &spool, config_dir))
+    database::check_target(&target_of(ctx, mirror, 1, &spool, config_dir))
 }
 
 /// The mirror's database as the restore engine's target: always replaced
 /// (`clean`), never with the source's roles.
 fn target_of<'a>(
+    ctx: &Ctx<'_>,
     mirror: &'a Mirror,
     jobs: usize,
     spool_dir: &'a Path,
     config_dir: &'a Path,
 ) -> DbTarget<'a> {
     DbTarget {
+        kind: ctx.profile.kind,
         globals: false,
         only: None,
         conn: &mirror.conn,
@@ -96,30 +97,24 @@ pub fn run(
     config_dir: &Path,
 ) -> anyhow::Result<Drill> {
     let started = Instant::now();
-    let conn = &mirror.conn;
     let target = &mirror.database;
     let payload = restore::database_payload(m, database)?;
-    let t = target_of(mirror, options.jobs, &options.spool_dir, config_dir);
+    let t = target_of(ctx, mirror, options.jobs, &options.spool_dir, config_dir);
     let mut restore_seconds = 0.0;
     let mut tables_compared = 0;
     let prepared = (|| -> anyhow::Result<_> {
-        let scratch = step("restore", database::prepare(ctx, m, payload, &t))?;
+        let scratch = step("restore", database::prepare_any(ctx, m, payload, &t))?;
         restore_seconds = started.elapsed().as_secs_f64();
-        tables_compared = scratch.tables_compared;
-        let db = scratch.name().to_string();
+        tables_compared = scratch.tables_compared();
         for (i, sql) in mirror.after_restore.iter().enumerate() {
             step(
                 &format!("after_restore #{}", i + 1),
-                postgres::query(conn, &db, &format!("{sql};"), &[]).map(|_| ()),
+                scratch.execute(sql).map(|_| ()),
             )?;
         }
         for (i, sql) in mirror.checks.iter().enumerate() {
-            let out = step(
-                &format!("check #{}", i + 1),
-                postgres::query(conn, &db, &format!("{sql};"), &[]),
-            )?;
-            let value = out.lines().next().unwrap_or("").trim();
-            if value != "t" {
+            let value = step(&format!("check #{}", i + 1), scratch.execute(sql))?;
+            if !scratch.is_true(&value) {
                 bail!(
                     "mirror step `check #{}` failed: `{sql}` returned {:?}, not true",
                     i + 1,
@@ -127,7 +122,7 @@ pub fn run(
                 );
             }
         }
-        let counts = step("count rows", row_counts(conn, &db))?;
+        let counts = step("count rows", scratch.row_counts())?;
         Ok((scratch, counts))
     })();
     let (scratch, row_counts) =
@@ -150,22 +145,4 @@ pub fn run(
         m.profile, m.id, drill.seconds, drill.checks_passed
     );
     Ok(drill)
-}
-
-fn row_counts(conn: &PgConn, db: &str) -> anyhow::Result<Vec<(String, i64)>> {
-    let out = postgres::query(
-        conn,
-        db,
-        "ANALYZE; SELECT n.nspname || '.' || c.relname, c.reltuples::bigint
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\\_toast%'
-         ORDER BY 2 DESC, 1;",
-        &[],
-    )?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.rsplit_once('|'))
-        .map(|(t, n)| (t.to_string(), n.trim().parse().unwrap_or(0).max(0)))
-        .collect())
 }

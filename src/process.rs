@@ -242,3 +242,75 @@ mod tests {
         assert!(e.to_string().contains("install postgresql-client"));
     }
 }
+
+/// A private in-memory file (a 0600 memfd) holding `text`: a password
+/// file a child reads as `/dev/fd/N`. Nothing reaches the disk, and it is
+/// gone with the processes however cellar ends, even on kill -9.
+pub fn secret_file(name: &std::ffi::CStr, text: &str) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: a valid C string; the new descriptor is owned below.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // Clients ignore a password file that others could read.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
+    Ok(f)
+}
+
+/// Makes `fd` the child's descriptor `target`, not close-on-exec, so the
+/// child can open it as `/dev/fd/<target>`. `fd` must stay open until the
+/// child is spawned.
+pub fn pass_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec; dup2
+    // leaves the copy without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs `cmd` and streams its stdout into `out` (a dump into the
+/// pipeline). A quiet child (a dump waiting on a lock) does not hold off
+/// a SIGTERM; when `out` fails, the child is killed, and when the child
+/// fails, its own error is returned (it explains more than a broken pipe).
+pub fn stream_stdout(
+    mut cmd: Command,
+    tool: &str,
+    hint: &str,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = spawn(&mut cmd, tool, hint)?;
+    let mut stdout = std::io::BufReader::with_capacity(
+        1 << 18,
+        Cancellable(child.child.stdout.take().expect("stdout was piped")),
+    );
+    let copied = std::io::copy(&mut stdout, out);
+    drop(stdout);
+    match copied {
+        Ok(_) => {
+            child.wait()?;
+            Ok(())
+        }
+        Err(e) => {
+            child.kill();
+            Err(e.into())
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::keys;
 use crate::profile::{self, Databases, Profile, Source};
 use crate::restore::database;
-use crate::source::postgres;
+use crate::source::{mariadb, postgres};
 use crate::Failure;
 
 pub fn run(dir: &Path, names: &[String]) -> Result<i32, Failure> {
@@ -167,20 +167,33 @@ type Item = (&'static str, anyhow::Result<String>);
 /// they may hold un-anonymized data. Markers of scratch databases that are
 /// gone are removed.
 fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
-    let Source::Postgres(pg) = &p.source else {
+    let Some(pg) = p.source.database() else {
         return Ok("none".into());
     };
+    let my = p.kind == crate::profile::Kind::Mariadb;
+    let describe = |c: &crate::profile::DbConn| {
+        if my {
+            c.describe_mariadb()
+        } else {
+            c.describe()
+        }
+    };
     let mut found: Vec<String> = Vec::new();
-    let mut check = |conn: &crate::profile::PgConn,
+    let mut check = |conn: &crate::profile::DbConn,
                      target: &str,
                      marker: Option<&std::path::PathBuf>| {
         let name = database::scratch_name(target);
-        match postgres::database_state(conn, &name) {
-            Ok(Some(_)) => found.push(format!(
+        let exists = if my {
+            crate::source::mariadb::exists(conn, &name)
+        } else {
+            postgres::database_state(conn, &name).map(|s| s.is_some())
+        };
+        match exists {
+            Ok(true) => found.push(format!(
                 "{name} on {} (a killed restore or mirror into {target}; it may hold un-anonymized data: the next run into {target} drops it, or run DROP DATABASE {name})",
-                conn.describe()
+                describe(conn)
             )),
-            Ok(None) => {
+            Ok(false) => {
                 if let Some(m) = marker {
                     let _ = std::fs::remove_file(m);
                 }
@@ -196,15 +209,15 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
         // A restore may have gone to another server (--host); ask a
         // server of the profile's only when it is the one recorded.
         let conn = match &p.mirror {
-            Some(mi) if mi.conn.describe() == m.server => &mi.conn,
-            _ if pg.conn.describe() == m.server => &pg.conn,
+            Some(mi) if describe(&mi.conn) == m.server => &mi.conn,
+            _ if describe(&pg.conn) == m.server => &pg.conn,
             _ => continue,
         };
         check(conn, &m.target, Some(&path));
         asked.push((m.server.clone(), m.target.clone()));
     }
     if let Some(m) = &p.mirror {
-        if !asked.contains(&(m.conn.describe(), m.database.clone())) {
+        if !asked.contains(&(describe(&m.conn), m.database.clone())) {
             check(&m.conn, &m.database, None);
         }
     }
@@ -235,6 +248,28 @@ fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
                     items.push((
                         "database",
                         postgres::ping(&pg.conn, &db).map(|_| db.clone()),
+                    ));
+                }
+                items.push(("scratch databases", leftovers(dir, p)));
+            }
+        }
+        Source::Mariadb(my) => {
+            let version = mariadb::ping(&my.conn, None);
+            let ok = version.is_ok();
+            items.push((
+                "source",
+                version.map(|v| format!("{} MariaDB {v}", my.conn.describe_mariadb())),
+            ));
+            if ok {
+                let dbs = match &my.databases {
+                    Databases::One(d) => vec![d.clone()],
+                    Databases::Many(ds) => ds.clone(),
+                    Databases::All => Vec::new(),
+                };
+                for db in dbs {
+                    items.push((
+                        "database",
+                        mariadb::ping(&my.conn, Some(&db)).map(|_| db.clone()),
                     ));
                 }
                 items.push(("scratch databases", leftovers(dir, p)));

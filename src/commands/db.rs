@@ -5,14 +5,14 @@ use std::path::Path;
 use anyhow::anyhow;
 
 use crate::cli::DbCommand;
-use crate::profile::{PgConn, Profile, Source};
-use crate::source::postgres;
+use crate::profile::{DbConn, Kind, Profile};
+use crate::source::{mariadb, postgres};
 use crate::Failure;
 
-fn conn(p: &Profile, mirror: bool) -> Result<PgConn, Failure> {
-    let Source::Postgres(pg) = &p.source else {
+fn conn(p: &Profile, mirror: bool) -> Result<DbConn, Failure> {
+    let Some(pg) = p.source.database() else {
         return Err(Failure::config(anyhow!(
-            "{} is a files profile; db commands need a postgres profile",
+            "{} is a files profile; db commands need a postgres or mariadb profile",
             p.name
         )));
     };
@@ -31,15 +31,24 @@ pub fn run(dir: &Path, cmd: &DbCommand) -> Result<i32, Failure> {
         DbCommand::List { profile, mirror } => {
             let p = super::load_one(dir, profile)?;
             let c = conn(&p, *mirror)?;
-            for db in postgres::list_databases(&c)? {
+            let dbs = match p.kind {
+                Kind::Mariadb => mariadb::list_databases(&c)?,
+                _ => postgres::list_databases(&c)?,
+            };
+            for db in dbs {
                 println!("{db}");
             }
         }
         DbCommand::Ping { profile, mirror } => {
             let p = super::load_one(dir, profile)?;
             let c = conn(&p, *mirror)?;
-            let version = postgres::ping(&c, "postgres")?;
-            println!("{}: ok (PostgreSQL {version})", c.describe());
+            if p.kind == Kind::Mariadb {
+                let version = mariadb::ping(&c, None)?;
+                println!("{}: ok (MariaDB {version})", c.describe_mariadb());
+            } else {
+                let version = postgres::ping(&c, "postgres")?;
+                println!("{}: ok (PostgreSQL {version})", c.describe());
+            }
         }
     }
     Ok(0)

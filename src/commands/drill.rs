@@ -6,8 +6,6 @@
 use std::path::Path;
 
 use super::SharedProgress;
-use crate::manifest::Content;
-use crate::profile::Source;
 use crate::restore::{self, Ctx};
 use crate::{catalog, state, Failure};
 
@@ -34,7 +32,7 @@ pub fn run(
             )),
             other => Failure::from(anyhow::Error::from(other)),
         })?;
-    let Source::Postgres(pg) = &profile.source else {
+    let Some(pg) = profile.source.database() else {
         return Err(Failure::config(anyhow::anyhow!(
             "{} is a files profile; a drill restores a database (use `cellar verify {}` for a files backup)",
             profile.name,
@@ -52,7 +50,7 @@ pub fn run(
         None => m
             .payloads
             .iter()
-            .filter(|p| matches!(p.content, Content::Pgdump | Content::Sql))
+            .filter(|p| p.content.is_database())
             .collect(),
     };
     if payloads.is_empty() {

@@ -10,6 +10,7 @@ use crate::cli::InitKind;
 use crate::Failure;
 
 const POSTGRES: &str = include_str!("../../templates/postgres.toml");
+const MARIADB: &str = include_str!("../../templates/mariadb.toml");
 const FILES: &str = include_str!("../../templates/files.toml");
 
 pub fn run(dir: &Path, kind: InitKind, name: &str) -> Result<i32, Failure> {
@@ -20,6 +21,7 @@ pub fn run(dir: &Path, kind: InitKind, name: &str) -> Result<i32, Failure> {
     }
     let (file, builtin) = match kind {
         InitKind::Postgres => ("postgres.toml", POSTGRES),
+        InitKind::Mariadb => ("mariadb.toml", MARIADB),
         InitKind::Files => ("files.toml", FILES),
     };
     let template = match std::fs::read_to_string(dir.join("templates").join(file)) {

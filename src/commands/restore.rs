@@ -5,7 +5,6 @@ use std::path::Path;
 use super::SharedProgress;
 use crate::catalog;
 use crate::cli::RestoreArgs;
-use crate::profile::Source;
 use crate::restore::database::{self, DbTarget};
 use crate::restore::{self, Ctx};
 use crate::Failure;
@@ -53,7 +52,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
             target.display()
         );
     } else if let Some(db) = &args.to_database {
-        let Source::Postgres(pg) = &profile.source else {
+        let Some(pg) = profile.source.database() else {
             return Err(Failure::config(anyhow::anyhow!(
                 "{} is a files profile; use --to-dir or --to-file",
                 profile.name
@@ -80,6 +79,12 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
                     "--table and --schema restore into a new (or empty) database; --clean would replace all of {db} with just those objects. Choose a new name, e.g. --to-database {db}_part"
                 )));
             }
+            if profile.kind == crate::profile::Kind::Mariadb {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "--table and --schema work on PostgreSQL custom dumps; {} is a mariadb profile: restore the whole dump into a new database and copy the tables from there",
+                    profile.name
+                )));
+            }
             if payload.content != crate::manifest::Content::Pgdump {
                 return Err(Failure::config(anyhow::anyhow!(
                     "backup {} of {} is a plain SQL dump: --table and --schema need a custom-format dump (format = \"custom\"); restore the whole dump into a new database, or use --to-file and pick the statements by hand",
@@ -102,6 +107,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         }
         let jobs = args.jobs.map_or(profile.restore.jobs, |j| j.max(1));
         let target = DbTarget {
+            kind: profile.kind,
             globals: args.globals,
             conn: &conn,
             database: db,

@@ -43,10 +43,30 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
             }
             println!("  format = {:?}", pg.format);
             println!("  globals = {}", pg.globals);
-            println!("  pg_dump_args = {:?}", pg.pg_dump_args);
+            println!("  pg_dump_args = {:?}", pg.dump_args);
             println!(
                 "  pg_bin_dir = {}",
                 pg.conn
+                    .bin_dir
+                    .as_ref()
+                    .map_or("(PATH)".to_string(), |d| d.display().to_string())
+            );
+        }
+        Source::Mariadb(my) => {
+            println!("  server = {}", my.conn.describe_mariadb());
+            if let Some(src) = &my.conn.password_source {
+                println!("  password = {}", src.describe());
+            }
+            match &my.databases {
+                Databases::One(d) => println!("  database = {d:?}"),
+                Databases::Many(ds) => println!("  databases = {ds:?}"),
+                Databases::All => println!("  all = true"),
+            }
+            println!("  globals = {}", my.globals);
+            println!("  dump_args = {:?}", my.dump_args);
+            println!(
+                "  bin_dir = {}",
+                my.conn
                     .bin_dir
                     .as_ref()
                     .map_or("(PATH)".to_string(), |d| d.display().to_string())

@@ -27,6 +27,7 @@ use crate::secret::{self, Secret, SecretSource};
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Postgres,
+    Mariadb,
     Files,
 }
 
@@ -34,8 +35,14 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Postgres => "postgres",
+            Kind::Mariadb => "mariadb",
             Kind::Files => "files",
         }
+    }
+
+    /// A database kind (dumps, restores into a database, mirrors, drills).
+    pub fn is_database(self) -> bool {
+        self != Kind::Files
     }
 }
 
@@ -151,25 +158,48 @@ fn crontab_dow(field: &str) -> Result<String, String> {
 
 #[derive(Debug)]
 pub enum Source {
-    Postgres(PgSource),
+    Postgres(DbSource),
+    Mariadb(DbSource),
     Files(FilesSource),
 }
 
-/// How to reach a PostgreSQL server.
+impl Source {
+    /// The database source of a postgres or mariadb profile.
+    pub fn database(&self) -> Option<&DbSource> {
+        match self {
+            Source::Postgres(d) | Source::Mariadb(d) => Some(d),
+            Source::Files(_) => None,
+        }
+    }
+}
+
+/// How to reach a database server (PostgreSQL or MariaDB). A `host` that
+/// starts with `/` is a socket: PostgreSQL's socket folder, or MariaDB's
+/// socket file.
 #[derive(Debug, Clone)]
-pub struct PgConn {
+pub struct DbConn {
     pub host: String,
     pub port: u16,
     pub user: String,
     pub password: Option<Secret>,
     pub password_source: Option<SecretSource>,
-    /// Where pg_dump, pg_restore, psql live; None means PATH.
+    /// Where the client tools live (pg_dump, psql...; mariadb-dump,
+    /// mariadb); None means PATH.
     pub bin_dir: Option<PathBuf>,
 }
 
-impl PgConn {
+impl DbConn {
     pub fn describe(&self) -> String {
         format!("postgresql://{}@{}:{}", self.user, self.host, self.port)
+    }
+
+    /// The server for messages, as a MariaDB client names it.
+    pub fn describe_mariadb(&self) -> String {
+        if self.host.starts_with('/') {
+            format!("mariadb://{}@{}", self.user, self.host)
+        } else {
+            format!("mariadb://{}@{}:{}", self.user, self.host, self.port)
+        }
     }
 
     pub fn tool(&self, name: &str) -> PathBuf {
@@ -234,18 +264,20 @@ pub enum Databases {
 }
 
 #[derive(Debug)]
-pub struct PgSource {
-    pub conn: PgConn,
+pub struct DbSource {
+    pub conn: DbConn,
     pub databases: Databases,
+    /// Always `Plain` for mariadb (mariadb-dump writes SQL).
     pub format: DumpFormat,
     pub globals: bool,
-    pub pg_dump_args: Vec<String>,
+    /// Extra arguments for pg_dump or mariadb-dump (checked).
+    pub dump_args: Vec<String>,
 }
 
-impl PgSource {
+impl DbSource {
     /// Whether `database` on the server `conn` is one this profile backs
     /// up (with `all = true`, every database on the source server is).
-    pub fn backs_up(&self, conn: &PgConn, database: &str) -> bool {
+    pub fn backs_up(&self, conn: &DbConn, database: &str) -> bool {
         let local =
             |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1" | "") || h.starts_with('/');
         let same_host =
@@ -438,7 +470,7 @@ impl Default for RestoreConfig {
 #[derive(Debug)]
 pub struct Mirror {
     pub database: String,
-    pub conn: PgConn,
+    pub conn: DbConn,
     pub after_restore: Vec<String>,
     pub checks: Vec<String>,
     pub keep_previous: bool,
@@ -736,20 +768,21 @@ pub fn parse(
                 Some(0..0),
                 "kind",
                 "missing key `kind`",
-                "add `kind = \"postgres\"` or `kind = \"files\"` at the top of the file",
+                "add `kind = \"postgres\"`, `kind = \"mariadb\"` or `kind = \"files\"` at the top of the file",
             );
             None
         }
         Some(None) => None,
         Some(Some(k)) => match k.get_ref().as_str() {
             "postgres" => Some(Kind::Postgres),
+            "mariadb" | "mysql" => Some(Kind::Mariadb),
             "files" => Some(Kind::Files),
             other => {
                 v.problem(
                     Some(k.span()),
                     "kind",
                     format!("unknown kind `{other}`"),
-                    "use \"postgres\" or \"files\"",
+                    "use \"postgres\", \"mariadb\" or \"files\"",
                 );
                 None
             }
@@ -757,6 +790,7 @@ pub fn parse(
     };
     let template = match kind {
         Some(Kind::Postgres) => "templates/postgres.toml",
+        Some(Kind::Mariadb) => "templates/mariadb.toml",
         Some(Kind::Files) => "templates/files.toml",
         None => "templates/",
     };
@@ -844,6 +878,10 @@ pub fn parse(
             .required::<raw::PostgresSource>(get("source"), "source", template)
             .and_then(|s| v.postgres_source(s))
             .map(Source::Postgres),
+        Some(Kind::Mariadb) => v
+            .required::<raw::MariadbSource>(get("source"), "source", template)
+            .and_then(|s| v.mariadb_source(s))
+            .map(Source::Mariadb),
         Some(Kind::Files) => v
             .required::<raw::FilesSource>(get("source"), "source", template)
             .and_then(|s| v.files_source(s))
@@ -886,15 +924,15 @@ pub fn parse(
                 v.problem(
                     mirror_span,
                     "mirror",
-                    "[mirror] only applies to postgres profiles",
+                    "[mirror] only applies to database profiles (postgres, mariadb)",
                     "remove the [mirror] table from this files profile",
                 );
                 None
             } else {
-                match &source {
-                    Some(Source::Postgres(p)) => Some(v.mirror(m, p)),
-                    _ => None,
-                }
+                source
+                    .as_ref()
+                    .and_then(|s| s.database())
+                    .map(|db| v.mirror(m, db))
             }
         }
     };
@@ -1038,26 +1076,27 @@ impl Validator<'_> {
         self.base.join(p)
     }
 
-    fn postgres_source(&mut self, s: raw::PostgresSource) -> Option<PgSource> {
-        let password = s
-            .password
-            .as_ref()
-            .map(|p| self.secret(p, "source.password"));
+    /// `database`, `databases` or `all`: exactly one of them.
+    fn database_choice(
+        &mut self,
+        database: Option<Spanned<String>>,
+        databases: Option<Spanned<Vec<String>>>,
+        all: Option<Spanned<bool>>,
+    ) -> Option<Databases> {
         let chosen = [
-            s.database.is_some(),
-            s.databases.is_some(),
-            s.all.as_ref().is_some_and(|a| *a.get_ref()),
+            database.is_some(),
+            databases.is_some(),
+            all.as_ref().is_some_and(|a| *a.get_ref()),
         ]
         .iter()
         .filter(|b| **b)
         .count();
-        let span = s
-            .database
+        let span = database
             .as_ref()
             .map(|d| d.span())
-            .or(s.databases.as_ref().map(|d| d.span()))
-            .or(s.all.as_ref().map(|d| d.span()));
-        let databases = if chosen != 1 {
+            .or(databases.as_ref().map(|d| d.span()))
+            .or(all.as_ref().map(|d| d.span()));
+        if chosen != 1 {
             self.problem(
                 span,
                 "source",
@@ -1069,7 +1108,7 @@ impl Validator<'_> {
                 "set exactly one of: database = \"NAME\", databases = [\"A\", \"B\"], all = true",
             );
             None
-        } else if let Some(d) = s.database {
+        } else if let Some(d) = database {
             if d.get_ref().is_empty() {
                 self.problem(
                     Some(d.span()),
@@ -1081,7 +1120,7 @@ impl Validator<'_> {
             } else {
                 Some(Databases::One(d.into_inner()))
             }
-        } else if let Some(ds) = s.databases {
+        } else if let Some(ds) = databases {
             if ds.get_ref().is_empty() {
                 self.problem(
                     Some(ds.span()),
@@ -1095,15 +1134,45 @@ impl Validator<'_> {
             }
         } else {
             Some(Databases::All)
-        };
-        // Options that would change what pg_dump writes, or where: the
-        // backup would not be what the manifest says, or not restorable.
-        for a in &s.pg_dump_args {
+        }
+    }
+
+    /// Extra dump arguments that would change what the dump writes, or
+    /// where, are refused: the backup would not be what the manifest says,
+    /// or not restorable. `long` are refused with or without `=value`,
+    /// `short` also with the value glued on (`-fFILE`).
+    fn check_dump_args(
+        &mut self,
+        key: &str,
+        args: &[String],
+        long: &[&str],
+        short: &[&str],
+        why: &str,
+        fix: &str,
+    ) -> bool {
+        for a in args {
             let flag = a.split('=').next().unwrap_or(a);
-            let short = |c: &str| {
+            let glued = |c: &str| {
                 flag == c || (flag.starts_with(c) && flag.len() > 2 && !flag.starts_with("--"))
             };
-            let bad = [
+            if long.contains(&flag) || short.iter().any(|c| glued(c)) {
+                self.problem(None, key, format!("`{a}` {why}"), fix);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn postgres_source(&mut self, s: raw::PostgresSource) -> Option<DbSource> {
+        let password = s
+            .password
+            .as_ref()
+            .map(|p| self.secret(p, "source.password"));
+        let databases = self.database_choice(s.database, s.databases, s.all);
+        let args_ok = self.check_dump_args(
+            "source.pg_dump_args",
+            &s.pg_dump_args,
+            &[
                 "--file",
                 "--format",
                 "--create",
@@ -1115,30 +1184,21 @@ impl Validator<'_> {
                 "--jobs",
                 "--password",
                 "--no-password",
-            ]
-            .contains(&flag)
-                || [
-                    "-f", "-F", "-C", "-c", "-d", "-h", "-p", "-U", "-j", "-W", "-w",
-                ]
-                .iter()
-                .any(|c| short(c));
-            if bad {
-                self.problem(
-                    None,
-                    "source.pg_dump_args",
-                    format!("`{a}` is set by cellar itself (output, format, connection) or breaks the restore (--create, --clean)"),
-                    "remove it; choose the format with `format`, the database with `database`, and the server with host/port/user",
-                );
-                return None;
-            }
-        }
+            ],
+            &["-f", "-F", "-C", "-c", "-d", "-h", "-p", "-U", "-j", "-W", "-w"],
+            "is set by cellar itself (output, format, connection) or breaks the restore (--create, --clean)",
+            "remove it; choose the format with `format`, the database with `database`, and the server with host/port/user",
+        );
         let password = match password {
             Some(None) => return None,
             Some(Some(p)) => Some(p),
             None => None,
         };
-        Some(PgSource {
-            conn: PgConn {
+        if !args_ok {
+            return None;
+        }
+        Some(DbSource {
+            conn: DbConn {
                 host: s.host.unwrap_or_else(|| "127.0.0.1".into()),
                 port: s.port.unwrap_or(5432),
                 user: s.user.unwrap_or_else(|| "postgres".into()),
@@ -1149,7 +1209,82 @@ impl Validator<'_> {
             databases: databases?,
             format: s.format.unwrap_or(DumpFormat::Custom),
             globals: s.globals.unwrap_or(true),
-            pg_dump_args: s.pg_dump_args,
+            dump_args: s.pg_dump_args,
+        })
+    }
+
+    fn mariadb_source(&mut self, s: raw::MariadbSource) -> Option<DbSource> {
+        let password = s
+            .password
+            .as_ref()
+            .map(|p| self.secret(p, "source.password"));
+        let databases = self.database_choice(s.database, s.databases, s.all);
+        let args_ok = self.check_dump_args(
+            "source.dump_args",
+            &s.dump_args,
+            &[
+                "--result-file",
+                "--databases",
+                "--all-databases",
+                "--tab",
+                "--xml",
+                "--compact",
+                "--skip-comments",
+                "--no-create-db",
+                "--add-drop-database",
+                "--host",
+                "--port",
+                "--socket",
+                "--user",
+                "--password",
+                "--defaults-file",
+                "--defaults-extra-file",
+                "--no-defaults",
+                "--system",
+                "--dump-slave",
+                "--master-data",
+                "--lock-all-tables",
+                "--no-data",
+                "--where",
+                "--ignore-table",
+            ],
+            &["-r", "-B", "-A", "-T", "-X", "-h", "-P", "-S", "-u", "-p", "-d", "-w"],
+            "is set by cellar itself (output, connection, one database per dump, the completion line) or makes a dump that is not the whole database",
+            "remove it; choose the databases with `database`/`databases`/`all`, the server with host/port/socket/user",
+        );
+        let socket = s.socket.map(|p| {
+            let path = p.get_ref().clone();
+            if !path.starts_with('/') {
+                self.problem(
+                    Some(p.span()),
+                    "source.socket",
+                    format!("the socket {path:?} is not an absolute path"),
+                    "write the socket file's full path, e.g. socket = \"/run/mysqld/mysqld.sock\"",
+                );
+            }
+            path
+        });
+        let password = match password {
+            Some(None) => return None,
+            Some(Some(p)) => Some(p),
+            None => None,
+        };
+        if !args_ok {
+            return None;
+        }
+        Some(DbSource {
+            conn: DbConn {
+                host: socket.or(s.host).unwrap_or_else(|| "127.0.0.1".into()),
+                port: s.port.unwrap_or(3306),
+                user: s.user.unwrap_or_else(|| "root".into()),
+                password: password.as_ref().map(|p| p.0.clone()),
+                password_source: password.map(|p| p.1),
+                bin_dir: s.bin_dir.map(|d| self.path(&d)),
+            },
+            databases: databases?,
+            format: DumpFormat::Plain,
+            globals: s.globals.unwrap_or(true),
+            dump_args: s.dump_args,
         })
     }
 
@@ -1683,7 +1818,7 @@ impl Validator<'_> {
         Some(out)
     }
 
-    fn mirror(&mut self, m: raw::Mirror, pg: &PgSource) -> Option<Mirror> {
+    fn mirror(&mut self, m: raw::Mirror, pg: &DbSource) -> Option<Mirror> {
         let source = pg.conn.clone();
         let database_span = Some(m.database.span());
         let database = m.database.into_inner();
@@ -1692,7 +1827,7 @@ impl Validator<'_> {
             None => None,
         };
         let other_server = m.host.is_some() || m.port.is_some() || m.user.is_some();
-        let conn = PgConn {
+        let conn = DbConn {
             host: m.host.unwrap_or(source.host.clone()),
             port: m.port.unwrap_or(source.port),
             user: m.user.unwrap_or(source.user.clone()),

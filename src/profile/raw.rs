@@ -52,6 +52,27 @@ pub struct PostgresSource {
     pub pg_bin_dir: Option<String>,
 }
 
+/// `[source]` of a mariadb profile (MariaDB 10.5+; MySQL 8 with `bin_dir`
+/// pointing at its mysqldump and mysql).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MariadbSource {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// A socket file instead of host and port.
+    pub socket: Option<Spanned<String>>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+    pub databases: Option<Spanned<Vec<String>>>,
+    pub all: Option<Spanned<bool>>,
+    pub globals: Option<bool>,
+    #[serde(default)]
+    pub dump_args: Vec<String>,
+    /// Folder holding mariadb-dump and mariadb; by default PATH.
+    pub bin_dir: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DumpFormat {

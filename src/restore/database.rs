@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use super::Ctx;
 use crate::commands::human_bytes;
 use crate::manifest::{Content, Manifest, Payload};
-use crate::profile::PgConn;
+use crate::profile::{DbConn, Kind};
 use crate::source::postgres;
 
 pub const SCRATCH_PREFIX: &str = "cellar_scratch_";
@@ -46,6 +46,34 @@ fn tag(target: &str) -> String {
     let mut h = blake2::Blake2b512::new();
     h.update(target.as_bytes());
     hex::encode(&h.finalize()[..6])
+}
+
+/// Whether `name` is one of cellar's scratch or previous copies (exactly
+/// a prefix and 12 hex digits: a user's `cellar_scratch_payroll` is not).
+pub fn is_cellar_copy(name: &str) -> bool {
+    [SCRATCH_PREFIX, PREVIOUS_PREFIX].iter().any(|p| {
+        name.strip_prefix(p).is_some_and(|t| {
+            t.len() == 12 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    })
+}
+
+/// The local lock one restore into `target` holds.
+pub fn target_lock_name(target: &str) -> String {
+    format!("target-{}", tag(target))
+}
+
+/// Refusals of a target name for any kind: empty, or cellar's own.
+pub fn common_refusal(target: &str) -> Option<String> {
+    if target.is_empty() {
+        return Some("the target database name is empty".into());
+    }
+    if target.starts_with(SCRATCH_PREFIX) || target.starts_with(PREVIOUS_PREFIX) {
+        return Some(format!(
+            "{target} is a name cellar uses for its scratch and previous copies; restore into another name"
+        ));
+    }
+    None
 }
 
 /// The scratch database for `target`: 27 bytes, whatever the target's
@@ -61,7 +89,9 @@ pub fn previous_name(target: &str) -> String {
 
 /// A database restore's target and options.
 pub struct DbTarget<'a> {
-    pub conn: &'a PgConn,
+    /// Which engine restores: postgres or mariadb.
+    pub kind: Kind,
+    pub conn: &'a DbConn,
     pub database: &'a str,
     /// Replace a target that holds objects (`--clean`); the mirror always does.
     pub clean: bool,
@@ -158,14 +188,11 @@ impl Selection {
 /// material), the outer one a server that could not be asked. Call before
 /// any work.
 pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
-    if t.database.is_empty() {
-        return Ok(Err("the target database name is empty".into()));
+    if t.kind == Kind::Mariadb {
+        return super::mariadb::check_target(t);
     }
-    if t.database.starts_with(SCRATCH_PREFIX) || t.database.starts_with(PREVIOUS_PREFIX) {
-        return Ok(Err(format!(
-            "{} is a name cellar uses for its scratch and previous copies; restore into another name",
-            t.database
-        )));
+    if let Some(refused) = common_refusal(t.database) {
+        return Ok(Err(refused));
     }
     if matches!(t.database, "postgres" | "template0" | "template1") {
         return Ok(Err(format!(
@@ -220,7 +247,7 @@ pub struct Scratch<'a> {
     /// Tables whose rows were compared with the backup's inventory (0 when
     /// the backup has no comparable inventory).
     pub tables_compared: usize,
-    conn: &'a PgConn,
+    conn: &'a DbConn,
     target: String,
     name: String,
     keep_previous: bool,
@@ -312,7 +339,7 @@ pub fn markers(config_dir: &Path) -> Vec<(PathBuf, Marker)> {
         .collect()
 }
 
-fn write_marker(path: &Path, marker: &Marker) -> io::Result<()> {
+pub(super) fn write_marker(path: &Path, marker: &Marker) -> io::Result<()> {
     std::fs::create_dir_all(path.parent().expect("in a folder"))?;
     let tmp = path.with_extension("tmp");
     {
@@ -337,7 +364,7 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
 }
 
 /// The step that failed, for the error message.
-fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
+pub(super) fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.with_context(|| format!("restore step `{name}` failed"))
 }
 
@@ -361,7 +388,7 @@ pub fn prepare<'a>(
     // One restore per target at a time: the scratch name is shared.
     let lock = crate::lock::acquire(
         t.config_dir,
-        &format!("target-{}", tag(t.database)),
+        &target_lock_name(t.database),
         &format!("restore into {}", t.database),
         Duration::ZERO,
     )?;
@@ -556,7 +583,7 @@ pub fn prepare<'a>(
 /// Fetches, checks, decrypts and decompresses a payload into an unnamed
 /// file under `dir` (O_TMPFILE: it disappears with the last descriptor,
 /// even on `kill -9`).
-fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<File> {
+pub(super) fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<File> {
     let free = free_bytes(dir).with_context(|| {
         format!(
             "spool folder {} ([restore] spool_dir) cannot be used",
@@ -591,7 +618,7 @@ fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result
 /// client that reconnects in between makes the rename fail; the swap is
 /// tried again a few times before giving up.
 fn swap(
-    conn: &PgConn,
+    conn: &DbConn,
     target: &str,
     scratch: &str,
     keep_previous: bool,
@@ -643,6 +670,102 @@ fn swap(
     Ok(None)
 }
 
+/// A restored scratch database of either kind, waiting to be swapped in:
+/// what the mirror and drills work with. Dropped without [`swap`](Prepared::swap),
+/// it drops the scratch database.
+pub trait Prepared {
+    fn name(&self) -> &str;
+    /// Tables compared with what the backup holds.
+    fn tables_compared(&self) -> usize;
+    /// Runs one statement in the scratch database; returns the first
+    /// field of its first row (a check's answer).
+    fn execute(&self, sql: &str) -> anyhow::Result<String>;
+    /// Whether a check's answer means true.
+    fn is_true(&self, answer: &str) -> bool;
+    /// Estimated rows per table, largest first.
+    fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>>;
+    /// Swaps the scratch database in; returns the name the old content
+    /// was kept under, if kept.
+    fn swap(self: Box<Self>) -> anyhow::Result<Option<String>>;
+}
+
+impl Prepared for Scratch<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn tables_compared(&self) -> usize {
+        self.tables_compared
+    }
+    fn execute(&self, sql: &str) -> anyhow::Result<String> {
+        let out = postgres::query(self.conn, &self.name, &format!("{sql};"), &[])?;
+        Ok(out.lines().next().unwrap_or("").trim().to_string())
+    }
+    fn is_true(&self, answer: &str) -> bool {
+        answer == "t"
+    }
+    fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let out = postgres::query(
+            self.conn,
+            &self.name,
+            "ANALYZE; SELECT n.nspname || '.' || c.relname, c.reltuples::bigint
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%'
+             ORDER BY 2 DESC, 1;",
+            &[],
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.rsplit_once('|'))
+            .map(|(t, n)| (t.to_string(), n.trim().parse().unwrap_or(0).max(0)))
+            .collect())
+    }
+    fn swap(self: Box<Self>) -> anyhow::Result<Option<String>> {
+        Scratch::swap(*self)
+    }
+}
+
+impl Prepared for super::mariadb::Scratch<'_> {
+    fn name(&self) -> &str {
+        super::mariadb::Scratch::name(self)
+    }
+    fn tables_compared(&self) -> usize {
+        super::mariadb::Scratch::tables_compared(self)
+    }
+    fn execute(&self, sql: &str) -> anyhow::Result<String> {
+        let out = super::mariadb::Scratch::execute(self, sql)?;
+        Ok(out
+            .lines()
+            .next()
+            .and_then(|l| l.split('\t').next())
+            .unwrap_or("")
+            .trim()
+            .to_string())
+    }
+    fn is_true(&self, answer: &str) -> bool {
+        answer == "1"
+    }
+    fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        super::mariadb::Scratch::row_counts(self)
+    }
+    fn swap(self: Box<Self>) -> anyhow::Result<Option<String>> {
+        super::mariadb::Scratch::swap(*self)
+    }
+}
+
+/// Steps 1–3 for the target's kind.
+pub fn prepare_any<'a>(
+    ctx: &Ctx<'_>,
+    m: &Manifest,
+    p: &Payload,
+    t: &DbTarget<'a>,
+) -> anyhow::Result<Box<dyn Prepared + 'a>> {
+    Ok(match t.kind {
+        Kind::Mariadb => Box::new(super::mariadb::prepare(ctx, m, p, t)?),
+        _ => Box::new(prepare(ctx, m, p, t)?),
+    })
+}
+
 /// `restore --to-database`: the whole engine, swap included.
 pub fn restore(
     ctx: &Ctx<'_>,
@@ -650,7 +773,7 @@ pub fn restore(
     p: &Payload,
     t: &DbTarget<'_>,
 ) -> anyhow::Result<Option<String>> {
-    let scratch = prepare(ctx, m, p, t)
+    let scratch = prepare_any(ctx, m, p, t)
         .map_err(|e| e.context(format!("{} was left as it was", t.database)))?;
     scratch
         .swap()

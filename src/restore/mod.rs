@@ -7,6 +7,7 @@
 //! folder or file that was written beside the target.
 
 pub mod database;
+pub mod mariadb;
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,7 @@ use tracing::{info, warn};
 use crate::keys::Identity;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::pipeline::{self, RestoreError};
-use crate::profile::{PgConn, Profile, Source};
+use crate::profile::{DbConn, Profile, Source};
 use crate::progress::Progress;
 use crate::source::{postgres, untar};
 use crate::store::Store;
@@ -41,11 +42,11 @@ impl Ctx<'_> {
     }
 }
 
-fn pg_tools(profile: &Profile) -> PgConn {
+fn pg_tools(profile: &Profile) -> DbConn {
     match &profile.source {
         Source::Postgres(pg) => pg.conn.clone(),
         // Only pg_restore's path matters for checking archives.
-        Source::Files(_) => PgConn {
+        Source::Mariadb(_) | Source::Files(_) => DbConn {
             host: String::new(),
             port: 0,
             user: String::new(),
@@ -66,6 +67,8 @@ pub fn verify(ctx: &Ctx<'_>, m: &Manifest) -> Result<(), RestoreError> {
             Content::Pgdump => postgres::check_archive(&tools, r),
             Content::Sql => postgres::check_sql(r, false),
             Content::Globals => postgres::check_sql(r, true),
+            Content::Mariadb => crate::source::mariadb::check_dump(r, false).map(|_| ()),
+            Content::MariadbUsers => crate::source::mariadb::check_dump(r, true).map(|_| ()),
         })?;
         info!("{}: {} {}: intact", m.profile, m.id, p.name);
     }
@@ -80,7 +83,7 @@ pub fn database_payload<'m>(
     let dbs: Vec<&Payload> = m
         .payloads
         .iter()
-        .filter(|p| matches!(p.content, Content::Pgdump | Content::Sql | Content::Tar))
+        .filter(|p| p.content.is_database() || p.content == Content::Tar)
         .collect();
     match database {
         Some(name) => dbs
@@ -306,8 +309,12 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
     Ok(())
 }
 
-/// Restores the roles and tablespaces payload (after verifying it whole).
-pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &PgConn) -> anyhow::Result<()> {
+/// Restores the roles and tablespaces (or MariaDB's users and grants)
+/// payload, after verifying it whole.
+pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
+    if ctx.profile.kind == crate::profile::Kind::Mariadb {
+        return mariadb::globals(ctx, m, conn);
+    }
     let Some(p) = m.payloads.iter().find(|p| p.content == Content::Globals) else {
         bail!(
             "backup {} has no roles and tablespaces (the profile has globals = false)",

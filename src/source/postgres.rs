@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::process;
-use crate::profile::PgConn;
+use crate::profile::DbConn;
 
 const HINT: &str = "install the PostgreSQL client tools (apt-get install postgresql-client) or set pg_bin_dir in [source]";
 
@@ -28,7 +28,7 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-pub fn conninfo(conn: &PgConn, database: &str) -> String {
+pub fn conninfo(conn: &DbConn, database: &str) -> String {
     format!(
         "host={} port={} user={} dbname={} application_name=cellar",
         quote(&conn.host),
@@ -48,7 +48,7 @@ struct ClientEnv {
 /// that `pg_restore` reads as fd 3).
 const PASSFILE_FD: i32 = 255;
 
-fn client_env(conn: &PgConn) -> io::Result<ClientEnv> {
+fn client_env(conn: &DbConn) -> io::Result<ClientEnv> {
     let mut vars = vec![("PGCONNECT_TIMEOUT".to_string(), "15".to_string())];
     let Some(pw) = &conn.password else {
         return Ok(ClientEnv {
@@ -56,20 +56,11 @@ fn client_env(conn: &PgConn) -> io::Result<ClientEnv> {
             vars,
         });
     };
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: a valid C string; the new descriptor is owned below.
-    let fd = unsafe { libc::memfd_create(c"cellar-pgpass".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut f = std::fs::File::from(owned);
-    // libpq ignores a passfile that others could read.
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-    writeln!(f, "*:*:*:*:{}", escape(pw.expose()))?;
+    let f = process::secret_file(
+        c"cellar-pgpass",
+        &format!("*:*:*:*:{}\n", escape(pw.expose())),
+    )?;
     vars.push(("PGPASSFILE".into(), format!("/dev/fd/{PASSFILE_FD}")));
     Ok(ClientEnv {
         passfile: Some(f.into()),
@@ -77,30 +68,14 @@ fn client_env(conn: &PgConn) -> io::Result<ClientEnv> {
     })
 }
 
-fn command(conn: &PgConn, tool: &str, env: &ClientEnv) -> Command {
+fn command(conn: &DbConn, tool: &str, env: &ClientEnv) -> Command {
     let mut cmd = Command::new(conn.tool(tool));
     cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
     // A password from the caller's environment must not override ours.
     cmd.env_remove("PGPASSWORD");
     if let Some(f) = &env.passfile {
         use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let fd = f.as_raw_fd();
-        // SAFETY: only async-signal-safe calls between fork and exec; dup2
-        // leaves the copy without close-on-exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == PASSFILE_FD {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, PASSFILE_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        process::pass_fd(&mut cmd, f.as_raw_fd(), PASSFILE_FD);
     }
     cmd
 }
@@ -108,7 +83,7 @@ fn command(conn: &PgConn, tool: &str, env: &ClientEnv) -> Command {
 /// Runs an SQL script through psql and returns its unaligned output.
 /// `vars` become psql variables (`:'name'` in the script).
 pub fn query(
-    conn: &PgConn,
+    conn: &DbConn,
     database: &str,
     sql: &str,
     vars: &[(&str, &str)],
@@ -146,7 +121,7 @@ pub struct ServerLock {
 
 /// Takes the advisory lock `name` on the server, or `None` when another
 /// session holds it.
-pub fn try_server_lock(conn: &PgConn, name: &str) -> anyhow::Result<Option<ServerLock>> {
+pub fn try_server_lock(conn: &DbConn, name: &str) -> anyhow::Result<Option<ServerLock>> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "psql", &env);
     cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
@@ -175,12 +150,12 @@ pub fn try_server_lock(conn: &PgConn, name: &str) -> anyhow::Result<Option<Serve
     }
 }
 
-pub fn ping(conn: &PgConn, database: &str) -> anyhow::Result<String> {
+pub fn ping(conn: &DbConn, database: &str) -> anyhow::Result<String> {
     let v = query(conn, database, "SELECT 1; SHOW server_version;", &[])?;
     Ok(v.lines().nth(1).unwrap_or("").trim().to_string())
 }
 
-pub fn server_version(conn: &PgConn) -> anyhow::Result<String> {
+pub fn server_version(conn: &DbConn) -> anyhow::Result<String> {
     Ok(query(conn, "postgres", "SHOW server_version;", &[])?
         .trim()
         .to_string())
@@ -190,7 +165,7 @@ pub fn server_version(conn: &PgConn) -> anyhow::Result<String> {
 /// except the templates and cellar's own scratch and previous copies
 /// (exactly `cellar_scratch_` or `cellar_previous_` and 12 hex digits: a
 /// database of the user's named `cellar_scratch_payroll` is backed up).
-pub fn list_databases(conn: &PgConn) -> anyhow::Result<Vec<String>> {
+pub fn list_databases(conn: &DbConn) -> anyhow::Result<Vec<String>> {
     let out = query(
         conn,
         "postgres",
@@ -273,7 +248,7 @@ fn parse_inventory(json: &str) -> anyhow::Result<crate::manifest::Inventory> {
 }
 
 /// The inventory of `database` now (a restored scratch database).
-pub fn inventory(conn: &PgConn, database: &str) -> anyhow::Result<crate::manifest::Inventory> {
+pub fn inventory(conn: &DbConn, database: &str) -> anyhow::Result<crate::manifest::Inventory> {
     parse_inventory(&query(conn, database, INVENTORY_SQL, &[])?)
 }
 
@@ -326,7 +301,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn open(conn: &PgConn, database: &str) -> anyhow::Result<Snapshot> {
+    pub fn open(conn: &DbConn, database: &str) -> anyhow::Result<Snapshot> {
         let env = client_env(conn)?;
         let mut cmd = command(conn, "psql", &env);
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
@@ -381,7 +356,7 @@ impl Snapshot {
 /// Streams `pg_dump` of one database into `out`; with `snapshot`, in the
 /// snapshot another session exported.
 pub fn dump(
-    conn: &PgConn,
+    conn: &DbConn,
     database: &str,
     custom: bool,
     extra: &[String],
@@ -405,7 +380,7 @@ pub fn dump(
 }
 
 /// Streams `pg_dumpall --globals-only` (roles, tablespaces) into `out`.
-pub fn dump_globals(conn: &PgConn, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn dump_globals(conn: &DbConn, out: &mut dyn Write) -> anyhow::Result<()> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "pg_dumpall", &env);
     cmd.args(["--globals-only", "--no-password"]);
@@ -413,27 +388,8 @@ pub fn dump_globals(conn: &PgConn, out: &mut dyn Write) -> anyhow::Result<()> {
     run_into(cmd, "pg_dumpall", out).context("dumping roles and tablespaces")
 }
 
-fn run_into(mut cmd: Command, tool: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-    let mut child = process::spawn(&mut cmd, tool, HINT)?;
-    // A quiet pg_dump (waiting on a lock) must not hold off a SIGTERM.
-    let mut stdout = io::BufReader::with_capacity(
-        1 << 18,
-        process::Cancellable(child.child.stdout.take().unwrap()),
-    );
-    let copied = io::copy(&mut stdout, out);
-    drop(stdout);
-    match copied {
-        // The child's own failure explains more than our broken pipe.
-        Ok(_) => {
-            child.wait()?;
-            Ok(())
-        }
-        Err(e) => {
-            child.kill();
-            Err(e.into())
-        }
-    }
+fn run_into(cmd: Command, tool: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    process::stream_stdout(cmd, tool, HINT, out)
 }
 
 /// Whether `database` exists, and how many user objects it holds.
@@ -484,7 +440,7 @@ SELECT
     WHERE classoid = 'pg_database'::regclass AND objoid = (SELECT oid FROM db));
 ";
 
-pub fn database_state(conn: &PgConn, database: &str) -> anyhow::Result<Option<u64>> {
+pub fn database_state(conn: &DbConn, database: &str) -> anyhow::Result<Option<u64>> {
     let exists = query(
         conn,
         "postgres",
@@ -499,7 +455,7 @@ pub fn database_state(conn: &PgConn, database: &str) -> anyhow::Result<Option<u6
 }
 
 /// How many user tables `database` has (0: the dump would be empty).
-pub fn count_tables(conn: &PgConn, database: &str) -> anyhow::Result<u64> {
+pub fn count_tables(conn: &DbConn, database: &str) -> anyhow::Result<u64> {
     let n = query(
         conn,
         database,
@@ -512,7 +468,7 @@ pub fn count_tables(conn: &PgConn, database: &str) -> anyhow::Result<u64> {
     Ok(n.trim().parse().unwrap_or(0))
 }
 
-pub fn create_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
+pub fn create_database(conn: &DbConn, database: &str) -> anyhow::Result<()> {
     query(
         conn,
         "postgres",
@@ -525,7 +481,7 @@ pub fn create_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
 
 /// Drops a database cellar made (a scratch or previous copy), even one
 /// that a restored `IS_TEMPLATE true` made a template.
-pub fn drop_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
+pub fn drop_database(conn: &DbConn, database: &str) -> anyhow::Result<()> {
     query(
         conn,
         "postgres",
@@ -541,29 +497,14 @@ pub fn drop_database(conn: &PgConn, database: &str) -> anyhow::Result<()> {
 /// child can open an unnamed spool file as `/dev/fd/3`.
 fn pass_as_fd3(cmd: &mut Command, file: &std::fs::File) {
     use std::os::unix::io::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let fd = file.as_raw_fd();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    process::pass_fd(cmd, file.as_raw_fd(), 3);
 }
 
 /// Restores a spooled custom archive into `database` with `jobs` parallel
 /// pg_restore workers, stopping at the first error. A SIGTERM kills
 /// pg_restore and its workers.
 pub fn restore_custom(
-    conn: &PgConn,
+    conn: &DbConn,
     database: &str,
     spool: &std::fs::File,
     jobs: usize,
@@ -596,7 +537,7 @@ pub fn restore_custom(
 /// archive's order, for `pg_restore --use-list`. Also returns what matched
 /// nothing, by name.
 pub fn selected_toc(
-    conn: &PgConn,
+    conn: &DbConn,
     spool: &std::fs::File,
     tables: &[(String, String)],
     schemas: &[String],
@@ -648,7 +589,7 @@ pub fn selected_toc(
 /// pg_restore --create would print it, with the database renamed to
 /// `rename_to`. Returns (CREATE DATABASE statement, the other statements).
 pub fn database_sql(
-    conn: &PgConn,
+    conn: &DbConn,
     spool: &std::fs::File,
     rename_to: &str,
     no_owner: bool,
@@ -804,7 +745,7 @@ fn leading_identifier(s: &str) -> &str {
 
 /// Whether this psql has `\restrict` (15.14+, 16.10+, 17.6+, 18+), the
 /// only way to stop SQL from a backup running psql meta-commands.
-pub fn psql_can_restrict(conn: &PgConn) -> anyhow::Result<bool> {
+pub fn psql_can_restrict(conn: &DbConn) -> anyhow::Result<bool> {
     let out = Command::new(conn.tool("psql"))
         .arg("--version")
         .stdin(Stdio::null())
@@ -947,7 +888,7 @@ impl<W: Write> Write for Restricted<W> {
 /// call fails; without it psql carries on (globals: "role exists") and its
 /// messages are returned.
 pub fn psql_restricted(
-    conn: &PgConn,
+    conn: &DbConn,
     database: &str,
     stop_on_error: bool,
     input: &mut dyn Read,
@@ -957,12 +898,12 @@ pub fn psql_restricted(
 
 /// [`psql_restricted`] for cellar's own CREATE DATABASE of a scratch
 /// database (rewritten from the archive's).
-pub fn psql_create_database(conn: &PgConn, create: &str) -> anyhow::Result<()> {
+pub fn psql_create_database(conn: &DbConn, create: &str) -> anyhow::Result<()> {
     psql_restricted_with(conn, "postgres", true, true, &mut create.as_bytes()).map(|_| ())
 }
 
 fn psql_restricted_with(
-    conn: &PgConn,
+    conn: &DbConn,
     database: &str,
     stop_on_error: bool,
     allow_create: bool,
@@ -1002,7 +943,7 @@ fn psql_restricted_with(
 }
 
 /// Checks a custom archive by converting it to SQL without applying it.
-pub fn check_archive(conn: &PgConn, input: &mut dyn Read) -> anyhow::Result<()> {
+pub fn check_archive(conn: &DbConn, input: &mut dyn Read) -> anyhow::Result<()> {
     let mut cmd = Command::new(conn.tool("pg_restore"));
     cmd.args(["--file=/dev/null", "--exit-on-error"]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
@@ -1063,7 +1004,7 @@ pub fn split_qualified(q: &str) -> (String, String) {
 /// Returns the tables that are missing; `None` when the table of contents
 /// did not fit in `head` (nothing can be said).
 pub fn missing_from_toc(
-    conn: &PgConn,
+    conn: &DbConn,
     head: &[u8],
     inventory: &crate::manifest::Inventory,
 ) -> anyhow::Result<Option<Vec<String>>> {
@@ -1130,7 +1071,7 @@ mod tests {
 
     #[test]
     fn conninfo_quotes_odd_names() {
-        let c = PgConn {
+        let c = DbConn {
             host: "db".into(),
             port: 5433,
             user: "o'neil".into(),

@@ -1,0 +1,651 @@
+//! The restore engine for MariaDB: restore into a scratch database, then
+//! swap its tables in.
+//!
+//! MariaDB has no `RENAME DATABASE`, so the swap moves tables:
+//!
+//! 1. Fetch and check: the dump is spooled into an unnamed file and every
+//!    check (sizes, BLAKE2b-512, OpenPGP integrity, mariadb-dump's
+//!    completion line) passes before the server is touched.
+//! 2. Restore into `cellar_scratch_<hash of the target>` through the
+//!    `mariadb` client with client commands off (`--binary-mode`,
+//!    `--sandbox`), stopping at the first error; then compare the tables
+//!    and views it made with the ones the dump holds.
+//! 3. (Mirror: `after_restore` and `checks` in the scratch database.)
+//! 4. Swap. Triggers and views cannot move between databases, so their
+//!    definitions are read first (`SHOW CREATE`, unqualified), then:
+//!    the target's triggers and views are dropped, and **one** `RENAME
+//!    TABLE` statement moves every table of the target into
+//!    `cellar_previous_<hash>` and every table of the scratch database
+//!    into the target: atomic, a client sees all old tables or all new
+//!    ones. Then the target's old routines and events are dropped and the
+//!    backup's views, routines, triggers and events created there.
+//!    If any of that fails, the tables are moved back (one `RENAME
+//!    TABLE` again) and the old definitions recreated.
+//!
+//! What is not atomic: between the drop of the old triggers and views and
+//! the creation of the new ones (milliseconds, a few statements), a client
+//! can find a table without its triggers or a view missing.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tracing::{info, warn};
+
+use super::database::{self, DbTarget, Marker};
+use super::Ctx;
+use crate::manifest::{Content, Manifest, Payload};
+use crate::profile::DbConn;
+use crate::source::mariadb::{self as my, ident, literal};
+
+/// A name MariaDB keeps (64 characters at most).
+const MAX_NAME: usize = 64;
+
+/// The inner `Err` is a refusal (exit 2), the outer a server that could
+/// not be asked.
+pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
+    if let Some(refused) = database::common_refusal(t.database) {
+        return Ok(Err(refused));
+    }
+    if my::SYSTEM_DATABASES.contains(&t.database.to_ascii_lowercase().as_str()) {
+        return Ok(Err(format!(
+            "{} is a database MariaDB itself needs; restore into another name",
+            t.database
+        )));
+    }
+    if t.database.chars().count() > MAX_NAME {
+        return Ok(Err(format!(
+            "database name {} is longer than MariaDB's 64 characters; choose a shorter name",
+            t.database
+        )));
+    }
+    if !t.mirror {
+        let previous = database::previous_name(t.database);
+        if my::exists(t.conn, &previous)? {
+            return Ok(Err(format!(
+                "{previous} exists: the old tables of {} kept by an earlier restore (--keep-previous); drop it (DROP DATABASE {previous}) or rename it, then restore again",
+                t.database
+            )));
+        }
+    }
+    if !t.clean {
+        if let Some(n @ 1..) = my::database_state(t.conn, t.database)? {
+            return Ok(Err(format!(
+                "database {} is not empty ({n} objects); pass --clean to replace it (it is swapped out only after the restore succeeded), or restore into a new name",
+                t.database
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The objects of a database that cannot move with `RENAME TABLE`, as
+/// statements that recreate them (run with the database as default).
+#[derive(Debug, Default)]
+struct Definitions {
+    /// (name, statement), in an order that creates them: views (in
+    /// dependency order, by retrying), routines, triggers, events.
+    views: Vec<(String, String)>,
+    routines: Vec<(String, String, String)>,
+    triggers: Vec<(String, String)>,
+    events: Vec<(String, String)>,
+}
+
+/// The statement with the session's sql_mode it was made under.
+fn with_mode(mode: &str, statement: &str) -> String {
+    format!("SET SESSION sql_mode = {};\n{statement}", literal(mode))
+}
+
+fn first_column(conn: &DbConn, sql: &str) -> anyhow::Result<Vec<String>> {
+    Ok(my::rows(conn, None, sql)?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect())
+}
+
+/// Reads the definitions in `db` (unqualified: read with `db` as the
+/// default database).
+fn definitions(conn: &DbConn, db: &str) -> anyhow::Result<Definitions> {
+    let l = literal(db);
+    let mut d = Definitions::default();
+    for v in first_column(
+        conn,
+        &format!(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {l} ORDER BY 1;"
+        ),
+    )? {
+        let row = my::rows(conn, Some(db), &format!("SHOW CREATE VIEW {};", ident(&v)))?;
+        let stmt = row
+            .first()
+            .and_then(|r| r.get(1))
+            .cloned()
+            .unwrap_or_default();
+        d.views.push((v, stmt));
+    }
+    for r in my::rows(
+        conn,
+        None,
+        &format!("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {l} ORDER BY 1, 2;"),
+    )? {
+        let [kind, name] = <[String; 2]>::try_from(r)
+            .map_err(|_| anyhow::anyhow!("unexpected answer listing routines"))?;
+        let row = my::rows(conn, Some(db), &format!("SHOW CREATE {kind} {};", ident(&name)))?;
+        let (mode, stmt) = match row.first() {
+            Some(r) if r.len() > 2 => (r[1].clone(), r[2].clone()),
+            _ => bail!("cannot read the definition of {kind} {name} in {db} (the restoring user needs SELECT on mysql.proc)"),
+        };
+        d.routines.push((kind, name, with_mode(&mode, &stmt)));
+    }
+    for t in first_column(
+        conn,
+        &format!("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {l} ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER;"),
+    )? {
+        let row = my::rows(conn, Some(db), &format!("SHOW CREATE TRIGGER {};", ident(&t)))?;
+        let (mode, stmt) = match row.first() {
+            Some(r) if r.len() > 2 => (r[1].clone(), r[2].clone()),
+            _ => bail!("cannot read the definition of trigger {t} in {db}"),
+        };
+        d.triggers.push((t, with_mode(&mode, &stmt)));
+    }
+    for e in first_column(
+        conn,
+        &format!(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {l} ORDER BY 1;"
+        ),
+    )? {
+        let row = my::rows(conn, Some(db), &format!("SHOW CREATE EVENT {};", ident(&e)))?;
+        let (mode, stmt) = match row.first() {
+            Some(r) if r.len() > 3 => (r[1].clone(), r[3].clone()),
+            _ => bail!("cannot read the definition of event {e} in {db}"),
+        };
+        d.events.push((e, with_mode(&mode, &stmt)));
+    }
+    Ok(d)
+}
+
+/// A delimiter no definition holds, for a script of compound statements.
+fn delimiter(statements: &[&str]) -> String {
+    let mut n = 0u32;
+    loop {
+        let d = format!("$$cellar{n}$$");
+        if statements.iter().all(|s| !s.contains(&d)) {
+            return d;
+        }
+        n += 1;
+    }
+}
+
+/// View statements ordered so that a view over another view comes after
+/// it: a view reads another when its statement names it (a name that only
+/// looks alike merely moves it later). Name order otherwise.
+fn view_order(views: &[(String, String)]) -> Vec<String> {
+    let mut left: Vec<&(String, String)> = views.iter().collect();
+    let mut out = Vec::with_capacity(views.len());
+    while !left.is_empty() {
+        let ready = left.iter().position(|(name, stmt)| {
+            let body = stmt.split_once(" AS ").map_or(stmt.as_str(), |(_, b)| b);
+            left.iter()
+                .all(|(other, _)| other == name || !body.contains(&ident(other)))
+        });
+        // A cycle cannot be created; name order then.
+        let (_, stmt) = left.remove(ready.unwrap_or(0));
+        out.push(stmt.clone());
+    }
+    out
+}
+
+/// One script: each statement ended by a delimiter of its own.
+fn script(statements: &[String]) -> String {
+    let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let d = delimiter(&refs);
+    let mut s = format!("DELIMITER {d}\n");
+    for stmt in statements {
+        // with_mode() puts `SET ...;` first: its own statement.
+        for part in split_mode(stmt) {
+            s.push_str(part);
+            s.push('\n');
+            s.push_str(&d);
+            s.push('\n');
+        }
+    }
+    s.push_str("DELIMITER ;\n");
+    s
+}
+
+fn split_mode(stmt: &str) -> Vec<&str> {
+    match stmt.strip_prefix("SET SESSION sql_mode = ") {
+        Some(_) => match stmt.split_once(";\n") {
+            Some((set, rest)) => vec![set, rest],
+            None => vec![stmt],
+        },
+        None => vec![stmt],
+    }
+}
+
+/// Runs `statements` in `db`; stops at the first error.
+fn run_all(conn: &DbConn, db: &str, statements: &[String]) -> anyhow::Result<()> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    my::query(conn, Some(db), &script(statements)).map(|_| ())
+}
+
+impl Definitions {
+    /// Statements that create everything: views first, each after the
+    /// views it reads from.
+    fn creates(&self) -> Vec<String> {
+        let mut out = view_order(&self.views);
+        out.extend(self.routines.iter().map(|(_, _, s)| s.clone()));
+        out.extend(self.triggers.iter().map(|(_, s)| s.clone()));
+        out.extend(self.events.iter().map(|(_, s)| s.clone()));
+        out
+    }
+
+    fn drop_triggers(&self) -> Vec<String> {
+        self.triggers
+            .iter()
+            .map(|(n, _)| format!("DROP TRIGGER IF EXISTS {}", ident(n)))
+            .collect()
+    }
+
+    fn drop_triggers_and_views(&self) -> Vec<String> {
+        let mut out = self.drop_triggers();
+        out.extend(
+            self.views
+                .iter()
+                .map(|(n, _)| format!("DROP VIEW IF EXISTS {}", ident(n))),
+        );
+        out
+    }
+
+    fn drop_routines_and_events(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .routines
+            .iter()
+            .map(|(k, n, _)| format!("DROP {k} IF EXISTS {}", ident(n)))
+            .collect();
+        out.extend(
+            self.events
+                .iter()
+                .map(|(n, _)| format!("DROP EVENT IF EXISTS {}", ident(n))),
+        );
+        out
+    }
+
+    fn count(&self) -> usize {
+        self.views.len() + self.routines.len() + self.triggers.len() + self.events.len()
+    }
+}
+
+/// The tables (and sequences) of `db`.
+fn tables(conn: &DbConn, db: &str) -> anyhow::Result<Vec<String>> {
+    first_column(
+        conn,
+        &format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE <> 'VIEW' ORDER BY 1;",
+            literal(db)
+        ),
+    )
+}
+
+/// One `RENAME TABLE` for all of `moves` (from db, to db, table): atomic.
+fn rename_all(conn: &DbConn, moves: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = moves
+        .iter()
+        .map(|(from, to, t)| format!("{}.{} TO {}.{}", ident(from), ident(t), ident(to), ident(t)))
+        .collect();
+    my::query(conn, None, &format!("RENAME TABLE {};", list.join(", "))).map(|_| ())
+}
+
+fn create_database(conn: &DbConn, db: &str) -> anyhow::Result<()> {
+    my::query(
+        conn,
+        None,
+        &format!(
+            "CREATE DATABASE {} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;",
+            ident(db)
+        ),
+    )
+    .map(|_| ())
+}
+
+pub fn drop_database(conn: &DbConn, db: &str) -> anyhow::Result<()> {
+    my::query(
+        conn,
+        None,
+        &format!("DROP DATABASE IF EXISTS {};", ident(db)),
+    )
+    .map(|_| ())
+}
+
+/// A restored scratch database waiting to be swapped in; dropped unless
+/// swapped.
+pub struct Scratch<'a> {
+    tables_compared: usize,
+    conn: &'a DbConn,
+    target: String,
+    name: String,
+    keep_previous: bool,
+    marker: std::path::PathBuf,
+    done: bool,
+    _lock: crate::lock::ProfileLock,
+    _server_lock: my::ServerLock,
+}
+
+/// Steps 1–2: a checked, restored scratch database.
+pub fn prepare<'a>(
+    ctx: &Ctx<'_>,
+    m: &Manifest,
+    p: &Payload,
+    t: &DbTarget<'a>,
+) -> anyhow::Result<Scratch<'a>> {
+    if p.content != Content::Mariadb {
+        bail!(
+            "payload {} of backup {} is not a MariaDB dump; use --to-file",
+            p.name,
+            m.id
+        );
+    }
+    if t.only.is_some_and(|s| !s.is_empty()) {
+        bail!("--table and --schema work for PostgreSQL custom dumps only");
+    }
+    let name = database::scratch_name(t.database);
+    let lock = crate::lock::acquire(
+        t.config_dir,
+        &database::target_lock_name(t.database),
+        &format!("restore into {}", t.database),
+        Duration::ZERO,
+    )?;
+    let Some(server_lock) = my::try_server_lock(t.conn, &name)? else {
+        bail!(
+            "another cellar (from another config dir or host) is restoring into {} on {} right now; try again when it is done",
+            t.database,
+            t.conn.describe_mariadb()
+        );
+    };
+    // Step 1: the whole dump, checked, before any of it reaches the server.
+    let spool = database::step("spool", database::spool(ctx, m, p, t.spool_dir))?;
+    let facts = {
+        use std::io::Seek;
+        let mut f = &spool;
+        f.rewind()?;
+        database::step("check the dump", my::check_dump(&mut f, false))?
+    };
+    if t.globals {
+        database::step("apply users and grants", globals(ctx, m, t.conn))?;
+    }
+    database::step(
+        "drop leftover scratch database",
+        drop_database(t.conn, &name),
+    )?;
+    let marker = database::marker_dir(t.config_dir).join(format!("{name}.json"));
+    database::write_marker(
+        &marker,
+        &Marker {
+            profile: m.profile.clone(),
+            server: t.conn.describe_mariadb(),
+            target: t.database.to_string(),
+            scratch: name.clone(),
+            pid: std::process::id(),
+            started_at: chrono::Utc::now(),
+        },
+    )
+    .with_context(|| format!("writing {}", marker.display()))?;
+    if let Err(e) = create_database(t.conn, &name) {
+        let _ = std::fs::remove_file(&marker);
+        return Err(e).context("restore step `create scratch database` failed");
+    }
+    let mut scratch = Scratch {
+        tables_compared: 0,
+        conn: t.conn,
+        target: t.database.to_string(),
+        name,
+        keep_previous: t.keep_previous,
+        marker,
+        done: false,
+        _lock: lock,
+        _server_lock: server_lock,
+    };
+    {
+        use std::io::Seek;
+        let mut f = &spool;
+        f.rewind()?;
+    }
+    database::step(
+        "mariadb",
+        my::run_script(t.conn, Some(&scratch.name), spool.try_clone()?),
+    )?;
+    // The restore made every table and view the dump holds.
+    let made_tables = tables(t.conn, &scratch.name)?.len() as u64;
+    let made_views = first_column(
+        t.conn,
+        &format!(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {};",
+            literal(&scratch.name)
+        ),
+    )?
+    .len() as u64;
+    if made_tables != facts.tables || made_views != facts.views {
+        bail!(
+            "the restored database differs from the dump, so it was not swapped in: the dump holds {} table(s) and {} view(s), the restore made {made_tables} and {made_views}",
+            facts.tables,
+            facts.views
+        );
+    }
+    scratch.tables_compared = made_tables as usize;
+    info!(
+        "{}: backup {} {} restored into the scratch database {} ({made_tables} tables, {made_views} views)",
+        m.profile, m.id, p.name, scratch.name
+    );
+    Ok(scratch)
+}
+
+/// Applies the backup's users and grants (checked whole first). Users
+/// that exist are left as they are (`CREATE USER IF NOT EXISTS`).
+pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
+    let Some(p) = m
+        .payloads
+        .iter()
+        .find(|p| p.content == Content::MariadbUsers)
+    else {
+        bail!(
+            "backup {} has no users and grants (the profile has globals = false)",
+            m.id
+        );
+    };
+    let mut tmp = tempfile::tempfile()?;
+    ctx.stream(m, p, |r| {
+        std::io::copy(r, &mut tmp)?;
+        Ok(())
+    })?;
+    use std::io::Seek;
+    tmp.rewind()?;
+    my::check_dump(&mut tmp, true)?;
+    tmp.rewind()?;
+    my::run_script(conn, None, tmp)
+}
+
+impl Scratch<'_> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tables_compared(&self) -> usize {
+        self.tables_compared
+    }
+
+    /// Step 4 (see the module's comment).
+    pub fn swap(mut self) -> anyhow::Result<Option<String>> {
+        let conn = self.conn;
+        let (target, scratch) = (self.target.clone(), self.name.clone());
+        let previous = database::previous_name(&target);
+        database::step("drop the previous copy", drop_database(conn, &previous))?;
+        let new = database::step("read the backup's definitions", definitions(conn, &scratch))?;
+        let exists = my::exists(conn, &target)?;
+        let old = if exists {
+            database::step("read the target's definitions", definitions(conn, &target))?
+        } else {
+            Definitions::default()
+        };
+        let old_tables = if exists {
+            tables(conn, &target)?
+        } else {
+            Vec::new()
+        };
+        let new_tables = tables(conn, &scratch)?;
+        if exists {
+            create_database(conn, &previous)?;
+        } else {
+            create_database(conn, &target)?;
+        }
+        // Triggers keep a table in its database: off the scratch tables
+        // (their definitions are read), off the target's with its views.
+        database::step(
+            "drop the scratch triggers",
+            run_all(conn, &scratch, &new.drop_triggers()),
+        )?;
+        let undo_old = |e: anyhow::Error| -> anyhow::Error {
+            if let Err(u) = run_all(conn, &target, &old.creates()) {
+                warn!("could not recreate the old views and triggers of {target}: {u:#}");
+            }
+            e
+        };
+        run_all(conn, &target, &old.drop_triggers_and_views())
+            .map_err(undo_old)
+            .context("restore step `swap` failed")?;
+        let mut moves: Vec<(&str, &str, &str)> = old_tables
+            .iter()
+            .map(|t| (target.as_str(), previous.as_str(), t.as_str()))
+            .collect();
+        moves.extend(
+            new_tables
+                .iter()
+                .map(|t| (scratch.as_str(), target.as_str(), t.as_str())),
+        );
+        rename_all(conn, &moves)
+            .map_err(undo_old)
+            .context("restore step `swap` failed")?;
+        // The tables are in place; now the definitions.
+        let mut defs = old.drop_routines_and_events();
+        defs.extend(new.creates());
+        if let Err(e) = run_all(conn, &target, &defs) {
+            // Put everything back as it was.
+            let _ = run_all(conn, &target, &new.drop_triggers_and_views());
+            let _ = run_all(conn, &target, &new.drop_routines_and_events());
+            let back: Vec<(&str, &str, &str)> =
+                moves.iter().map(|(a, b, t)| (*b, *a, *t)).collect();
+            match rename_all(conn, &back) {
+                Ok(()) => {
+                    let _ = run_all(conn, &target, &old.creates());
+                    if !exists {
+                        let _ = drop_database(conn, &target);
+                    }
+                }
+                Err(u) => {
+                    warn!("could not move the old tables of {target} back from {previous}: {u:#}")
+                }
+            }
+            return Err(e).context(format!(
+                "restore step `swap` failed creating the backup's views, routines, triggers and events in {target}"
+            ));
+        }
+        self.done = true;
+        let _ = std::fs::remove_file(&self.marker);
+        if let Err(e) = drop_database(conn, &scratch) {
+            warn!("could not drop the emptied scratch database {scratch}: {e:#}");
+        }
+        info!(
+            "{target}: {} table(s) swapped in, {} view(s), routine(s), trigger(s) and event(s) recreated",
+            new_tables.len(),
+            new.count()
+        );
+        if !exists {
+            return Ok(None);
+        }
+        if self.keep_previous {
+            return Ok(Some(previous));
+        }
+        if let Err(e) = drop_database(conn, &previous) {
+            warn!("the restore is in place, but the old tables in {previous} could not be dropped: {e:#}");
+        }
+        Ok(None)
+    }
+
+    /// Runs a mirror statement in the scratch database.
+    pub fn execute(&self, sql: &str) -> anyhow::Result<String> {
+        my::query(self.conn, Some(&self.name), &format!("{sql};"))
+    }
+
+    /// Estimated rows per table, largest first.
+    pub fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(my::rows(
+            self.conn,
+            None,
+            &format!(
+                "SELECT TABLE_NAME, COALESCE(TABLE_ROWS, 0) FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' ORDER BY 2 DESC, 1;",
+                literal(&self.name)
+            ),
+        )?
+        .into_iter()
+        .filter_map(|r| {
+            let n = r.get(1)?.parse().unwrap_or(0);
+            Some((r.into_iter().next()?, n))
+        })
+        .collect())
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match drop_database(self.conn, &self.name) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.marker);
+            }
+            Err(e) => warn!(
+                "could not drop the scratch database {} (it may hold restored data; drop it by hand): {e:#}",
+                self.name
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_come_after_the_views_they_read() {
+        let views = vec![
+            (
+                "a".to_string(),
+                "CREATE VIEW `a` AS select `b`.`x` AS `x` from `b`".to_string(),
+            ),
+            (
+                "b".to_string(),
+                "CREATE VIEW `b` AS select `t`.`x` AS `x` from `t`".to_string(),
+            ),
+        ];
+        let order = view_order(&views);
+        assert!(order[0].starts_with("CREATE VIEW `b`"));
+        assert!(order[1].starts_with("CREATE VIEW `a`"));
+    }
+
+    #[test]
+    fn scripts_use_a_delimiter_no_statement_holds() {
+        let s = script(&[
+            with_mode("STRICT_TRANS_TABLES", "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW BEGIN SET @a = '$$cellar0$$'; END"),
+            "CREATE VIEW v AS SELECT 1".into(),
+        ]);
+        assert!(s.starts_with("DELIMITER $$cellar1$$\n"));
+        assert!(
+            s.contains("SET SESSION sql_mode = 'STRICT_TRANS_TABLES'\n$$cellar1$$\nCREATE TRIGGER")
+        );
+        assert!(s.ends_with("CREATE VIEW v AS SELECT 1\n$$cellar1$$\nDELIMITER ;\n"));
+    }
+}

@@ -1,0 +1,486 @@
+//! MariaDB (and MySQL) through its own client tools: `mariadb-dump` and
+//! `mariadb` (`mysqldump` and `mysql` where only those exist).
+//!
+//! Every invocation reads its connection from a private option file
+//! passed as `--defaults-file=/dev/fd/255`: a 0600 memfd that never
+//! reaches the disk and is gone with the processes however cellar ends.
+//! So the password is never in argv, the environment (an inherited
+//! `MYSQL_PWD` is removed) or a file, and no `~/.my.cnf` or
+//! `/etc/mysql/*.cnf` can send a backup to another server.
+//!
+//! A dump is one database, without `CREATE DATABASE` or `USE`, so it can
+//! be restored under any name: `mariadb NAME < dump`.
+
+use std::io::{self, BufRead, Read, Write};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+use crate::process;
+use crate::profile::DbConn;
+
+const HINT: &str =
+    "install the MariaDB client tools (apt-get install mariadb-client) or set bin_dir in [source]";
+
+/// The descriptor the option file has in the child.
+const DEFAULTS_FD: i32 = 255;
+
+/// Databases the server itself keeps; never backed up with `all = true`,
+/// never a restore target.
+pub const SYSTEM_DATABASES: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
+
+/// A value for an option file: double-quoted, with `\` and `"` escaped.
+fn option_value(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// The option file of one invocation: where the server is, who connects,
+/// the password.
+fn options(conn: &DbConn) -> io::Result<std::fs::File> {
+    let mut text = String::from("[client]\n");
+    if conn.host.starts_with('/') {
+        text.push_str(&format!("socket={}\n", option_value(&conn.host)));
+    } else {
+        text.push_str(&format!(
+            "host={}\nport={}\n",
+            option_value(&conn.host),
+            conn.port
+        ));
+        text.push_str("protocol=TCP\n");
+    }
+    text.push_str(&format!("user={}\n", option_value(&conn.user)));
+    if let Some(pw) = &conn.password {
+        text.push_str(&format!("password={}\n", option_value(pw.expose())));
+    }
+    // `loose-`: tools without the option (mariadb-dump) skip it.
+    text.push_str("loose-connect-timeout=15\ndefault-character-set=utf8mb4\n");
+    process::secret_file(c"cellar-mariadb", &text)
+}
+
+/// A client command with its option file; `options` must live until the
+/// child is spawned.
+fn command(conn: &DbConn, tool: &str, options: &std::fs::File) -> Command {
+    use std::os::fd::AsRawFd;
+    let mut cmd = Command::new(tool_path(conn, tool));
+    // Must be the first argument.
+    cmd.arg(format!("--defaults-file=/dev/fd/{DEFAULTS_FD}"));
+    for var in [
+        "MYSQL_PWD",
+        "MYSQL_HOST",
+        "MYSQL_TCP_PORT",
+        "MYSQL_UNIX_PORT",
+    ] {
+        cmd.env_remove(var);
+    }
+    process::pass_fd(&mut cmd, options.as_raw_fd(), DEFAULTS_FD);
+    cmd
+}
+
+/// `mariadb-dump` or `mariadb`, falling back to MySQL's `mysqldump` and
+/// `mysql` when only those are installed.
+fn tool_path(conn: &DbConn, tool: &str) -> std::path::PathBuf {
+    let mysql = match tool {
+        "mariadb-dump" => "mysqldump",
+        "mariadb" => "mysql",
+        other => other,
+    };
+    let found = |name: &str| -> Option<std::path::PathBuf> {
+        match &conn.bin_dir {
+            Some(d) => Some(d.join(name)).filter(|p| p.is_file()),
+            None => std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            }),
+        }
+    };
+    found(tool)
+        .or_else(|| found(mysql))
+        .unwrap_or_else(|| match &conn.bin_dir {
+            Some(d) => d.join(tool),
+            None => tool.into(),
+        })
+}
+
+/// Quotes an identifier: `` `a``b` ``.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Quotes a string literal (backslash escapes on, as by default).
+pub fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Undoes the escaping of `mariadb --batch` output (`\n`, `\t`, `\\`, `\0`).
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Runs SQL (from stdin, never argv) and returns its rows, each a list of
+/// fields. `database`: the default database, if any.
+pub fn rows(conn: &DbConn, database: Option<&str>, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let out = query(conn, database, sql)?;
+    Ok(out
+        .lines()
+        .map(|l| l.split('\t').map(unescape).collect())
+        .collect())
+}
+
+/// Runs SQL and returns the raw batch output (tab-separated rows).
+pub fn query(conn: &DbConn, database: Option<&str>, sql: &str) -> anyhow::Result<String> {
+    let opts = options(conn)?;
+    let mut cmd = command(conn, "mariadb", &opts);
+    cmd.args(["--batch", "--skip-column-names", "--binary-mode"]);
+    if let Some(db) = database {
+        cmd.arg(format!("--database={db}"));
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = process::spawn(&mut cmd, "mariadb", HINT)?;
+    drop(opts);
+    let mut stdin = child.child.stdin.take().expect("stdin was piped");
+    let mut stdout = child.child.stdout.take().expect("stdout was piped");
+    let script = sql.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+    let mut out = String::new();
+    stdout.read_to_string(&mut out)?;
+    let _ = writer.join();
+    child.wait().with_context(|| match database {
+        Some(db) => format!("on {} database {db}", conn.describe_mariadb()),
+        None => format!("on {}", conn.describe_mariadb()),
+    })?;
+    Ok(out)
+}
+
+/// The first field of the first row.
+fn scalar(conn: &DbConn, database: Option<&str>, sql: &str) -> anyhow::Result<String> {
+    Ok(rows(conn, database, sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or_default())
+}
+
+pub fn server_version(conn: &DbConn) -> anyhow::Result<String> {
+    scalar(conn, None, "SELECT VERSION();")
+}
+
+/// Connects to `database` and returns the server's version.
+pub fn ping(conn: &DbConn, database: Option<&str>) -> anyhow::Result<String> {
+    scalar(conn, database, "SELECT VERSION();")
+}
+
+/// The databases `all = true` backs up: every one but the server's own
+/// and cellar's scratch and previous copies.
+pub fn list_databases(conn: &DbConn) -> anyhow::Result<Vec<String>> {
+    let mut dbs: Vec<String> = rows(conn, None, "SHOW DATABASES;")?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .filter(|d| !SYSTEM_DATABASES.contains(&d.as_str()))
+        .filter(|d| !crate::restore::database::is_cellar_copy(d))
+        .collect();
+    dbs.sort();
+    Ok(dbs)
+}
+
+/// Whether `database` exists.
+pub fn exists(conn: &DbConn, database: &str) -> anyhow::Result<bool> {
+    let n = scalar(
+        conn,
+        None,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+            literal(database)
+        ),
+    )?;
+    Ok(n.trim() != "0")
+}
+
+/// How many objects `database` holds (tables, views, routines, events),
+/// or None when it does not exist.
+pub fn database_state(conn: &DbConn, database: &str) -> anyhow::Result<Option<u64>> {
+    if !exists(conn, database)? {
+        return Ok(None);
+    }
+    let l = literal(database);
+    let n = scalar(
+        conn,
+        None,
+        &format!(
+            "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {l})
+                  + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {l})
+                  + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {l});"
+        ),
+    )?;
+    Ok(Some(n.trim().parse().unwrap_or(0)))
+}
+
+/// How many tables (and sequences) `database` has.
+pub fn count_tables(conn: &DbConn, database: &str) -> anyhow::Result<u64> {
+    let n = scalar(
+        conn,
+        None,
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE <> 'VIEW';",
+            literal(database)
+        ),
+    )?;
+    Ok(n.trim().parse().unwrap_or(0))
+}
+
+/// Tables whose engine has no transactions (MyISAM, Aria, MEMORY...):
+/// `--single-transaction` does not make their dump consistent.
+pub fn non_transactional_tables(conn: &DbConn, database: &str) -> anyhow::Result<Vec<String>> {
+    Ok(rows(
+        conn,
+        None,
+        &format!(
+            "SELECT CONCAT(t.TABLE_NAME, ' (', t.ENGINE, ')') FROM information_schema.TABLES t
+               JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE
+             WHERE t.TABLE_SCHEMA = {} AND t.TABLE_TYPE = 'BASE TABLE'
+               AND COALESCE(e.TRANSACTIONS, 'NO') <> 'YES'
+             ORDER BY t.TABLE_NAME;",
+            literal(database)
+        ),
+    )?
+    .into_iter()
+    .filter_map(|r| r.into_iter().next())
+    .collect())
+}
+
+/// Streams a dump of `database` into `out`: a consistent InnoDB snapshot
+/// (`--single-transaction`), routines, events and triggers, BLOBs in hex,
+/// utf8mb4; no `CREATE DATABASE`/`USE`, so it restores under any name.
+pub fn dump(
+    conn: &DbConn,
+    database: &str,
+    extra: &[String],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let opts = options(conn)?;
+    let mut cmd = command(conn, "mariadb-dump", &opts);
+    cmd.args([
+        "--single-transaction",
+        "--quick",
+        "--routines",
+        "--events",
+        "--triggers",
+        "--hex-blob",
+        "--default-character-set=utf8mb4",
+        "--no-tablespaces",
+    ]);
+    cmd.args(extra).arg("--").arg(database);
+    process::stream_stdout(cmd, "mariadb-dump", HINT, out)
+        .with_context(|| format!("dumping database {database}"))
+}
+
+/// Streams the server's users, roles and grants (`--system=users`, as
+/// `CREATE USER IF NOT EXISTS` so applying them twice is harmless).
+pub fn dump_globals(conn: &DbConn, out: &mut dyn Write) -> anyhow::Result<()> {
+    let opts = options(conn)?;
+    let mut cmd = command(conn, "mariadb-dump", &opts);
+    cmd.args(["--system=users", "--insert-ignore"]);
+    process::stream_stdout(cmd, "mariadb-dump", HINT, out)
+        .context("dumping users and grants (mariadb-dump --system=users; MySQL has no such option: set globals = false there)")
+}
+
+/// What [`check_dump`] read in a dump.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DumpFacts {
+    /// `CREATE TABLE` statements: the tables (and view placeholders are
+    /// not counted: mariadb-dump writes them as `CREATE VIEW`).
+    pub tables: u64,
+    /// Views (`VIEW ... AS` of the final view structures).
+    pub views: u64,
+}
+
+/// Checks that a dump is whole: it starts as mariadb-dump's (or
+/// mysqldump's) output and ends with its completion line, which is
+/// written only after everything else. Returns what it holds.
+pub fn check_dump(input: &mut dyn Read, globals: bool) -> anyhow::Result<DumpFacts> {
+    let mut r = io::BufReader::with_capacity(1 << 20, input);
+    let mut facts = DumpFacts::default();
+    let mut line = Vec::new();
+    let mut first = true;
+    let mut last = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if first {
+            first = false;
+            let head = String::from_utf8_lossy(&line);
+            let known = head.starts_with("/*M!999999\\- enable the sandbox mode */")
+                || head.starts_with("-- MariaDB dump")
+                || head.starts_with("-- MySQL dump");
+            if !known {
+                bail!(
+                    "this is not a mariadb-dump or mysqldump dump (it starts with {:?})",
+                    head.trim_end()
+                );
+            }
+        }
+        if line.starts_with(b"CREATE TABLE `") {
+            facts.tables += 1;
+        } else if line.starts_with(b"/*!50001 VIEW `") {
+            facts.views += 1;
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            std::mem::swap(&mut last, &mut line);
+        }
+    }
+    if first {
+        bail!("the dump is empty");
+    }
+    if !last.starts_with(b"-- Dump completed") {
+        bail!(
+            "the {} ends without mariadb-dump's completion line: it was cut short",
+            if globals {
+                "users-and-grants dump"
+            } else {
+                "dump"
+            }
+        );
+    }
+    Ok(facts)
+}
+
+/// Whether this `mariadb` client has `--sandbox` (MariaDB 10.5.25,
+/// 10.6.18, 10.11.8 and later), which refuses every client command that
+/// touches the file system or runs a program.
+fn has_sandbox(conn: &DbConn) -> bool {
+    Command::new(tool_path(conn, "mariadb"))
+        .arg("--help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--sandbox"))
+}
+
+/// Runs a checked dump (or any SQL from a backup) into `database`:
+/// client commands off (`--binary-mode`, and `--sandbox` where the client
+/// has it), stopping at the first error.
+pub fn run_script(
+    conn: &DbConn,
+    database: Option<&str>,
+    script: std::fs::File,
+) -> anyhow::Result<()> {
+    let opts = options(conn)?;
+    let mut cmd = command(conn, "mariadb", &opts);
+    cmd.args([
+        "--batch",
+        "--binary-mode",
+        "--max-allowed-packet=1073741824",
+    ]);
+    if has_sandbox(conn) {
+        cmd.arg("--sandbox");
+    }
+    if let Some(db) = database {
+        cmd.arg(format!("--database={db}"));
+    }
+    cmd.stdin(Stdio::from(script)).stdout(Stdio::null());
+    let child = process::spawn_group(&mut cmd, "mariadb", HINT)?;
+    drop(opts);
+    child.wait_or_cancel()?;
+    Ok(())
+}
+
+/// A named lock held on the server (`GET_LOCK`) for as long as this value
+/// lives: cellars on other hosts or config dirs restoring into the same
+/// target wait their turn.
+pub struct ServerLock {
+    _client: process::Running,
+    _stdin: std::process::ChildStdin,
+}
+
+pub fn try_server_lock(conn: &DbConn, name: &str) -> anyhow::Result<Option<ServerLock>> {
+    let opts = options(conn)?;
+    let mut cmd = command(conn, "mariadb", &opts);
+    cmd.args(["--batch", "--skip-column-names", "--unbuffered"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut client = process::spawn(&mut cmd, "mariadb", HINT)?;
+    drop(opts);
+    let mut stdin = client.child.stdin.take().expect("stdin was piped");
+    let stdout = client.child.stdout.take().expect("stdout was piped");
+    // Lock names are at most 64 characters.
+    let key = format!("cellar:{}", &name[..name.len().min(57)]);
+    writeln!(stdin, "SELECT GET_LOCK({}, 0);", literal(&key))?;
+    stdin.flush()?;
+    let mut answer = String::new();
+    io::BufReader::new(stdout).read_line(&mut answer)?;
+    match answer.trim() {
+        "1" => Ok(Some(ServerLock {
+            _client: client,
+            _stdin: stdin,
+        })),
+        "0" => Ok(None),
+        _ => {
+            drop(stdin);
+            client.wait()?;
+            bail!("could not take a lock on {}", conn.describe_mariadb())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_values_and_identifiers_are_quoted() {
+        assert_eq!(option_value(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(ident("we`ird"), "`we``ird`");
+        assert_eq!(literal("it's\\"), r"'it\'s\\'");
+        assert_eq!(unescape(r"a\tb\nc\\d"), "a\tb\nc\\d");
+    }
+
+    #[test]
+    fn a_dump_without_its_completion_line_is_refused() {
+        let whole = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19\nCREATE TABLE `t` (\n);\n/*!50001 VIEW `v` AS select 1 */;\n\n-- Dump completed on 2026-11-23 16:53:46\n\n";
+        let facts = check_dump(&mut whole.as_bytes(), false).unwrap();
+        assert_eq!(
+            facts,
+            DumpFacts {
+                tables: 1,
+                views: 1
+            }
+        );
+        let cut = &whole[..whole.find("-- Dump").unwrap()];
+        assert!(check_dump(&mut cut.as_bytes(), false).is_err());
+        assert!(check_dump(&mut "SELECT 1;\n-- Dump completed\n".as_bytes(), false).is_err());
+        assert!(check_dump(&mut "".as_bytes(), false).is_err());
+    }
+}
