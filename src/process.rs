@@ -215,34 +215,6 @@ impl Drop for Running {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failure_shows_stderr_and_chatty_stderr_does_not_block() {
-        let mut cmd = Command::new("sh");
-        cmd.args([
-            "-c",
-            "head -c 300000 /dev/zero | tr '\\0' x >&2; echo boom >&2; exit 3",
-        ]);
-        cmd.stdout(Stdio::null());
-        let e = spawn(&mut cmd, "sh", "").unwrap().wait().unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.starts_with("sh failed (exit status: 3): "), "{msg:.80}");
-        assert!(msg.ends_with("boom"));
-    }
-
-    #[test]
-    fn missing_tool_gives_the_hint() {
-        let mut cmd = Command::new("/nonexistent/pg_dump");
-        let e = spawn(&mut cmd, "pg_dump", "install postgresql-client")
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("install postgresql-client"));
-    }
-}
-
 /// A private in-memory file (a 0600 memfd) holding `text`: a password
 /// file a child reads as `/dev/fd/N`. Nothing reaches the disk, and it is
 /// gone with the processes however cellar ends, even on kill -9.
@@ -312,5 +284,33 @@ pub fn stream_stdout(
             child.kill();
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_shows_stderr_and_chatty_stderr_does_not_block() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 300000 /dev/zero | tr '\\0' x >&2; echo boom >&2; exit 3",
+        ]);
+        cmd.stdout(Stdio::null());
+        let e = spawn(&mut cmd, "sh", "").unwrap().wait().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("sh failed (exit status: 3): "), "{msg:.80}");
+        assert!(msg.ends_with("boom"));
+    }
+
+    #[test]
+    fn missing_tool_gives_the_hint() {
+        let mut cmd = Command::new("/nonexistent/pg_dump");
+        let e = spawn(&mut cmd, "pg_dump", "install postgresql-client")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("install postgresql-client"));
     }
 }

@@ -442,8 +442,11 @@ pub fn prepare<'a>(
     Ok(scratch)
 }
 
-/// Applies the backup's users and grants (checked whole first). Users
-/// that exist are left as they are (`CREATE USER IF NOT EXISTS`).
+/// Applies the backup's users, roles and grants (checked whole first).
+/// Accounts that exist on the server are left exactly as they are: every
+/// statement about one (its `CREATE`, `GRANT ... TO` it, its default role)
+/// is left out, so a restore never changes root's password or an existing
+/// user's grants; the accounts left alone are named in a warning.
 pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
     let Some(p) = m
         .payloads
@@ -455,16 +458,86 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()>
             m.id
         );
     };
-    let mut tmp = tempfile::tempfile()?;
+    let mut text = Vec::new();
     ctx.stream(m, p, |r| {
-        std::io::copy(r, &mut tmp)?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(r, 256 << 20), &mut text)?;
         Ok(())
     })?;
-    use std::io::Seek;
-    tmp.rewind()?;
-    my::check_dump(&mut tmp, true)?;
-    tmp.rewind()?;
-    my::run_script(conn, None, tmp)
+    my::check_dump(&mut text.as_slice(), true)?;
+    let existing = accounts(conn)?;
+    let (script, kept) = new_accounts_only(&String::from_utf8_lossy(&text), &existing);
+    if !kept.is_empty() {
+        warn!(
+            "users and grants: {} account(s) exist on {} and were left as they are: {}",
+            kept.len(),
+            conn.describe_mariadb(),
+            kept.join(", ")
+        );
+    }
+    let mut f = tempfile::tempfile()?;
+    use std::io::{Seek, Write};
+    f.write_all(script.as_bytes())?;
+    f.rewind()?;
+    my::run_script(conn, None, f)
+}
+
+/// The accounts (and roles) on the server, each in the two quotings
+/// mariadb-dump writes: `` `u`@`h` `` and `'u'@'h'` (a role: `` `r` ``).
+fn accounts(conn: &DbConn) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    Ok(
+        my::rows(conn, None, "SELECT User, Host, is_role FROM mysql.user;")?
+            .into_iter()
+            .filter_map(|r| {
+                let [user, host, role] = <[String; 3]>::try_from(r).ok()?;
+                let bq = |s: &str| format!("`{}`", s.replace('`', "``"));
+                let sq = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+                Some(if role == "Y" {
+                    (user.clone(), vec![bq(&user), sq(&user)])
+                } else {
+                    (
+                        format!("'{user}'@'{host}'"),
+                        vec![
+                            format!("{}@{}", bq(&user), bq(&host)),
+                            format!("{}@{}", sq(&user), sq(&host)),
+                        ],
+                    )
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The users script without the statements about `existing` accounts;
+/// and the names of those that were in it.
+fn new_accounts_only(script: &str, existing: &[(String, Vec<String>)]) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(script.len());
+    let mut kept: Vec<String> = Vec::new();
+    for line in script.lines() {
+        let subject = [" TO ", " FOR ", "IF NOT EXISTS ", "ALTER USER "]
+            .iter()
+            .filter_map(|k| line.rfind(k).map(|i| &line[i + k.len()..]))
+            .min_by_key(|rest| rest.len());
+        let about = subject.and_then(|rest| {
+            existing.iter().find(|(_, forms)| {
+                forms.iter().any(|f| {
+                    rest.strip_prefix(f.as_str())
+                        .is_some_and(|after| after.is_empty() || after.starts_with([' ', ';', '*']))
+                })
+            })
+        });
+        match about {
+            Some((name, _)) => {
+                if !kept.contains(name) {
+                    kept.push(name.clone());
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    (out, kept)
 }
 
 impl Scratch<'_> {
@@ -618,6 +691,46 @@ impl Drop for Scratch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_about_existing_accounts_are_left_out() {
+        let dump = "CREATE USER IF NOT EXISTS `root`@`localhost` IDENTIFIED BY PASSWORD '*AB';
+CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*CD';
+GRANT mariadb_dump_import_role TO CURRENT_USER();
+/*M!100005 GRANT 'r1' TO 'root'@'localhost' WITH ADMIN OPTION */;
+GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` IDENTIFIED BY PASSWORD '*AB' WITH GRANT OPTION;
+/*M!100005 SET DEFAULT ROLE NONE FOR 'root'@'localhost' */;
+/*!80001 ALTER USER 'root'@'localhost' DEFAULT ROLE NONE */;
+GRANT SELECT ON `shop`.* TO `app`@`%`;
+GRANT SELECT ON `shop`.* TO `root`@`localhost2`;
+GRANT USAGE ON *.* TO `r1`;
+";
+        let existing = vec![
+            (
+                "'root'@'localhost'".to_string(),
+                vec![
+                    "`root`@`localhost`".to_string(),
+                    "'root'@'localhost'".to_string(),
+                ],
+            ),
+            (
+                "r1".to_string(),
+                vec!["`r1`".to_string(), "'r1'".to_string()],
+            ),
+        ];
+        let (script, kept) = new_accounts_only(dump, &existing);
+        assert!(!script.contains("'*AB'"), "{script}");
+        assert!(!script.contains("'root'@'localhost'"), "{script}");
+        assert!(script.contains("`app`@`%` IDENTIFIED"));
+        assert!(script.contains("TO `app`@`%`;"));
+        assert!(script.contains("CURRENT_USER()"));
+        assert!(script.contains("`root`@`localhost2`"));
+        assert!(!script.contains("TO `r1`"));
+        assert_eq!(
+            kept,
+            vec!["'root'@'localhost'".to_string(), "r1".to_string()]
+        );
+    }
 
     #[test]
     fn views_come_after_the_views_they_read() {

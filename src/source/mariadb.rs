@@ -65,8 +65,10 @@ fn options(conn: &DbConn) -> io::Result<std::fs::File> {
     if let Some(pw) = &conn.password {
         text.push_str(&format!("password={}\n", option_value(pw.expose())));
     }
-    // `loose-`: tools without the option (mariadb-dump) skip it.
-    text.push_str("loose-connect-timeout=15\ndefault-character-set=utf8mb4\n");
+    text.push_str("default-character-set=utf8mb4\n");
+    // Read by the mariadb (mysql) client only: mariadb-dump has no such
+    // option.
+    text.push_str("[mysql]\nconnect-timeout=15\n");
     process::secret_file(c"cellar-mariadb", &text)
 }
 
@@ -302,8 +304,53 @@ pub fn dump(
         "--no-tablespaces",
     ]);
     cmd.args(extra).arg("--").arg(database);
-    process::stream_stdout(cmd, "mariadb-dump", HINT, out)
+    let mut tail = Tail::new(out);
+    process::stream_stdout(cmd, "mariadb-dump", HINT, &mut tail)
+        .with_context(|| format!("dumping database {database}"))?;
+    tail.completed()
         .with_context(|| format!("dumping database {database}"))
+}
+
+/// Passes a dump through and keeps its last bytes, to see its completion
+/// line: a dump cut short with exit 0 is never stored as complete.
+struct Tail<'w> {
+    inner: &'w mut dyn Write,
+    last: Vec<u8>,
+}
+
+impl<'w> Tail<'w> {
+    const KEEP: usize = 512;
+
+    fn new(inner: &'w mut dyn Write) -> Self {
+        Tail {
+            inner,
+            last: Vec::with_capacity(2 * Self::KEEP),
+        }
+    }
+
+    fn completed(&self) -> anyhow::Result<()> {
+        let text = String::from_utf8_lossy(&self.last);
+        match text.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(l) if l.starts_with("-- Dump completed") => Ok(()),
+            _ => bail!("mariadb-dump ended without its completion line (`-- Dump completed`): the dump was cut short, or dump_args turned comments off"),
+        }
+    }
+}
+
+impl Write for Tail<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let kept = &buf[n.saturating_sub(Self::KEEP)..n];
+        self.last.extend_from_slice(kept);
+        if self.last.len() > Self::KEEP {
+            self.last.drain(..self.last.len() - Self::KEEP);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Streams the server's users, roles and grants (`--system=users`, as
@@ -312,7 +359,9 @@ pub fn dump_globals(conn: &DbConn, out: &mut dyn Write) -> anyhow::Result<()> {
     let opts = options(conn)?;
     let mut cmd = command(conn, "mariadb-dump", &opts);
     cmd.args(["--system=users", "--insert-ignore"]);
-    process::stream_stdout(cmd, "mariadb-dump", HINT, out)
+    let mut tail = Tail::new(out);
+    process::stream_stdout(cmd, "mariadb-dump", HINT, &mut tail)
+        .and_then(|()| tail.completed())
         .context("dumping users and grants (mariadb-dump --system=users; MySQL has no such option: set globals = false there)")
 }
 

@@ -1,0 +1,396 @@
+//! MariaDB profiles against a real private MariaDB server: round trips
+//! compared table by table, the password's path, damaged and cut-short
+//! dumps, the swap, the mirror, `all = true` and users.
+
+use cellar::restore::database::{previous_name, scratch_name};
+
+use crate::harness::{flip_byte, TestEnv};
+use crate::myharness::{mariadb, my_bin_dir, my_db, private_mariadb, My, MY_PASSWORD, RICH_SCHEMA};
+
+/// A source database filled with [`RICH_SCHEMA`], and a profile `db` for it.
+fn rich(test: &str, rest: &str) -> (TestEnv, &'static My, String) {
+    let my = mariadb();
+    let src = my_db(test);
+    my.create_db(&src);
+    my.sql(&src, RICH_SCHEMA);
+    let env = TestEnv::new();
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nglobals = false"),
+        rest,
+    );
+    (env, my, src)
+}
+
+#[test]
+fn round_trip_keeps_every_table_view_routine_trigger_and_event() {
+    let (env, my, src) = rich("round_trip", "");
+    let out = env.cellar(&["backup", "db"]);
+    out.ok();
+    // The MyISAM table is named: it is not in the snapshot.
+    assert!(
+        out.stderr.contains("legacy (MyISAM)"),
+        "no warning about the MyISAM table: {}",
+        out.stderr
+    );
+    let names = env.payload_names("db");
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with(".mariadb.sql.xz.pgp"), "{names:?}");
+    env.cellar(&["verify", "db"]).ok();
+
+    let copy = my_db("round_trip_copy");
+    my.sql("", &format!("DROP DATABASE IF EXISTS {copy}"));
+    let out = env.cellar(&["restore", "db", "--to-database", &copy]);
+    out.ok();
+    let want = my.fingerprint(&src);
+    assert!(
+        want.contains("view a_top") && want.contains("event nightly"),
+        "{want}"
+    );
+    assert!(want.contains("routine PROCEDURE bump") && want.contains("trigger stamp"));
+    assert!(
+        want.contains("foreign key order's \"book\" x -> customers"),
+        "{want}"
+    );
+    assert_eq!(my.fingerprint(&copy), want);
+    // The restored objects work: the view over a view, the trigger, the
+    // function.
+    assert_eq!(
+        my.sql(&copy, "SELECT COUNT(*) FROM a_top").trim(),
+        my.sql(&src, "SELECT COUNT(*) FROM a_top").trim()
+    );
+    my.sql(&copy, "INSERT INTO customers (id, note) VALUES (9999, 'x')");
+    assert_eq!(
+        my.sql(&copy, "SELECT note FROM customers WHERE id = 9999")
+            .trim(),
+        "new: x"
+    );
+    assert_eq!(my.sql(&copy, "SELECT twice(21)").trim(), "42");
+    assert_eq!(
+        my.sql(&copy, "SELECT note FROM customers WHERE id = 7")
+            .trim(),
+        "😀 ünïcödé 7"
+    );
+    assert!(!my.exists(&scratch_name(&copy)));
+    assert!(!my.exists(&previous_name(&copy)));
+}
+
+#[test]
+fn clean_restore_swaps_the_tables_and_keeps_the_old_ones_on_request() {
+    let (env, my, _src) = rich("clean", "");
+    env.cellar(&["backup", "db"]).ok();
+    let target = my_db("clean_target");
+    my.create_db(&target);
+    my.sql(
+        &target,
+        "CREATE TABLE keepme (v TEXT); INSERT INTO keepme VALUES ('old');
+         CREATE TABLE customers (id INT);
+         CREATE VIEW old_view AS SELECT * FROM keepme;
+         CREATE TRIGGER old_trg BEFORE INSERT ON keepme FOR EACH ROW SET NEW.v = 'x';
+         CREATE FUNCTION old_fn() RETURNS INT RETURN 1;",
+    );
+    // Without --clean: refused, exit 2, nothing touched.
+    let out = env.cellar(&["restore", "db", "--to-database", &target]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+    assert_eq!(my.sql(&target, "SELECT v FROM keepme").trim(), "old");
+
+    let out = env.cellar(&[
+        "restore",
+        "db",
+        "--to-database",
+        &target,
+        "--clean",
+        "--keep-previous",
+    ]);
+    out.ok();
+    let previous = previous_name(&target);
+    assert!(out.stdout.contains(&previous), "{}", out.stdout);
+    assert_eq!(my.fingerprint(&target), my.fingerprint(&my_db("clean")));
+    // The old tables are in the previous copy; the old routine is gone.
+    assert_eq!(my.sql(&previous, "SELECT v FROM keepme").trim(), "old");
+    assert!(!my.fingerprint(&target).contains("old_fn"));
+    // A second restore refuses while the kept copy exists.
+    let out = env.cellar(&["restore", "db", "--to-database", &target, "--clean"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains(&previous), "{}", out.stderr);
+    my.sql("", &format!("DROP DATABASE {previous}"));
+    env.cellar(&["restore", "db", "--to-database", &target, "--clean"])
+        .ok();
+    assert!(!my.exists(&previous));
+}
+
+#[test]
+fn password_reaches_the_tools_through_a_private_option_file_only() {
+    let my = mariadb();
+    let src = my_db("password");
+    my.create_db(&src);
+    my.sql(&src, "CREATE TABLE t (x INT); INSERT INTO t VALUES (5);");
+    let env = TestEnv::new();
+    // A mariadb-dump that records what it was given, then runs the real one.
+    let seen = env.path().join("seen");
+    let bin = my_bin_dir(
+        &env,
+        Some(&format!(
+            "#!/bin/sh\ntr '\\0' ' ' < /proc/$$/cmdline >> {seen}\necho >> {seen}\nenv >> {seen}\nexec /usr/bin/mariadb-dump \"$@\"\n",
+            seen = seen.display()
+        )),
+    );
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nbin_dir = \"{}\"", bin.display()),
+        "",
+    );
+    // A password in the caller's environment is not used, nor shown.
+    let out: crate::harness::Out = env
+        .cmd()
+        .env("MYSQL_PWD", "from-the-environment")
+        .args(["backup", "db", "-v"])
+        .output()
+        .unwrap()
+        .into();
+    out.ok();
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    assert!(seen.contains("--defaults-file=/dev/fd/255"), "{seen}");
+    assert!(
+        !seen.contains("r00t"),
+        "the password reached argv or env: {seen}"
+    );
+    assert!(!seen.contains("from-the-environment"), "{seen}");
+    assert!(!out.all().contains("r00t"));
+    env.cellar(&["db", "ping", "db"]).ok();
+    let list = env.cellar(&["db", "list", "db"]);
+    list.ok();
+    assert!(list.stdout.lines().any(|l| l == src), "{}", list.stdout);
+    assert!(!list.stdout.contains("performance_schema"));
+
+    // A wrong password fails with the server's words, and stores nothing.
+    env.write("secrets/my.password", "wrong");
+    let out = env.cellar(&["backup", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("Access denied"), "{}", out.stderr);
+    assert_eq!(env.manifests("db").len(), 1);
+    assert!(!out.all().contains(MY_PASSWORD));
+}
+
+#[test]
+fn a_dump_cut_short_is_never_stored_and_a_damaged_one_never_restored() {
+    let my = mariadb();
+    let src = my_db("cut");
+    my.create_db(&src);
+    my.sql(
+        &src,
+        "CREATE TABLE t (x INT); INSERT INTO t SELECT seq FROM seq_1_to_100;",
+    );
+    let env = TestEnv::new();
+    // A dump that stops early but exits 0.
+    let bin = my_bin_dir(
+        &env,
+        Some("#!/bin/sh\n/usr/bin/mariadb-dump \"$@\" | head -n 20\nexit 0\n"),
+    );
+    env.my_profile(
+        "cut",
+        my,
+        &format!(
+            "database = \"{src}\"\nglobals = false\nbin_dir = \"{}\"",
+            bin.display()
+        ),
+        "",
+    );
+    let out = env.cellar(&["backup", "cut"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("completion line"), "{}", out.stderr);
+    assert!(env.manifests("cut").is_empty());
+    assert!(env.payloads("cut").is_empty());
+
+    // A good backup, damaged in the store: verify and restore refuse it,
+    // and the target is untouched.
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nglobals = false"),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    flip_byte(&env.payloads("db")[0]);
+    let out = env.cellar(&["verify", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let target = my_db("cut_target");
+    my.create_db(&target);
+    my.sql(
+        &target,
+        "CREATE TABLE keepme (v INT); INSERT INTO keepme VALUES (1);",
+    );
+    let out = env.cellar(&["restore", "db", "--to-database", &target, "--clean"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("left as it was"), "{}", out.stderr);
+    assert_eq!(my.sql(&target, "SELECT v FROM keepme").trim(), "1");
+    assert!(!my.exists(&scratch_name(&target)));
+}
+
+/// A mirror profile: customers anonymized, two checks.
+fn mirror_setup(test: &str, checks: &str) -> (TestEnv, &'static My, String) {
+    let (env, my, _src) = rich(
+        test,
+        &format!(
+            "[mirror]\ndatabase = \"{}\"\nafter_restore = [\"UPDATE customers SET email = CONCAT('user', id, '@example.invalid')\"]\nchecks = [{checks}]\n",
+            my_db(&format!("{test}_test"))
+        ),
+    );
+    let target = my_db(&format!("{test}_test"));
+    my.create_db(&target);
+    my.sql(
+        &target,
+        "CREATE TABLE old_content (v TEXT); INSERT INTO old_content VALUES ('previous test data');",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    (env, my, target)
+}
+
+fn unchanged(my: &My, target: &str) {
+    assert_eq!(
+        my.sql(target, "SELECT v FROM old_content").trim(),
+        "previous test data"
+    );
+    assert!(!my.exists(&scratch_name(target)));
+}
+
+#[test]
+fn mirror_swaps_in_the_anonymized_copy_and_each_failure_leaves_the_test_database() {
+    // Success.
+    let (env, my, target) = mirror_setup(
+        "mirror_ok",
+        "\"SELECT COUNT(*) = 500 FROM customers\", \"SELECT COUNT(*) = 0 FROM customers WHERE email LIKE '%example.com'\"",
+    );
+    let out = env.cellar(&["mirror", "db"]);
+    out.ok();
+    assert_eq!(
+        my.sql(&target, "SELECT email FROM customers WHERE id = 3")
+            .trim(),
+        "user3@example.invalid"
+    );
+    assert!(!my.fingerprint(&target).contains("old_content"));
+    assert!(my.fingerprint(&target).contains("trigger stamp"));
+    assert!(!my.exists(&scratch_name(&target)));
+    assert!(!my.exists(&previous_name(&target)));
+
+    // A check that is false.
+    let (env, my, target) = mirror_setup("mirror_check", "\"SELECT COUNT(*) = 1 FROM customers\"");
+    let out = env.cellar(&["mirror", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("check #1"), "{}", out.stderr);
+    unchanged(my, &target);
+
+    // An anonymization that fails.
+    env.edit(
+        "profiles/db.toml",
+        "UPDATE customers SET email",
+        "UPDATE no_such_table SET email",
+    );
+    let out = env.cellar(&["mirror", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("after_restore #1"), "{}", out.stderr);
+    unchanged(my, &target);
+
+    // A damaged backup.
+    env.edit(
+        "profiles/db.toml",
+        "UPDATE no_such_table SET email",
+        "UPDATE customers SET email",
+    );
+    flip_byte(&env.payloads("db")[0]);
+    let out = env.cellar(&["mirror", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    unchanged(my, &target);
+}
+
+#[test]
+fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
+    let my = private_mariadb();
+    for db in ["alpha", "we ird'name"] {
+        my.create_db(db);
+        my.sql(db, "CREATE TABLE t (x INT); INSERT INTO t VALUES (1), (2);");
+    }
+    // A leftover scratch copy is not backed up.
+    my.create_db(&scratch_name("whatever"));
+    my.sql(
+        "",
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'; GRANT SELECT ON alpha.* TO 'app'@'%';",
+    );
+    let env = TestEnv::new();
+    env.my_profile("all", &my, "all = true\nglobals = true", "");
+    let out = env.cellar(&["backup", "all"]);
+    out.ok();
+    let names = env.payload_names("all");
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with(".users.sql.xz.pgp")),
+        "{names:?}"
+    );
+    let list = env.cellar(&["list", "all", "--json"]);
+    list.ok();
+    assert!(
+        list.stdout.contains(".we%20ird%27name.mariadb.sql"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains(".alpha.mariadb.sql"),
+        "{}",
+        list.stdout
+    );
+    assert!(!list.stdout.contains("cellar_scratch_"), "{}", list.stdout);
+    assert!(!list.stdout.contains("performance_schema"));
+    env.cellar(&["verify", "all"]).ok();
+
+    // The user is gone, and root's password changed since the backup: a
+    // restore with --globals brings the user back and leaves root alone.
+    my.sql("", "DROP USER 'app'@'%'");
+    my.sql(
+        "",
+        "ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY 'changed-since'",
+    );
+    env.write("secrets/my.password", "changed-since");
+    env.cellar(&[
+        "restore",
+        "all",
+        "--database",
+        "we ird'name",
+        "--to-database",
+        "copy",
+        "--globals",
+    ])
+    .ok();
+    assert_eq!(my.sql("copy", "SELECT COUNT(*) FROM t").trim(), "2");
+    let grants = my.sql("", "SHOW GRANTS FOR 'app'@'%'");
+    assert!(grants.contains("GRANT SELECT ON `alpha`.*"), "{grants}");
+    // root still logs in with its new password.
+    env.cellar(&["db", "ping", "all"]).ok();
+}
+
+#[test]
+fn mariadb_profiles_are_checked_like_the_others() {
+    let my = mariadb();
+    let env = TestEnv::new();
+    env.my_profile(
+        "db",
+        my,
+        "database = \"x\"\ndump_args = [\"--databases\"]",
+        "",
+    );
+    let out = env.cellar(&["check", "db"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("source.dump_args"), "{}", out.all());
+    env.my_profile("db", my, "database = \"x\"\npg_dump_args = []", "");
+    let out = env.cellar(&["check", "db"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.all().contains("pg_dump_args"), "{}", out.all());
+    // `cellar init mariadb` writes a template that only needs its paths.
+    let out = env.cellar(&["init", "mariadb", "fresh"]);
+    out.ok();
+    let text = std::fs::read_to_string(env.path().join("profiles/fresh.toml")).unwrap();
+    assert!(text.starts_with("# cellar profile: a MariaDB"), "{text}");
+    assert!(text.contains("kind = \"mariadb\""));
+}
