@@ -461,6 +461,21 @@ pub fn run_script(
         cmd.arg(format!("--database={db}"));
     }
     cmd.stdin(Stdio::from(script)).stdout(Stdio::null());
+    // A client left loading after cellar was killed would hold its table
+    // locks (the dump's LOCK TABLES) until it is done, so the next run
+    // could not drop the scratch database: it dies with this thread.
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let child = process::spawn_group(&mut cmd, "mariadb", HINT)?;
     drop(opts);
     child.wait_or_cancel()?;

@@ -394,3 +394,125 @@ fn mariadb_profiles_are_checked_like_the_others() {
     assert!(text.starts_with("# cellar profile: a MariaDB"), "{text}");
     assert!(text.contains("kind = \"mariadb\""));
 }
+
+/// Starts cellar, waits until `ready()` (or 60 s), then kills it with -9;
+/// returns its exit code (137 when killed).
+fn kill_when(env: &TestEnv, args: &[&str], ready: impl Fn() -> bool) -> i32 {
+    use std::time::{Duration, Instant};
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ready() && started.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or(status.signal().map(|s| 128 + s)).unwrap()
+}
+
+#[test]
+fn kill_9_during_the_restore_leaves_the_target_and_the_next_run_succeeds() {
+    let my = mariadb();
+    let src = my_db("kill9");
+    my.create_db(&src);
+    my.sql(
+        &src,
+        "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(255)) ENGINE=InnoDB;
+         INSERT INTO big SELECT seq, CONCAT(MD5(seq), REPEAT('z', 150)) FROM seq_1_to_150000;
+         CREATE TRIGGER big_t BEFORE INSERT ON big FOR EACH ROW SET NEW.v = UPPER(NEW.v);",
+    );
+    let dst = my_db("kill9_dst");
+    let mirror = my_db("kill9_mirror");
+    let env = TestEnv::new();
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nglobals = false"),
+        &format!(
+            "[mirror]\ndatabase = \"{mirror}\"\nchecks = [\"SELECT COUNT(*) = 150000 FROM big\"]\n"
+        ),
+    );
+    let t0 = std::time::Instant::now();
+    env.cellar(&["backup", "db"]).ok();
+    eprintln!("backup {:?}", t0.elapsed());
+    let victim = |db: &str| {
+        my.create_db(db);
+        my.sql(db, "CREATE TABLE keepme (v TEXT); INSERT INTO keepme VALUES ('old content'); CREATE VIEW kv AS SELECT * FROM keepme;");
+    };
+    victim(&dst);
+    victim(&mirror);
+    let restore = ["restore", "db", "--to-database", &dst, "--clean"];
+    let mut saw_leftover = false;
+    for args in [&restore[..], &["mirror", "db"][..]] {
+        let target = if args[0] == "mirror" { &mirror } else { &dst };
+        let scratch = scratch_name(target);
+        let rows_in_scratch = || {
+            my.exists(&scratch)
+                && my
+                    .sql(
+                        "",
+                        &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{scratch}'"),
+                    )
+                    .trim()
+                    != "0"
+        };
+        let moments: [(&str, &dyn Fn() -> bool); 2] = [
+            ("scratch created", &|| my.exists(&scratch)),
+            ("mariadb loading", &rows_in_scratch),
+        ];
+        for (moment, ready) in moments {
+            let t0 = std::time::Instant::now();
+            let code = kill_when(&env, args, ready);
+            eprintln!(
+                "kill -9 of {} when {moment}: exit {code} after {:?}",
+                args[0],
+                t0.elapsed()
+            );
+            if code == 0 {
+                victim(target);
+                continue;
+            }
+            assert_eq!(code, 137, "{moment}");
+            assert_eq!(
+                my.sql(target, "SELECT v FROM kv").trim(),
+                "old content",
+                "{moment}"
+            );
+            if my.exists(&scratch) {
+                saw_leftover = true;
+                let st = env.cellar(&["status", "db"]);
+                assert!(st.stdout.contains(&scratch), "{moment}: {}", st.stdout);
+                let ck = env.cellar(&["check", "db"]);
+                assert!(ck.stdout.contains(&scratch), "{moment}: {}", ck.stdout);
+            }
+        }
+    }
+    assert!(
+        saw_leftover,
+        "no kill landed while a scratch database existed"
+    );
+    let t0 = std::time::Instant::now();
+    env.cellar(&restore).ok();
+    eprintln!("restore {:?}", t0.elapsed());
+    env.cellar(&["mirror", "db"]).ok();
+    eprintln!("mirror {:?}", t0.elapsed());
+    for target in [&dst, &mirror] {
+        assert!(!my.exists(&scratch_name(target)));
+        assert_eq!(my.sql(target, "SELECT COUNT(*) FROM big").trim(), "150000");
+        assert!(my.fingerprint(target).contains("trigger big_t"));
+        assert!(!my.fingerprint(target).contains("keepme"));
+    }
+    assert_eq!(
+        my.fingerprint(&dst).replace(&dst, "X"),
+        my.fingerprint(&src).replace(&src, "X")
+    );
+}

@@ -75,7 +75,7 @@ fn start() -> My {
         .arg(format!("--log-error={}", dir.join("err.log").display()))
         .args([
             "--skip-name-resolve",
-            "--innodb-buffer-pool-size=64M",
+            "--innodb-buffer-pool-size=256M",
             "--innodb-log-file-size=32M",
             "--innodb-flush-log-at-trx-commit=0",
             "--skip-log-bin",
