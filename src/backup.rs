@@ -264,30 +264,14 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
             let conn = &pg.conn;
             let server_version = postgres::server_version(conn)
                 .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe())))?;
-            let databases = match &pg.databases {
-                Databases::One(d) => vec![d.clone()],
-                Databases::Many(ds) => ds.clone(),
-                Databases::All => postgres::list_databases(conn)
-                    .map_err(|e| job.other(format!("listing databases: {e:#}")))?,
-            };
+            let databases = to_dump(job, pg, postgres::list_databases)?;
             let several = !matches!(pg.databases, Databases::One(_));
             let (content, ext) = match pg.format {
                 DumpFormat::Custom => (Content::Pgdump, "pgdump"),
                 DumpFormat::Plain => (Content::Sql, "sql"),
             };
-            // Roles and tablespaces are dumped beside the databases, into
-            // an unnamed temporary file, and stored after them.
-            let globals = pg.globals.then(|| {
-                std::thread::spawn({
-                    let conn = conn.clone();
-                    move || -> anyhow::Result<std::fs::File> {
-                        let mut f = tempfile::tempfile().context("creating a temporary file")?;
-                        postgres::dump_globals(&conn, &mut f)?;
-                        std::io::Seek::rewind(&mut f)?;
-                        Ok(f)
-                    }
-                })
-            });
+            // Roles and tablespaces are dumped beside the databases.
+            let globals = pg.globals.then(|| beside(conn, postgres::dump_globals));
             let mut tables = 0;
             let mut dumped = Vec::new();
             let mut skipped = Vec::new();
@@ -388,11 +372,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
                 };
             }
             if let Some(globals) = globals {
-                let dumped = globals.join().expect("globals thread panicked");
-                job.stream(Content::Globals, None, "globals.sql", |w| {
-                    std::io::copy(&mut dumped?, w)?;
-                    Ok(())
-                })?;
+                store_beside(job, globals, Content::Globals, "globals.sql")?;
             }
             Ok(SourceInfo {
                 description: conn.describe(),
@@ -436,30 +416,61 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
     }
 }
 
+/// The databases a profile dumps: those it names, or every one on the
+/// server (`all = true`, listed by `list`).
+fn to_dump(
+    job: &Job<'_>,
+    db: &DbSource,
+    list: fn(&crate::profile::DbConn) -> anyhow::Result<Vec<String>>,
+) -> Result<Vec<String>, BackupError> {
+    Ok(match &db.databases {
+        Databases::One(d) => vec![d.clone()],
+        Databases::Many(ds) => ds.clone(),
+        Databases::All => {
+            list(&db.conn).map_err(|e| job.other(format!("listing databases: {e:#}")))?
+        }
+    })
+}
+
+type Beside = std::thread::JoinHandle<anyhow::Result<std::fs::File>>;
+
+/// Dumps roles or users beside the databases, into an unnamed temporary
+/// file, stored after them by [`store_beside`].
+fn beside(
+    conn: &crate::profile::DbConn,
+    dump: fn(&crate::profile::DbConn, &mut dyn std::io::Write) -> anyhow::Result<()>,
+) -> Beside {
+    let conn = conn.clone();
+    std::thread::spawn(move || {
+        let mut f = tempfile::tempfile().context("creating a temporary file")?;
+        dump(&conn, &mut f)?;
+        std::io::Seek::rewind(&mut f)?;
+        Ok(f)
+    })
+}
+
+fn store_beside(
+    job: &mut Job<'_>,
+    dumped: Beside,
+    content: Content,
+    ext: &str,
+) -> Result<(), BackupError> {
+    let dumped = dumped.join().expect("globals thread panicked");
+    job.stream(content, None, ext, |w| {
+        std::io::copy(&mut dumped?, w)?;
+        Ok(())
+    })
+}
+
 /// A mariadb profile: one `mariadb-dump` per database, then users and
 /// grants (dumped beside them) when `globals = true`.
 fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, BackupError> {
     let conn = &my.conn;
     let server_version = mariadb::server_version(conn)
         .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe_mariadb())))?;
-    let databases = match &my.databases {
-        Databases::One(d) => vec![d.clone()],
-        Databases::Many(ds) => ds.clone(),
-        Databases::All => mariadb::list_databases(conn)
-            .map_err(|e| job.other(format!("listing databases: {e:#}")))?,
-    };
+    let databases = to_dump(job, my, mariadb::list_databases)?;
     let several = !matches!(my.databases, Databases::One(_));
-    let globals = my.globals.then(|| {
-        std::thread::spawn({
-            let conn = conn.clone();
-            move || -> anyhow::Result<std::fs::File> {
-                let mut f = tempfile::tempfile().context("creating a temporary file")?;
-                mariadb::dump_globals(&conn, &mut f)?;
-                std::io::Seek::rewind(&mut f)?;
-                Ok(f)
-            }
-        })
-    });
+    let globals = my.globals.then(|| beside(conn, mariadb::dump_globals));
     let mut tables = 0;
     let mut dumped = Vec::new();
     let mut skipped = Vec::new();
@@ -500,11 +511,7 @@ fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, Backup
             .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
     }
     if let Some(globals) = globals {
-        let dumped = globals.join().expect("globals thread panicked");
-        job.stream(Content::MariadbUsers, None, "users.sql", |w| {
-            std::io::copy(&mut dumped?, w)?;
-            Ok(())
-        })?;
+        store_beside(job, globals, Content::MariadbUsers, "users.sql")?;
     }
     Ok(SourceInfo {
         description: conn.describe_mariadb(),

@@ -231,46 +231,28 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
 fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
     let mut items: Vec<Item> = Vec::new();
     match &p.source {
-        Source::Postgres(pg) => {
-            let version = postgres::ping(&pg.conn, "postgres");
-            let ok = version.is_ok();
-            items.push((
-                "source",
-                version.map(|v| format!("{} PostgreSQL {v}", pg.conn.describe())),
-            ));
-            if ok {
-                let dbs = match &pg.databases {
-                    Databases::One(d) => vec![d.clone()],
-                    Databases::Many(ds) => ds.clone(),
-                    Databases::All => Vec::new(),
-                };
-                for db in dbs {
-                    items.push((
-                        "database",
-                        postgres::ping(&pg.conn, &db).map(|_| db.clone()),
-                    ));
+        Source::Postgres(db) | Source::Mariadb(db) => {
+            let my = p.kind == crate::profile::Kind::Mariadb;
+            let ping = |database: Option<&str>| {
+                if my {
+                    mariadb::ping(&db.conn, database)
+                        .map(|v| format!("{} MariaDB {v}", db.conn.describe_mariadb()))
+                } else {
+                    postgres::ping(&db.conn, database.unwrap_or("postgres"))
+                        .map(|v| format!("{} PostgreSQL {v}", db.conn.describe()))
                 }
-                items.push(("scratch databases", leftovers(dir, p)));
-            }
-        }
-        Source::Mariadb(my) => {
-            let version = mariadb::ping(&my.conn, None);
+            };
+            let version = ping(None);
             let ok = version.is_ok();
-            items.push((
-                "source",
-                version.map(|v| format!("{} MariaDB {v}", my.conn.describe_mariadb())),
-            ));
+            items.push(("source", version));
             if ok {
-                let dbs = match &my.databases {
+                let names = match &db.databases {
                     Databases::One(d) => vec![d.clone()],
                     Databases::Many(ds) => ds.clone(),
                     Databases::All => Vec::new(),
                 };
-                for db in dbs {
-                    items.push((
-                        "database",
-                        mariadb::ping(&my.conn, Some(&db)).map(|_| db.clone()),
-                    ));
+                for name in names {
+                    items.push(("database", ping(Some(&name)).map(|_| name.clone())));
                 }
                 items.push(("scratch databases", leftovers(dir, p)));
             }

@@ -31,42 +31,37 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
     }
     println!("[source]");
     match &p.source {
-        Source::Postgres(pg) => {
-            println!("  server = {}", pg.conn.describe());
-            if let Some(src) = &pg.conn.password_source {
-                println!("  password = {}", src.describe());
-            }
-            match &pg.databases {
-                Databases::One(d) => println!("  database = {d:?}"),
-                Databases::Many(ds) => println!("  databases = {ds:?}"),
-                Databases::All => println!("  all = true"),
-            }
-            println!("  format = {:?}", pg.format);
-            println!("  globals = {}", pg.globals);
-            println!("  pg_dump_args = {:?}", pg.dump_args);
+        Source::Postgres(db) | Source::Mariadb(db) => {
+            let pg = p.kind == crate::profile::Kind::Postgres;
             println!(
-                "  pg_bin_dir = {}",
-                pg.conn
-                    .bin_dir
-                    .as_ref()
-                    .map_or("(PATH)".to_string(), |d| d.display().to_string())
+                "  server = {}",
+                if pg {
+                    db.conn.describe()
+                } else {
+                    db.conn.describe_mariadb()
+                }
             );
-        }
-        Source::Mariadb(my) => {
-            println!("  server = {}", my.conn.describe_mariadb());
-            if let Some(src) = &my.conn.password_source {
+            if let Some(src) = &db.conn.password_source {
                 println!("  password = {}", src.describe());
             }
-            match &my.databases {
+            match &db.databases {
                 Databases::One(d) => println!("  database = {d:?}"),
                 Databases::Many(ds) => println!("  databases = {ds:?}"),
                 Databases::All => println!("  all = true"),
             }
-            println!("  globals = {}", my.globals);
-            println!("  dump_args = {:?}", my.dump_args);
+            if pg {
+                println!("  format = {:?}", db.format);
+            }
+            println!("  globals = {}", db.globals);
+            let (args, bin) = if pg {
+                ("pg_dump_args", "pg_bin_dir")
+            } else {
+                ("dump_args", "bin_dir")
+            };
+            println!("  {args} = {:?}", db.dump_args);
             println!(
-                "  bin_dir = {}",
-                my.conn
+                "  {bin} = {}",
+                db.conn
                     .bin_dir
                     .as_ref()
                     .map_or("(PATH)".to_string(), |d| d.display().to_string())

@@ -219,11 +219,20 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
             t.database
         )));
     }
+    occupied(t, postgres::database_state)
+}
+
+/// The refusals that ask the server, for either kind: a copy kept by an
+/// earlier `--keep-previous` (never dropped silently by the next
+/// restore), and without `clean` a target that holds objects. `state`
+/// says whether a database exists and how many objects it holds.
+pub(super) fn occupied(
+    t: &DbTarget<'_>,
+    state: fn(&DbConn, &str) -> anyhow::Result<Option<u64>>,
+) -> anyhow::Result<Result<(), String>> {
     if !t.mirror {
-        // A copy kept by an earlier --keep-previous is never dropped
-        // silently by the next restore.
         let previous = previous_name(t.database);
-        if postgres::database_state(t.conn, &previous)?.is_some() {
+        if state(t.conn, &previous)?.is_some() {
             return Ok(Err(format!(
                 "{previous} exists: the old content of {} kept by an earlier restore (--keep-previous); drop it (DROP DATABASE {previous}) or rename it, then restore again",
                 t.database
@@ -231,7 +240,7 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
         }
     }
     if !t.clean {
-        if let Some(n @ 1..) = postgres::database_state(t.conn, t.database)? {
+        if let Some(n @ 1..) = state(t.conn, t.database)? {
             return Ok(Err(format!(
                 "database {} is not empty ({n} objects); pass --clean to replace it (it is swapped out only after the restore succeeded), or restore into a new name",
                 t.database

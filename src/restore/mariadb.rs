@@ -58,25 +58,9 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
             t.database
         )));
     }
-    if !t.mirror {
-        let previous = database::previous_name(t.database);
-        if my::exists(t.conn, &previous)? {
-            return Ok(Err(format!(
-                "{previous} exists: the old tables of {} kept by an earlier restore (--keep-previous); drop it (DROP DATABASE {previous}) or rename it, then restore again",
-                t.database
-            )));
-        }
-    }
-    if !t.clean {
-        if let Some(n @ 1..) = my::database_state(t.conn, t.database)? {
-            return Ok(Err(format!(
-                "database {} is not empty ({n} objects); pass --clean to replace it (it is swapped out only after the restore succeeded), or restore into a new name",
-                t.database
-            )));
-        }
-    }
-    Ok(Ok(()))
+    database::occupied(t, my::database_state)
 }
+
 
 /// The objects of a database that cannot move with `RENAME TABLE`, as
 /// statements that recreate them (run with the database as default).
