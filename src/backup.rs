@@ -467,7 +467,7 @@ fn store_beside(
 fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, BackupError> {
     let conn = &my.conn;
     let server_version = mariadb::server_version(conn)
-        .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe_mariadb())))?;
+        .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe())))?;
     let databases = to_dump(job, my, mariadb::list_databases)?;
     let several = !matches!(my.databases, Databases::One(_));
     let globals = my.globals.then(|| beside(conn, mariadb::dump_globals));
@@ -486,7 +486,7 @@ fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, Backup
             }
             return Err(job.other(format!(
                 "database {db} does not exist on {}",
-                conn.describe_mariadb()
+                conn.describe()
             )));
         }
         match mariadb::non_transactional_tables(conn, db) {
@@ -500,12 +500,27 @@ fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, Backup
             Err(e) => warn!("{db}: could not list its table engines: {e:#}"),
         }
         let args = &my.dump_args;
-        job.stream(
+        let r = job.stream(
             Content::Mariadb,
             several.then_some(db.as_str()),
             "mariadb.sql",
             |w| mariadb::dump(conn, db, args, w),
-        )?;
+        );
+        if let Err(e) = r {
+            // Dropped while it was dumped (all = true): gone, not failed.
+            let gone = matches!(my.databases, Databases::All)
+                && !crate::cancel::requested()
+                && matches!(mariadb::exists(conn, db), Ok(false));
+            if !gone {
+                return Err(e);
+            }
+            warn!(
+                "{}: database {db} was dropped during the backup; it is not in this backup",
+                job.profile.name
+            );
+            skipped.push(format!("{db}: dropped during the backup"));
+            continue;
+        }
         dumped.push(db.clone());
         tables += mariadb::count_tables(conn, db)
             .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
@@ -514,7 +529,7 @@ fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, Backup
         store_beside(job, globals, Content::MariadbUsers, "users.sql")?;
     }
     Ok(SourceInfo {
-        description: conn.describe_mariadb(),
+        description: conn.describe(),
         server_version: Some(server_version),
         databases: dumped,
         paths: Vec::new(),

@@ -267,10 +267,16 @@ pub struct RestoreArgs {
     /// database (--to-database); repeatable. Custom-format backups only.
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Vec<String>,
+    /// Restore on another server. The profile's password is not sent to
+    /// it: give the other server's with --password.
     #[arg(long)]
     pub host: Option<String>,
     #[arg(long)]
     pub port: Option<u16>,
     #[arg(long)]
     pub user: Option<String>,
+    /// The password for --host/--port/--user: "file:PATH" or "env:VAR"
+    /// (never the password itself: it would be in the process list).
+    #[arg(long, value_name = "file:PATH|env:VAR")]
+    pub password: Option<String>,
 }

@@ -52,7 +52,19 @@ pub fn precheck(
     let conn = &mirror.conn;
     let target = &mirror.database;
     if let Some(db) = ctx.profile.source.database() {
-        if db.backs_up(conn, target) {
+        // By name, and by asking both servers who they are (`127.1` and
+        // `localhost` are the same server as `127.0.0.1`).
+        let named = match &db.databases {
+            crate::profile::Databases::One(d) => d == target,
+            crate::profile::Databases::Many(ds) => ds.contains(target),
+            crate::profile::Databases::All => true,
+        };
+        let same = || {
+            let a = server_identity(ctx.profile.kind, &db.conn)?;
+            let b = server_identity(ctx.profile.kind, conn)?;
+            Ok::<bool, anyhow::Error>(a == b)
+        };
+        if db.backs_up(conn, target) || (named && same().unwrap_or(false)) {
             return Ok(Err(format!(
                 "refusing to mirror into {target}: the profile backs it up on the same server ({}), so the mirror would replace it with the last backup; set [mirror] database to a separate test database",
                 conn.describe()
@@ -61,6 +73,26 @@ pub fn precheck(
     }
     let spool = ctx.profile.restore.spool_dir.clone();
     database::check_target(&target_of(ctx, mirror, 1, &spool, config_dir))
+}
+
+/// What tells one server from another, however it is reached.
+fn server_identity(
+    kind: crate::profile::Kind,
+    conn: &crate::profile::DbConn,
+) -> anyhow::Result<String> {
+    match kind {
+        crate::profile::Kind::Mariadb => crate::source::mariadb::query(
+            conn,
+            None,
+            "SELECT @@hostname, @@port, @@datadir, @@server_id;",
+        ),
+        _ => crate::source::postgres::query(
+            conn,
+            "postgres",
+            "SELECT (SELECT system_identifier FROM pg_control_system()), current_setting('port');",
+            &[],
+        ),
+    }
 }
 
 /// The mirror's database as the restore engine's target: always replaced
@@ -125,10 +157,8 @@ pub fn run(
         let counts = step("count rows", scratch.row_counts())?;
         Ok((scratch, counts))
     })();
-    let (scratch, row_counts) =
-        prepared.map_err(|e| e.context(format!("{target} was left as it was")))?;
-    let kept = step("swap", scratch.swap())
-        .map_err(|e| e.context(format!("{target} was left as it was")))?;
+    let (scratch, row_counts) = prepared.map_err(|e| database::left_as_it_was(e, target))?;
+    let kept = step("swap", scratch.swap()).map_err(|e| database::left_as_it_was(e, target))?;
     if let Some(previous) = kept {
         info!("{}: the previous {target} is kept as {previous}", m.profile);
     }

@@ -171,13 +171,7 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
         return Ok("none".into());
     };
     let my = p.kind == crate::profile::Kind::Mariadb;
-    let describe = |c: &crate::profile::DbConn| {
-        if my {
-            c.describe_mariadb()
-        } else {
-            c.describe()
-        }
-    };
+    let describe = |c: &crate::profile::DbConn| c.describe();
     let mut found: Vec<String> = Vec::new();
     let mut check = |conn: &crate::profile::DbConn,
                      target: &str,
@@ -236,7 +230,7 @@ fn reach(dir: &Path, p: &Profile) -> Vec<Item> {
             let ping = |database: Option<&str>| {
                 if my {
                     mariadb::ping(&db.conn, database)
-                        .map(|v| format!("{} MariaDB {v}", db.conn.describe_mariadb()))
+                        .map(|v| format!("{} MariaDB {v}", db.conn.describe()))
                 } else {
                     postgres::ping(&db.conn, database.unwrap_or("postgres"))
                         .map(|v| format!("{} PostgreSQL {v}", db.conn.describe()))

@@ -44,7 +44,7 @@ pub fn run(dir: &Path, cmd: &DbCommand) -> Result<i32, Failure> {
             let c = conn(&p, *mirror)?;
             if p.kind == Kind::Mariadb {
                 let version = mariadb::ping(&c, None)?;
-                println!("{}: ok (MariaDB {version})", c.describe_mariadb());
+                println!("{}: ok (MariaDB {version})", c.describe());
             } else {
                 let version = postgres::ping(&c, "postgres")?;
                 println!("{}: ok (PostgreSQL {version})", c.describe());

@@ -68,6 +68,25 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         if let Some(u) = &args.user {
             conn.user = u.clone();
         }
+        // The profile's password belongs to its server and user: never
+        // sent to another (which may ask for it in cleartext).
+        if conn.host != pg.conn.host || conn.port != pg.conn.port || conn.user != pg.conn.user {
+            conn.password = None;
+            conn.password_source = None;
+        }
+        if let Some(spec) = &args.password {
+            if !(spec.starts_with("file:") || spec.starts_with("env:")) {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "--password takes \"file:PATH\" or \"env:VAR\", never the password itself (it would show in the process list)"
+                )));
+            }
+            let cwd =
+                std::env::current_dir().map_err(|e| Failure::config(anyhow::Error::from(e)))?;
+            let r = crate::secret::resolve(spec, &cwd)
+                .map_err(|e| Failure::config(anyhow::anyhow!(e)))?;
+            conn.password = Some(r.secret);
+            conn.password_source = Some(r.source);
+        }
         // A partial restore goes into a new database: replacing a whole
         // database with a few of its tables is never what anyone wants.
         let selection = database::Selection::new(&args.table, &args.schema)

@@ -33,14 +33,7 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
     match &p.source {
         Source::Postgres(db) | Source::Mariadb(db) => {
             let pg = p.kind == crate::profile::Kind::Postgres;
-            println!(
-                "  server = {}",
-                if pg {
-                    db.conn.describe()
-                } else {
-                    db.conn.describe_mariadb()
-                }
-            );
+            println!("  server = {}", db.conn.describe());
             if let Some(src) = &db.conn.password_source {
                 println!("  password = {}", src.describe());
             }

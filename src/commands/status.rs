@@ -246,6 +246,15 @@ pub fn run(
                     m.started_at.format("%Y-%m-%d %H:%M UTC"),
                     m.scratch
                 );
+                if let Some(undo) = &m.undo {
+                    println!(
+                        "  its swap into {} was cut short: {} may lack its views, routines, triggers and events; its old tables may be in {}, and its old definitions are in {} (restore again with --clean, or put them back by hand as that file says)",
+                        m.target,
+                        m.target,
+                        crate::restore::database::previous_name(&m.target),
+                        undo.display()
+                    );
+                }
             }
         }
     }

@@ -103,6 +103,8 @@ impl Source {
 /// socket file.
 #[derive(Debug, Clone)]
 pub struct DbConn {
+    /// A MariaDB (or MySQL) server, not PostgreSQL.
+    pub mariadb: bool,
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -114,13 +116,12 @@ pub struct DbConn {
 }
 
 impl DbConn {
+    /// The server for messages: `postgresql://user@host:port` or
+    /// `mariadb://user@host:port` (`mariadb://user@/path/to/socket`).
     pub fn describe(&self) -> String {
-        format!("postgresql://{}@{}:{}", self.user, self.host, self.port)
-    }
-
-    /// The server for messages, as a MariaDB client names it.
-    pub fn describe_mariadb(&self) -> String {
-        if self.host.starts_with('/') {
+        if !self.mariadb {
+            format!("postgresql://{}@{}:{}", self.user, self.host, self.port)
+        } else if self.host.starts_with('/') {
             format!("mariadb://{}@{}", self.user, self.host)
         } else {
             format!("mariadb://{}@{}:{}", self.user, self.host, self.port)

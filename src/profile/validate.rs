@@ -501,6 +501,7 @@ impl Validator<'_> {
         }
         Some(DbSource {
             conn: DbConn {
+                mariadb: false,
                 host: s.host.unwrap_or_else(|| "127.0.0.1".into()),
                 port: s.port.unwrap_or(5432),
                 user: s.user.unwrap_or_else(|| "postgres".into()),
@@ -521,39 +522,53 @@ impl Validator<'_> {
             .as_ref()
             .map(|p| self.secret(p, "source.password"));
         let databases = self.database_choice(s.database, s.databases, s.all);
-        let args_ok = self.check_dump_args(
-            "source.dump_args",
-            &s.dump_args,
-            &[
-                "--result-file",
-                "--databases",
-                "--all-databases",
-                "--tab",
-                "--xml",
-                "--compact",
-                "--skip-comments",
-                "--no-create-db",
-                "--add-drop-database",
-                "--host",
-                "--port",
-                "--socket",
-                "--user",
-                "--password",
-                "--defaults-file",
-                "--defaults-extra-file",
-                "--no-defaults",
-                "--system",
-                "--dump-slave",
-                "--master-data",
-                "--lock-all-tables",
-                "--no-data",
-                "--where",
-                "--ignore-table",
-            ],
-            &["-r", "-B", "-A", "-T", "-X", "-h", "-P", "-S", "-u", "-p", "-d", "-w"],
-            "is set by cellar itself (output, connection, one database per dump, the completion line) or makes a dump that is not the whole database",
-            "remove it; choose the databases with `database`/`databases`/`all`, the server with host/port/socket/user",
-        );
+        // An allow-list: mariadb-dump also takes `--loose-`, `--enable-`,
+        // `--skip-` forms and any unique prefix of an option, so refusing
+        // names would never be complete. These change only how the dump is
+        // written, or what it leaves out on purpose.
+        const ALLOWED: &[&str] = &[
+            "ignore-table",
+            "ignore-table-data",
+            "dump-history",
+            "order-by-primary",
+            "extended-insert",
+            "skip-extended-insert",
+            "complete-insert",
+            "insert-ignore",
+            "net-buffer-length",
+            "max-allowed-packet",
+            "skip-add-locks",
+            "skip-tz-utc",
+            "skip-dump-date",
+            "compress",
+            "ssl",
+            "ssl-ca",
+            "ssl-capath",
+            "ssl-cert",
+            "ssl-cipher",
+            "ssl-key",
+            "ssl-crl",
+            "ssl-crlpath",
+            "ssl-verify-server-cert",
+        ];
+        let mut args_ok = true;
+        for a in &s.dump_args {
+            let name = a
+                .strip_prefix("--")
+                .map(|n| n.split('=').next().unwrap_or(n));
+            if !name.is_some_and(|n| ALLOWED.contains(&n)) {
+                args_ok = false;
+                self.problem(
+                    None,
+                    "source.dump_args",
+                    format!("`{a}` is not an option cellar passes to mariadb-dump: cellar sets the output, the connection and what a whole dump holds itself"),
+                    format!(
+                        "remove it; dump_args takes these options, spelled out in full: --{}",
+                        ALLOWED.join(", --")
+                    ),
+                );
+            }
+        }
         let socket = s.socket.map(|p| {
             let path = p.get_ref().clone();
             if !path.starts_with('/') {
@@ -576,6 +591,7 @@ impl Validator<'_> {
         }
         Some(DbSource {
             conn: DbConn {
+                mariadb: true,
                 host: socket.or(s.host).unwrap_or_else(|| "127.0.0.1".into()),
                 port: s.port.unwrap_or(3306),
                 user: s.user.unwrap_or_else(|| "root".into()),
@@ -1130,6 +1146,7 @@ impl Validator<'_> {
         };
         let other_server = m.host.is_some() || m.port.is_some() || m.user.is_some();
         let conn = DbConn {
+            mariadb: source.mariadb,
             host: m.host.unwrap_or(source.host.clone()),
             port: m.port.unwrap_or(source.port),
             user: m.user.unwrap_or(source.user.clone()),

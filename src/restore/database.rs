@@ -234,7 +234,7 @@ pub(super) fn occupied(
         let previous = previous_name(t.database);
         if state(t.conn, &previous)?.is_some() {
             return Ok(Err(format!(
-                "{previous} exists: the old content of {} kept by an earlier restore (--keep-previous); drop it (DROP DATABASE {previous}) or rename it, then restore again",
+                "{previous} exists: the old content of {} kept by an earlier restore (--keep-previous, or left by a swap that was cut short: `cellar status` says); drop it (DROP DATABASE {previous}) or rename it, then restore again",
                 t.database
             )));
         }
@@ -325,6 +325,26 @@ pub struct Marker {
     pub scratch: String,
     pub pid: u32,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// A MariaDB swap under way: the file holding the target's old
+    /// views, routines, triggers and events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<PathBuf>,
+}
+
+/// A swap that failed and could not be undone: the target is not as it
+/// was, and the message says where its parts are.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SwapIncomplete(pub String);
+
+/// Adds "TARGET was left as it was" to a failed restore, unless the swap
+/// could not be undone (then that would be false).
+pub fn left_as_it_was(e: anyhow::Error, target: &str) -> anyhow::Error {
+    if e.chain().any(|c| c.is::<SwapIncomplete>()) {
+        e
+    } else {
+        e.context(format!("{target} was left as it was"))
+    }
 }
 
 impl Marker {
@@ -450,6 +470,7 @@ pub fn prepare<'a>(
             scratch: name.clone(),
             pid: std::process::id(),
             started_at: chrono::Utc::now(),
+            undo: None,
         },
     )
     .with_context(|| format!("writing {}", marker.display()))?;
@@ -742,14 +763,10 @@ impl Prepared for super::mariadb::Scratch<'_> {
         super::mariadb::Scratch::tables_compared(self)
     }
     fn execute(&self, sql: &str) -> anyhow::Result<String> {
+        // The whole first row: a check answers with one value, and
+        // `SELECT 1, 0` is not true.
         let out = super::mariadb::Scratch::execute(self, sql)?;
-        Ok(out
-            .lines()
-            .next()
-            .and_then(|l| l.split('\t').next())
-            .unwrap_or("")
-            .trim()
-            .to_string())
+        Ok(out.lines().next().unwrap_or("").trim().to_string())
     }
     fn is_true(&self, answer: &str) -> bool {
         answer == "1"
@@ -782,11 +799,8 @@ pub fn restore(
     p: &Payload,
     t: &DbTarget<'_>,
 ) -> anyhow::Result<Option<String>> {
-    let scratch = prepare_any(ctx, m, p, t)
-        .map_err(|e| e.context(format!("{} was left as it was", t.database)))?;
-    scratch
-        .swap()
-        .map_err(|e| e.context(format!("{} was left as it was", t.database)))
+    let scratch = prepare_any(ctx, m, p, t).map_err(|e| left_as_it_was(e, t.database))?;
+    scratch.swap().map_err(|e| left_as_it_was(e, t.database))
 }
 
 #[cfg(test)]

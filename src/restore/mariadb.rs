@@ -52,15 +52,37 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
             t.database
         )));
     }
+    if t.database.ends_with(' ') || t.database.chars().any(|c| c as u32 > 0xFFFF || c == '\0') {
+        return Ok(Err(format!(
+            "{:?} cannot be a MariaDB database name (no trailing space, NUL or character outside the Basic Multilingual Plane, such as an emoji); choose another name",
+            t.database
+        )));
+    }
     if t.database.chars().count() > MAX_NAME {
         return Ok(Err(format!(
             "database name {} is longer than MariaDB's 64 characters; choose a shorter name",
             t.database
         )));
     }
+    // Foreign keys from other databases follow a table that RENAME TABLE
+    // moves: they would point into the previous copy after the swap.
+    let incoming = first_column(
+        t.conn,
+        &format!(
+            "SELECT DISTINCT CONCAT(CONSTRAINT_SCHEMA, '.', TABLE_NAME) FROM information_schema.REFERENTIAL_CONSTRAINTS
+             WHERE UNIQUE_CONSTRAINT_SCHEMA = {l} AND CONSTRAINT_SCHEMA <> {l} ORDER BY 1;",
+            l = literal(t.database)
+        ),
+    )?;
+    if !incoming.is_empty() {
+        return Ok(Err(format!(
+            "tables in other databases have foreign keys into {}: {}; a swap would leave them pointing at the old tables. Drop those foreign keys first, or restore into a new name",
+            t.database,
+            incoming.join(", ")
+        )));
+    }
     database::occupied(t, my::database_state)
 }
-
 
 /// The objects of a database that cannot move with `RENAME TABLE`, as
 /// statements that recreate them (run with the database as default).
@@ -205,22 +227,60 @@ fn split_mode(stmt: &str) -> Vec<&str> {
     }
 }
 
+/// How long a swap statement waits for a table lock held by a client
+/// (default: a day): the application's queries queue behind it meanwhile.
+const LOCK_WAIT: &str = "SET SESSION lock_wait_timeout = 30;\n";
+
 /// Runs `statements` in `db`; stops at the first error.
 fn run_all(conn: &DbConn, db: &str, statements: &[String]) -> anyhow::Result<()> {
     if statements.is_empty() {
         return Ok(());
     }
-    my::query(conn, Some(db), &script(statements)).map(|_| ())
+    my::query(
+        conn,
+        Some(db),
+        &format!("{LOCK_WAIT}{}", script(statements)),
+    )
+    .map(|_| ())
+}
+
+/// The journal of a swap: the target's definitions as a script for the
+/// `mariadb` client, with where its tables went.
+fn write_journal(
+    path: &std::path::Path,
+    target: &str,
+    previous: &str,
+    old: &Definitions,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(
+            f,
+            "-- cellar: the views, routines, triggers and events of {target} before a swap.\n-- If the swap was cut short, its old tables are in {previous}: move them back with\n-- RENAME TABLE, then run this file with: mariadb {target} < THIS_FILE"
+        )?;
+        f.write_all(script(&old.creates()).as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    crate::state::sync_parent(path)
 }
 
 impl Definitions {
-    /// Statements that create everything: views first, each after the
-    /// views it reads from.
+    /// Statements that create everything: routines first (a view may
+    /// call a function), then views (each after the views it reads from),
+    /// triggers and events.
     fn creates(&self) -> Vec<String> {
-        let mut out = view_order(&self.views);
-        out.extend(self.routines.iter().map(|(_, _, s)| s.clone()));
-        out.extend(self.triggers.iter().map(|(_, s)| s.clone()));
+        let mut out: Vec<String> = self.routines.iter().map(|(_, _, s)| s.clone()).collect();
+        out.extend(self.views_and_triggers());
         out.extend(self.events.iter().map(|(_, s)| s.clone()));
+        out
+    }
+
+    fn views_and_triggers(&self) -> Vec<String> {
+        let mut out = view_order(&self.views);
+        out.extend(self.triggers.iter().map(|(_, s)| s.clone()));
         out
     }
 
@@ -280,7 +340,12 @@ fn rename_all(conn: &DbConn, moves: &[(&str, &str, &str)]) -> anyhow::Result<()>
         .iter()
         .map(|(from, to, t)| format!("{}.{} TO {}.{}", ident(from), ident(t), ident(to), ident(t)))
         .collect();
-    my::query(conn, None, &format!("RENAME TABLE {};", list.join(", "))).map(|_| ())
+    my::query(
+        conn,
+        None,
+        &format!("{LOCK_WAIT}RENAME TABLE {};", list.join(", ")),
+    )
+    .map(|_| ())
 }
 
 fn create_database(conn: &DbConn, db: &str) -> anyhow::Result<()> {
@@ -309,10 +374,14 @@ pub fn drop_database(conn: &DbConn, db: &str) -> anyhow::Result<()> {
 pub struct Scratch<'a> {
     tables_compared: usize,
     conn: &'a DbConn,
+    profile: String,
     target: String,
     name: String,
     keep_previous: bool,
     marker: std::path::PathBuf,
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// The target's old definitions, written by the swap.
+    journal: Option<std::path::PathBuf>,
     done: bool,
     _lock: crate::lock::ProfileLock,
     _server_lock: my::ServerLock,
@@ -346,7 +415,7 @@ pub fn prepare<'a>(
         bail!(
             "another cellar (from another config dir or host) is restoring into {} on {} right now; try again when it is done",
             t.database,
-            t.conn.describe_mariadb()
+            t.conn.describe()
         );
     };
     // Step 1: the whole dump, checked, before any of it reaches the server.
@@ -365,33 +434,27 @@ pub fn prepare<'a>(
         drop_database(t.conn, &name),
     )?;
     let marker = database::marker_dir(t.config_dir).join(format!("{name}.json"));
-    database::write_marker(
-        &marker,
-        &Marker {
-            profile: m.profile.clone(),
-            server: t.conn.describe_mariadb(),
-            target: t.database.to_string(),
-            scratch: name.clone(),
-            pid: std::process::id(),
-            started_at: chrono::Utc::now(),
-        },
-    )
-    .with_context(|| format!("writing {}", marker.display()))?;
-    if let Err(e) = create_database(t.conn, &name) {
-        let _ = std::fs::remove_file(&marker);
-        return Err(e).context("restore step `create scratch database` failed");
-    }
     let mut scratch = Scratch {
         tables_compared: 0,
         conn: t.conn,
+        profile: m.profile.clone(),
         target: t.database.to_string(),
         name,
         keep_previous: t.keep_previous,
         marker,
+        started_at: chrono::Utc::now(),
+        journal: None,
         done: false,
         _lock: lock,
         _server_lock: server_lock,
     };
+    database::write_marker(&scratch.marker, &scratch.marker_text(None))
+        .with_context(|| format!("writing {}", scratch.marker.display()))?;
+    if let Err(e) = create_database(t.conn, &scratch.name) {
+        let _ = std::fs::remove_file(&scratch.marker);
+        scratch.done = true;
+        return Err(e).context("restore step `create scratch database` failed");
+    }
     {
         use std::io::Seek;
         let mut f = &spool;
@@ -454,7 +517,7 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()>
         warn!(
             "users and grants: {} account(s) exist on {} and were left as they are: {}",
             kept.len(),
-            conn.describe_mariadb(),
+            conn.describe(),
             kept.join(", ")
         );
     }
@@ -462,7 +525,12 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()>
     use std::io::{Seek, Write};
     f.write_all(script.as_bytes())?;
     f.rewind()?;
-    my::run_script(conn, None, f)
+    my::run_script(conn, None, f).map_err(|e| {
+        // mariadb-dump's script grants itself a helper role and drops it at
+        // its end: a script that stopped half-way must not leave it.
+        let _ = my::query(conn, None, "DROP ROLE IF EXISTS mariadb_dump_import_role;");
+        e.context("applying the users and grants failed part-way (users made before the error stay; a role that exists on the server can be granted to a restored user only by an account with ADMIN OPTION on it)")
+    })
 }
 
 /// The accounts (and roles) on the server, each in the two quotings
@@ -492,20 +560,32 @@ fn accounts(conn: &DbConn) -> anyhow::Result<Vec<(String, Vec<String>)>> {
 }
 
 /// The users script without the statements about `existing` accounts;
-/// and the names of those that were in it.
+/// and the names of those that were in it. A statement is about an
+/// account when the account follows `CREATE USER [IF NOT EXISTS]`,
+/// `CREATE ROLE [IF NOT EXISTS]`, `ALTER USER`, `TO` or `FOR` (wherever in
+/// the line: an account's own name may hold " TO ").
 fn new_accounts_only(script: &str, existing: &[(String, Vec<String>)]) -> (String, Vec<String>) {
+    const BEFORE: &[&str] = &[
+        " TO ",
+        " FOR ",
+        "IF NOT EXISTS ",
+        "ALTER USER ",
+        "CREATE USER ",
+        "CREATE ROLE ",
+    ];
     let mut out = String::with_capacity(script.len());
     let mut kept: Vec<String> = Vec::new();
     for line in script.lines() {
-        let subject = [" TO ", " FOR ", "IF NOT EXISTS ", "ALTER USER "]
-            .iter()
-            .filter_map(|k| line.rfind(k).map(|i| &line[i + k.len()..]))
-            .min_by_key(|rest| rest.len());
-        let about = subject.and_then(|rest| {
-            existing.iter().find(|(_, forms)| {
-                forms.iter().any(|f| {
-                    rest.strip_prefix(f.as_str())
-                        .is_some_and(|after| after.is_empty() || after.starts_with([' ', ';', '*']))
+        let about = existing.iter().find(|(_, forms)| {
+            forms.iter().any(|f| {
+                BEFORE.iter().any(|k| {
+                    let pattern = format!("{k}{f}");
+                    line.match_indices(&pattern).any(|(i, _)| {
+                        line[i + pattern.len()..]
+                            .chars()
+                            .next()
+                            .is_none_or(|c| matches!(c, ' ' | ';' | '*' | ','))
+                    })
                 })
             })
         });
@@ -552,6 +632,18 @@ impl Scratch<'_> {
             Vec::new()
         };
         let new_tables = tables(conn, &scratch)?;
+        // What the target held besides its tables, on disk before any of
+        // it is dropped: a swap cut short by kill -9 can be finished by
+        // hand from it (`status` names the file).
+        let journal = self.marker.with_extension("undo.sql");
+        if exists {
+            write_journal(&journal, &target, &previous, &old).with_context(|| {
+                format!("restore step `swap` failed writing {}", journal.display())
+            })?;
+            self.journal = Some(journal.clone());
+            database::write_marker(&self.marker, &self.marker_text(Some(&journal)))
+                .with_context(|| format!("writing {}", self.marker.display()))?;
+        }
         if exists {
             create_database(conn, &previous)?;
         } else {
@@ -563,15 +655,6 @@ impl Scratch<'_> {
             "drop the scratch triggers",
             run_all(conn, &scratch, &new.drop_triggers()),
         )?;
-        let undo_old = |e: anyhow::Error| -> anyhow::Error {
-            if let Err(u) = run_all(conn, &target, &old.creates()) {
-                warn!("could not recreate the old views and triggers of {target}: {u:#}");
-            }
-            e
-        };
-        run_all(conn, &target, &old.drop_triggers_and_views())
-            .map_err(undo_old)
-            .context("restore step `swap` failed")?;
         let mut moves: Vec<(&str, &str, &str)> = old_tables
             .iter()
             .map(|t| (target.as_str(), previous.as_str(), t.as_str()))
@@ -581,35 +664,43 @@ impl Scratch<'_> {
                 .iter()
                 .map(|t| (scratch.as_str(), target.as_str(), t.as_str())),
         );
-        rename_all(conn, &moves)
-            .map_err(undo_old)
-            .context("restore step `swap` failed")?;
-        // The tables are in place; now the definitions.
+        // Stage 1 and 2: the target's triggers and views off, then every
+        // table moved in one statement. A failure puts the old views and
+        // triggers back: the tables never moved.
+        let moved = run_all(conn, &target, &old.drop_triggers_and_views())
+            .and_then(|()| rename_all(conn, &moves));
+        if let Err(e) = moved {
+            let undone = run_all(conn, &target, &old.drop_triggers_and_views())
+                .and_then(|()| run_all(conn, &target, &old.views_and_triggers()));
+            return self.failed(e, undone, &target, &previous, exists);
+        }
+        // Stage 3: the target's old routines and events off, the backup's
+        // definitions in. A failure moves every table back (the new ones
+        // out first, so no name is taken twice) and recreates the old
+        // definitions.
         let mut defs = old.drop_routines_and_events();
         defs.extend(new.creates());
         if let Err(e) = run_all(conn, &target, &defs) {
-            // Put everything back as it was.
-            let _ = run_all(conn, &target, &new.drop_triggers_and_views());
-            let _ = run_all(conn, &target, &new.drop_routines_and_events());
+            let mut drops = new.drop_triggers_and_views();
+            drops.extend(new.drop_routines_and_events());
             let back: Vec<(&str, &str, &str)> =
-                moves.iter().map(|(a, b, t)| (*b, *a, *t)).collect();
-            match rename_all(conn, &back) {
-                Ok(()) => {
-                    let _ = run_all(conn, &target, &old.creates());
-                    if !exists {
-                        let _ = drop_database(conn, &target);
+                moves.iter().rev().map(|(a, b, t)| (*b, *a, *t)).collect();
+            let undone = run_all(conn, &target, &drops)
+                .and_then(|()| rename_all(conn, &back))
+                .and_then(|()| run_all(conn, &target, &old.drop_routines_and_events()))
+                .and_then(|()| run_all(conn, &target, &old.creates()))
+                .and_then(|()| {
+                    if exists {
+                        Ok(())
+                    } else {
+                        drop_database(conn, &target)
                     }
-                }
-                Err(u) => {
-                    warn!("could not move the old tables of {target} back from {previous}: {u:#}")
-                }
-            }
-            return Err(e).context(format!(
-                "restore step `swap` failed creating the backup's views, routines, triggers and events in {target}"
-            ));
+                });
+            return self.failed(e, undone, &target, &previous, exists);
         }
         self.done = true;
         let _ = std::fs::remove_file(&self.marker);
+        let _ = std::fs::remove_file(&journal);
         if let Err(e) = drop_database(conn, &scratch) {
             warn!("could not drop the emptied scratch database {scratch}: {e:#}");
         }
@@ -628,6 +719,54 @@ impl Scratch<'_> {
             warn!("the restore is in place, but the old tables in {previous} could not be dropped: {e:#}");
         }
         Ok(None)
+    }
+
+    /// A swap that failed: when undone, the target is as it was (and the
+    /// caller says so); when not, the error says where everything is.
+    fn failed(
+        &mut self,
+        e: anyhow::Error,
+        undone: anyhow::Result<()>,
+        target: &str,
+        previous: &str,
+        exists: bool,
+    ) -> anyhow::Result<Option<String>> {
+        match undone {
+            Ok(()) => {
+                if exists {
+                    let _ = drop_database(self.conn, previous);
+                }
+                if let Some(j) = self.journal.take() {
+                    let _ = std::fs::remove_file(j);
+                }
+                Err(e.context("restore step `swap` failed, and was undone"))
+            }
+            Err(u) => {
+                // Nothing more is done by cellar: the marker and the journal
+                // stay for `status`, and the scratch database is kept.
+                self.done = true;
+                Err(database::SwapIncomplete(format!(
+                    "restore step `swap` failed ({e:#}) and could not be undone ({u:#}): {target} may hold the backup's tables without their views, routines, triggers or events; its old tables are in {previous}{}",
+                    match &self.journal {
+                        Some(j) => format!(" and its old views, routines, triggers and events in {}", j.display()),
+                        None => String::new(),
+                    }
+                ))
+                .into())
+            }
+        }
+    }
+
+    fn marker_text(&self, undo: Option<&std::path::Path>) -> Marker {
+        Marker {
+            profile: self.profile.clone(),
+            server: self.conn.describe(),
+            target: self.target.clone(),
+            scratch: self.name.clone(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            undo: undo.map(|p| p.to_path_buf()),
+        }
     }
 
     /// Runs a mirror statement in the scratch database.
@@ -688,6 +827,7 @@ GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` IDENTIFIED BY PASSWORD '*AB' W
 GRANT SELECT ON `shop`.* TO `app`@`%`;
 GRANT SELECT ON `shop`.* TO `root`@`localhost2`;
 GRANT USAGE ON *.* TO `r1`;
+CREATE USER IF NOT EXISTS `we'ird TO x`@`%` IDENTIFIED BY PASSWORD '*EF';
 ";
         let existing = vec![
             (

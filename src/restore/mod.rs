@@ -47,6 +47,7 @@ fn pg_tools(profile: &Profile) -> DbConn {
         Source::Postgres(pg) => pg.conn.clone(),
         // Only pg_restore's path matters for checking archives.
         Source::Mariadb(_) | Source::Files(_) => DbConn {
+            mariadb: false,
             host: String::new(),
             port: 0,
             user: String::new(),

@@ -87,7 +87,27 @@ fn command(conn: &DbConn, tool: &str, options: &std::fs::File) -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // A password read from cellar's environment (`env:VAR`) stays there.
+    if let Some(crate::secret::SecretSource::Env(var)) = &conn.password_source {
+        cmd.env_remove(var);
+    }
     process::pass_fd(&mut cmd, options.as_raw_fd(), DEFAULTS_FD);
+    // A client left running after cellar was killed would go on: a
+    // restore's client holds its table locks (the dump's LOCK TABLES) until
+    // it is done, and a swap's statement would run after its undo could.
+    // It dies with the thread that started it.
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd
 }
 
@@ -180,8 +200,8 @@ pub fn query(conn: &DbConn, database: Option<&str>, sql: &str) -> anyhow::Result
     stdout.read_to_string(&mut out)?;
     let _ = writer.join();
     child.wait().with_context(|| match database {
-        Some(db) => format!("on {} database {db}", conn.describe_mariadb()),
-        None => format!("on {}", conn.describe_mariadb()),
+        Some(db) => format!("on {} database {db}", conn.describe()),
+        None => format!("on {}", conn.describe()),
     })?;
     Ok(out)
 }
@@ -311,11 +331,30 @@ pub fn dump(
         .with_context(|| format!("dumping database {database}"))
 }
 
-/// Passes a dump through and keeps its last bytes, to see its completion
-/// line: a dump cut short with exit 0 is never stored as complete.
+/// A statement that leaves the database a dump is restored into: `USE`,
+/// `CREATE DATABASE`, `DROP DATABASE` at the start of a line.
+fn leaves_database(line: &[u8]) -> Option<&'static str> {
+    let line = line.strip_prefix(b"/*!40000 ").unwrap_or(line);
+    let upper = |n: usize| line.get(..n).map(|p| p.to_ascii_uppercase());
+    [
+        ("USE ", "USE"),
+        ("CREATE DATABASE", "CREATE DATABASE"),
+        ("DROP DATABASE", "DROP DATABASE"),
+    ]
+    .into_iter()
+    .find(|(p, _)| upper(p.len()).as_deref() == Some(p.as_bytes()))
+    .map(|(_, what)| what)
+}
+
+/// Passes a dump through, keeping its last bytes to see its completion
+/// line (a dump cut short with exit 0 is never stored as complete) and
+/// the start of each line (a dump that leaves its database is refused).
 struct Tail<'w> {
     inner: &'w mut dyn Write,
     last: Vec<u8>,
+    /// The first bytes of the current line.
+    head: Vec<u8>,
+    refused: Option<&'static str>,
 }
 
 impl<'w> Tail<'w> {
@@ -325,10 +364,36 @@ impl<'w> Tail<'w> {
         Tail {
             inner,
             last: Vec::with_capacity(2 * Self::KEEP),
+            head: Vec::with_capacity(Self::HEAD),
+            refused: None,
+        }
+    }
+
+    const HEAD: usize = 24;
+
+    fn scan(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            let end = buf.iter().position(|&b| b == b'\n');
+            let part = &buf[..end.unwrap_or(buf.len())];
+            let room = Self::HEAD.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&part[..part.len().min(room)]);
+            match end {
+                Some(i) => {
+                    if let Some(what) = leaves_database(&self.head) {
+                        self.refused.get_or_insert(what);
+                    }
+                    self.head.clear();
+                    buf = &buf[i + 1..];
+                }
+                None => break,
+            }
         }
     }
 
     fn completed(&self) -> anyhow::Result<()> {
+        if let Some(what) = self.refused {
+            bail!("the dump holds `{what}`: it would write outside the database it is restored into (check dump_args)");
+        }
         let text = String::from_utf8_lossy(&self.last);
         match text.lines().rev().find(|l| !l.trim().is_empty()) {
             Some(l) if l.starts_with("-- Dump completed") => Ok(()),
@@ -340,6 +405,7 @@ impl<'w> Tail<'w> {
 impl Write for Tail<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.scan(&buf[..n]);
         let kept = &buf[n.saturating_sub(Self::KEEP)..n];
         self.last.extend_from_slice(kept);
         if self.last.len() > Self::KEEP {
@@ -368,10 +434,10 @@ pub fn dump_globals(conn: &DbConn, out: &mut dyn Write) -> anyhow::Result<()> {
 /// What [`check_dump`] read in a dump.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DumpFacts {
-    /// `CREATE TABLE` statements: the tables (and view placeholders are
-    /// not counted: mariadb-dump writes them as `CREATE VIEW`).
+    /// Tables and sequences (mariadb-dump's `-- Table structure` and
+    /// `-- Sequence structure` comments).
     pub tables: u64,
-    /// Views (`VIEW ... AS` of the final view structures).
+    /// Views (`-- Final view structure` comments).
     pub views: u64,
 }
 
@@ -402,10 +468,14 @@ pub fn check_dump(input: &mut dyn Read, globals: bool) -> anyhow::Result<DumpFac
                 );
             }
         }
-        if line.starts_with(b"CREATE TABLE `") {
+        if line.starts_with(b"-- Table structure for table `")
+            || line.starts_with(b"-- Sequence structure for `")
+        {
             facts.tables += 1;
-        } else if line.starts_with(b"/*!50001 VIEW `") {
+        } else if line.starts_with(b"-- Final view structure for view `") {
             facts.views += 1;
+        } else if let Some(what) = leaves_database(&line) {
+            bail!("the dump holds `{what}`: it would write outside the database it is restored into, so it is refused (was it made with --databases?)");
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
             std::mem::swap(&mut last, &mut line);
@@ -461,21 +531,6 @@ pub fn run_script(
         cmd.arg(format!("--database={db}"));
     }
     cmd.stdin(Stdio::from(script)).stdout(Stdio::null());
-    // A client left loading after cellar was killed would hold its table
-    // locks (the dump's LOCK TABLES) until it is done, so the next run
-    // could not drop the scratch database: it dies with this thread.
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
     let child = process::spawn_group(&mut cmd, "mariadb", HINT)?;
     drop(opts);
     child.wait_or_cancel()?;
@@ -514,7 +569,7 @@ pub fn try_server_lock(conn: &DbConn, name: &str) -> anyhow::Result<Option<Serve
         _ => {
             drop(stdin);
             client.wait()?;
-            bail!("could not take a lock on {}", conn.describe_mariadb())
+            bail!("could not take a lock on {}", conn.describe())
         }
     }
 }
@@ -533,7 +588,7 @@ mod tests {
 
     #[test]
     fn a_dump_without_its_completion_line_is_refused() {
-        let whole = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19\nCREATE TABLE `t` (\n);\n/*!50001 VIEW `v` AS select 1 */;\n\n-- Dump completed on 2026-11-23 16:53:46\n\n";
+        let whole = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19\n-- Table structure for table `t`\nCREATE TABLE `t` (\n);\n-- Final view structure for view `v`\n/*!50001 VIEW `v` AS select 1 */;\n\n-- Dump completed on 2026-11-23 16:53:46\n\n";
         let facts = check_dump(&mut whole.as_bytes(), false).unwrap();
         assert_eq!(
             facts,
@@ -546,5 +601,34 @@ mod tests {
         assert!(check_dump(&mut cut.as_bytes(), false).is_err());
         assert!(check_dump(&mut "SELECT 1;\n-- Dump completed\n".as_bytes(), false).is_err());
         assert!(check_dump(&mut "".as_bytes(), false).is_err());
+        let used = whole.replace("CREATE TABLE", "USE `live`;\nCREATE TABLE");
+        assert!(check_dump(&mut used.as_bytes(), false).is_err());
+    }
+
+    #[test]
+    fn a_dump_that_leaves_its_database_is_refused_while_it_streams() {
+        for bad in [
+            "USE `shop`;\n",
+            "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `x`;\n",
+            "/*!40000 DROP DATABASE IF EXISTS `x`*/;\n",
+        ] {
+            let mut out = Vec::new();
+            let mut tail = Tail::new(&mut out);
+            let text = format!(
+                "-- MariaDB dump\nCREATE TABLE `t` (a INT);\n{bad}-- Dump completed on x\n"
+            );
+            // In small pieces, so a line is split between writes.
+            for piece in text.as_bytes().chunks(3) {
+                tail.write_all(piece).unwrap();
+            }
+            assert!(tail.completed().is_err(), "{bad}");
+        }
+        let mut out = Vec::new();
+        let mut tail = Tail::new(&mut out);
+        tail.write_all(
+            b"-- MariaDB dump\nINSERT INTO t VALUES ('USE x');\n-- Dump completed on x\n",
+        )
+        .unwrap();
+        assert!(tail.completed().is_ok());
     }
 }

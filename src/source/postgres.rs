@@ -71,8 +71,12 @@ fn client_env(conn: &DbConn) -> io::Result<ClientEnv> {
 fn command(conn: &DbConn, tool: &str, env: &ClientEnv) -> Command {
     let mut cmd = Command::new(conn.tool(tool));
     cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
-    // A password from the caller's environment must not override ours.
+    // A password from the caller's environment must not override ours,
+    // and one read from cellar's environment (`env:VAR`) stays there.
     cmd.env_remove("PGPASSWORD");
+    if let Some(crate::secret::SecretSource::Env(var)) = &conn.password_source {
+        cmd.env_remove(var);
+    }
     if let Some(f) = &env.passfile {
         use std::os::fd::AsRawFd;
         process::pass_fd(&mut cmd, f.as_raw_fd(), PASSFILE_FD);
@@ -1072,6 +1076,7 @@ mod tests {
     #[test]
     fn conninfo_quotes_odd_names() {
         let c = DbConn {
+            mariadb: false,
             host: "db".into(),
             port: 5433,
             user: "o'neil".into(),

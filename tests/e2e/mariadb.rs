@@ -53,6 +53,10 @@ fn round_trip_keeps_every_table_view_routine_trigger_and_event() {
         want.contains("foreign key order's \"book\" x -> customers"),
         "{want}"
     );
+    assert!(
+        want.contains("sequence invoice_no") && want.contains("view doubled"),
+        "{want}"
+    );
     assert_eq!(my.fingerprint(&copy), want);
     // The restored objects work: the view over a view, the trigger, the
     // function.
@@ -152,7 +156,8 @@ fn password_reaches_the_tools_through_a_private_option_file_only() {
         .unwrap()
         .into();
     out.ok();
-    let seen = std::fs::read_to_string(&seen).unwrap();
+    let seen_path = seen;
+    let seen = std::fs::read_to_string(&seen_path).unwrap();
     assert!(seen.contains("--defaults-file=/dev/fd/255"), "{seen}");
     assert!(
         !seen.contains("r00t"),
@@ -160,6 +165,29 @@ fn password_reaches_the_tools_through_a_private_option_file_only() {
     );
     assert!(!seen.contains("from-the-environment"), "{seen}");
     assert!(!out.all().contains("r00t"));
+    // A password from cellar's environment stays there.
+    std::fs::write(&seen_path, "").unwrap();
+    env.edit(
+        "profiles/db.toml",
+        "file:secrets/my.password",
+        "env:CELLAR_TEST_MY_PW",
+    );
+    let out: crate::harness::Out = env
+        .cmd()
+        .env("CELLAR_TEST_MY_PW", MY_PASSWORD)
+        .args(["backup", "db"])
+        .output()
+        .unwrap()
+        .into();
+    out.ok();
+    let seen = std::fs::read_to_string(&seen_path).unwrap();
+    assert!(!seen.contains("CELLAR_TEST_MY_PW"), "{seen}");
+    assert!(!seen.contains("r00t"), "{seen}");
+    env.edit(
+        "profiles/db.toml",
+        "env:CELLAR_TEST_MY_PW",
+        "file:secrets/my.password",
+    );
     env.cellar(&["db", "ping", "db"]).ok();
     let list = env.cellar(&["db", "list", "db"]);
     list.ok();
@@ -171,7 +199,7 @@ fn password_reaches_the_tools_through_a_private_option_file_only() {
     let out = env.cellar(&["backup", "db"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("Access denied"), "{}", out.stderr);
-    assert_eq!(env.manifests("db").len(), 1);
+    assert_eq!(env.manifests("db").len(), 2);
     assert!(!out.all().contains(MY_PASSWORD));
 }
 
@@ -204,6 +232,31 @@ fn a_dump_cut_short_is_never_stored_and_a_damaged_one_never_restored() {
     assert!(out.stderr.contains("completion line"), "{}", out.stderr);
     assert!(env.manifests("cut").is_empty());
     assert!(env.payloads("cut").is_empty());
+
+    // A mariadb-dump that writes `USE db` (as with --databases): a restore
+    // of it would write into the live database, so it is not stored.
+    std::fs::remove_dir_all(env.path().join("mybin")).unwrap();
+    let bin = my_bin_dir(
+        &env,
+        Some("#!/bin/sh\nfirst=$1\nshift\nexec /usr/bin/mariadb-dump \"$first\" --databases \"$@\"\n"),
+    );
+    env.my_profile(
+        "uses",
+        my,
+        &format!(
+            "database = \"{src}\"\nglobals = false\nbin_dir = \"{}\"",
+            bin.display()
+        ),
+        "",
+    );
+    let out = env.cellar(&["backup", "uses"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("`USE`") || out.stderr.contains("`CREATE DATABASE`"),
+        "{}",
+        out.stderr
+    );
+    assert!(env.manifests("uses").is_empty());
 
     // A good backup, damaged in the store: verify and restore refuse it,
     // and the target is untouched.
@@ -374,15 +427,24 @@ fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
 fn mariadb_profiles_are_checked_like_the_others() {
     let my = mariadb();
     let env = TestEnv::new();
-    env.my_profile(
-        "db",
-        my,
-        "database = \"x\"\ndump_args = [\"--databases\"]",
-        "",
-    );
-    let out = env.cellar(&["check", "db"]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(out.all().contains("source.dump_args"), "{}", out.all());
+    for bad in [
+        "--databases",
+        "--loose-databases",
+        "--enable-no-data",
+        "--wher=1",
+        "-vd",
+        "--loose-result-file=/tmp/x",
+    ] {
+        env.my_profile(
+            "db",
+            my,
+            &format!("database = \"x\"\ndump_args = [\"{bad}\"]"),
+            "",
+        );
+        let out = env.cellar(&["check", "db"]);
+        assert_eq!(out.code, 2, "{bad}: {}", out.all());
+        assert!(out.all().contains("source.dump_args"), "{}", out.all());
+    }
     env.my_profile("db", my, "database = \"x\"\npg_dump_args = []", "");
     let out = env.cellar(&["check", "db"]);
     assert_eq!(out.code, 2, "{}", out.all());
@@ -515,4 +577,64 @@ fn kill_9_during_the_restore_leaves_the_target_and_the_next_run_succeeds() {
         my.fingerprint(&dst).replace(&dst, "X"),
         my.fingerprint(&src).replace(&src, "X")
     );
+}
+
+#[test]
+fn a_swap_that_fails_late_is_undone_and_foreign_keys_from_elsewhere_are_refused() {
+    let (env, my, _src) = rich("late", "");
+    let other = my_db("late_other");
+    my.create_db(&other);
+    my.sql(
+        &other,
+        "CREATE TABLE ext (x INT); INSERT INTO ext VALUES (1);",
+    );
+    let target = my_db("late_test");
+    my.create_db(&target);
+    // The target shares table names with the backup and has views,
+    // triggers, routines and events of its own.
+    my.sql(
+        &target,
+        "CREATE TABLE customers (id INT PRIMARY KEY, v TEXT); INSERT INTO customers VALUES (1, 'old');
+         CREATE TABLE keepme (v TEXT); INSERT INTO keepme VALUES ('old content');
+         CREATE VIEW kv AS SELECT * FROM keepme;
+         CREATE TRIGGER kt BEFORE INSERT ON keepme FOR EACH ROW SET NEW.v = UPPER(NEW.v);
+         CREATE FUNCTION old_fn() RETURNS INT RETURN 7;
+         CREATE EVENT old_ev ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM keepme;",
+    );
+    let before = my.fingerprint(&target);
+    // The mirror's after_restore makes a view on a table elsewhere and
+    // then drops that table: the view is made in the scratch database, but
+    // cannot be made again in the target, after the tables moved.
+    let profile = std::fs::read_to_string(env.path().join("profiles/db.toml")).unwrap();
+    env.write(
+        "profiles/db.toml",
+        &profile.replace(
+            "[compression]",
+            &format!(
+                "[mirror]\ndatabase = \"{target}\"\nafter_restore = [\"CREATE VIEW late_view AS SELECT x FROM {other}.ext\", \"DROP TABLE {other}.ext\"]\n[compression]"
+            ),
+        ),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let out = env.cellar(&["mirror", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("was undone"), "{}", out.stderr);
+    assert!(out.stderr.contains("left as it was"), "{}", out.stderr);
+    assert_eq!(my.fingerprint(&target), before);
+    assert_eq!(my.sql(&target, "SELECT v FROM kv").trim(), "old content");
+    assert_eq!(my.sql(&target, "SELECT v FROM customers").trim(), "old");
+    assert!(!my.exists(&scratch_name(&target)));
+    assert!(!my.exists(&previous_name(&target)));
+    let st = env.cellar(&["status", "db"]);
+    assert!(!st.stdout.contains("scratch"), "{}", st.stdout);
+
+    // A table elsewhere with a foreign key into the target: refused.
+    my.sql(
+        &other,
+        &format!("CREATE TABLE child (id INT, k INT, FOREIGN KEY (k) REFERENCES `{target}`.customers(id)) ENGINE=InnoDB;"),
+    );
+    let out = env.cellar(&["restore", "db", "--to-database", &target, "--clean"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("foreign keys into"), "{}", out.stderr);
+    assert_eq!(my.fingerprint(&target), before);
 }

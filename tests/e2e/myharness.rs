@@ -202,6 +202,10 @@ impl My {
             "",
             &format!("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{q}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1;"),
         );
+        let sequences = self.sql(
+            "",
+            &format!("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{q}' AND TABLE_TYPE = 'SEQUENCE' ORDER BY 1;"),
+        );
         let mut out = String::new();
         for t in tables.lines() {
             let ident = format!("`{}`.`{}`", db.replace('`', "``"), t.replace('`', "``"));
@@ -212,6 +216,9 @@ impl My {
                 sum.split('\t').nth(1).unwrap_or("").trim(),
                 rows.trim()
             );
+        }
+        for name in sequences.lines() {
+            out += &format!("sequence {name}\n");
         }
         for (what, sql) in [
             ("view", format!("SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{q}' ORDER BY 1;")),
@@ -230,8 +237,8 @@ impl My {
 
 /// Every kind of thing a dump must carry: JSON, DECIMAL, BLOB, utf8mb4
 /// (emoji), a table whose name has quotes and spaces, a view over a view,
-/// a trigger, a function, a procedure, an event, a foreign key, and a
-/// MyISAM table.
+/// a view calling a function, a trigger, a function, a procedure, an
+/// event, a sequence, a foreign key, and a MyISAM table.
 pub const RICH_SCHEMA: &str = r#"
 CREATE TABLE customers (id INT PRIMARY KEY, email VARCHAR(200), doc JSON, balance DECIMAL(20,6), photo BLOB, note TEXT) ENGINE=InnoDB;
 CREATE TABLE `order's "book" x` (id INT PRIMARY KEY AUTO_INCREMENT, customer INT NOT NULL, total DECIMAL(12,2),
@@ -249,6 +256,8 @@ DELIMITER //
 CREATE PROCEDURE bump(IN n INT) BEGIN UPDATE customers SET balance = balance + n; SELECT 1; END //
 DELIMITER ;
 CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM legacy;
+CREATE SEQUENCE invoice_no START WITH 1000;
+CREATE VIEW doubled AS SELECT id, twice(id) AS d FROM customers;
 "#;
 
 /// A unique database name for one test.
