@@ -129,7 +129,7 @@ pub enum Command {
         all: bool,
     },
     /// Restore a backup into a folder, a database or a file.
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Write an OpenPGP key pair to secrets/NAME.pub.asc and secrets/NAME.key.asc.
     Keygen {
         name: String,
