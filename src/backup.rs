@@ -499,6 +499,9 @@ fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, Backup
             Ok(_) => {}
             Err(e) => warn!("{db}: could not list its table engines: {e:#}"),
         }
+        for w in mariadb::left_out(conn, db, &my.dump_args) {
+            warn!("{}: {w}", job.profile.name);
+        }
         let args = &my.dump_args;
         let r = job.stream(
             Content::Mariadb,

@@ -302,6 +302,33 @@ pub fn non_transactional_tables(conn: &DbConn, database: &str) -> anyhow::Result
     .collect())
 }
 
+/// What a dump of `database` would silently leave out, as warnings: stored
+/// routines the backup user cannot read (mariadb-dump reads them from
+/// `mysql.proc`), and the history of system-versioned tables without
+/// `--dump-history`.
+pub fn left_out(conn: &DbConn, database: &str, extra: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let l = literal(database);
+    if query(conn, None, &format!("SELECT COUNT(*) FROM mysql.proc WHERE db = {l};")).is_err() {
+        found.push(format!(
+            "the backup user cannot read mysql.proc, so the dump of {database} holds no stored routines; GRANT SELECT ON mysql.proc TO it"
+        ));
+    }
+    let versioned = rows(
+        conn,
+        None,
+        &format!("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {l} AND TABLE_TYPE = 'SYSTEM VERSIONED' ORDER BY 1;"),
+    )
+    .unwrap_or_default();
+    if !versioned.is_empty() && !extra.iter().any(|a| a == "--dump-history") {
+        found.push(format!(
+            "{database}: system-versioned table(s) {} are dumped without their history; add \"--dump-history\" to dump_args to keep it",
+            versioned.iter().filter_map(|r| r.first().cloned()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    found
+}
+
 /// Streams a dump of `database` into `out`: a consistent InnoDB snapshot
 /// (`--single-transaction`), routines, events and triggers, BLOBs in hex,
 /// utf8mb4; no `CREATE DATABASE`/`USE`, so it restores under any name.
