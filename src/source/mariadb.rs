@@ -309,7 +309,13 @@ pub fn non_transactional_tables(conn: &DbConn, database: &str) -> anyhow::Result
 pub fn left_out(conn: &DbConn, database: &str, extra: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     let l = literal(database);
-    if query(conn, None, &format!("SELECT COUNT(*) FROM mysql.proc WHERE db = {l};")).is_err() {
+    if query(
+        conn,
+        None,
+        &format!("SELECT COUNT(*) FROM mysql.proc WHERE db = {l};"),
+    )
+    .is_err()
+    {
         found.push(format!(
             "the backup user cannot read mysql.proc, so the dump of {database} holds no stored routines; GRANT SELECT ON mysql.proc TO it"
         ));

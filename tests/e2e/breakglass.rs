@@ -143,3 +143,31 @@ fn manifest_hash_matches_b2sum_of_the_stored_file() {
     assert_eq!(manifest["kind"], "files");
     assert_eq!(manifest["compression"]["algorithm"], "xz");
 }
+
+#[test]
+fn gpg_zstd_mariadb_restores_a_mariadb_backup() {
+    use crate::myharness::{mariadb, my_db, RICH_SCHEMA as MY_SCHEMA};
+    let my = mariadb();
+    let src = my_db("breakglass");
+    let dst = my_db("breakglass_bg");
+    my.create_db(&src);
+    my.sql(&src, MY_SCHEMA);
+    my.create_db(&dst);
+    let env = TestEnv::new();
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nglobals = false"),
+        "[compression]\nalgorithm = \"zstd\"",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let home = gpg_home(&env);
+    let payload = env.payloads("db").into_iter().next().unwrap();
+    shell(&format!(
+        "gpg --batch --quiet --homedir '{}' --decrypt '{}' | zstd -d | mariadb --no-defaults --socket='{}' -uroot {dst}",
+        home.display(),
+        payload.display(),
+        my.sock().display()
+    ));
+    assert_eq!(my.fingerprint(&dst), my.fingerprint(&src));
+}

@@ -95,7 +95,7 @@ database = "x"
 bogus = 1
 "#,
         ),
-        ("kind", "kind = \"mysql\"\n[store]\nurl = \"file://x\"\n"),
+        ("kind", "kind = \"mongodb\"\n[store]\nurl = \"file://x\"\n"),
         ("syntax", "kind = \"files\"\n[source\npaths = []\n"),
         (
             "files_mirror",
