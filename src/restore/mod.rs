@@ -17,7 +17,7 @@ use crate::keys::Identity;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::pipeline::{self, RestoreError};
 use crate::profile::{PgConn, Profile, Source};
-use crate::progress::Progress;
+use crate::progress::{Progress, Total};
 use crate::source::{postgres, untar};
 use crate::store::Store;
 
@@ -35,8 +35,10 @@ impl Ctx<'_> {
         p: &Payload,
         consume: impl FnOnce(&mut dyn std::io::BufRead) -> anyhow::Result<T>,
     ) -> Result<T, RestoreError> {
-        self.progress
-            .start(&format!("{}: {}", self.profile.name, p.name));
+        self.progress.start(
+            &format!("{}: {}", self.profile.name, p.name),
+            Total::Exact(p.plain_size),
+        );
         pipeline::restore_stream(self.store, m, p, self.identity, self.progress, consume)
     }
 }

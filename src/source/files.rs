@@ -30,6 +30,7 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tracing::warn;
@@ -108,6 +109,57 @@ pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<Ta
     let stats = std::mem::take(&mut w.stats);
     w.builder.into_inner()?.flush()?;
     Ok(stats)
+}
+
+/// About the size the tar of `source` will have, from a walk of its own
+/// that opens nothing (headers, long names, contents padded to blocks);
+/// `None` once `stop` is set. Files that change meanwhile make it off by
+/// as much: it feeds the progress line and nothing else.
+pub fn tar_size(source: &FilesSource, stop: &AtomicBool) -> Option<u64> {
+    let block = |n: u64| n.div_ceil(512) * 512;
+    let entry = |path: &Path, meta: &Metadata| -> u64 {
+        let name = archive_name(path).as_os_str().len() as u64;
+        let ft = meta.file_type();
+        if name == 0 || !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+            return 0;
+        }
+        // A name over 100 bytes goes before its header as a GNU long name.
+        let long = if name > 100 { 512 + block(name + 1) } else { 0 };
+        let data = if ft.is_file() { block(meta.len()) } else { 0 };
+        512 + long + data
+    };
+    // The two zero blocks that end the archive.
+    let mut total = 1024;
+    for root in &source.paths {
+        let Ok(meta) = std::fs::metadata(root) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            total += entry(root, &meta);
+            continue;
+        }
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0 || !excluded(&source.exclude, root, e.path(), e.file_type().is_dir())
+            });
+        for e in walker.flatten() {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let meta = if e.depth() == 0 {
+                meta.clone()
+            } else {
+                match e.metadata() {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            };
+            total += entry(e.path(), &meta);
+        }
+    }
+    Some(total)
 }
 
 impl Writer<'_, '_> {

@@ -14,6 +14,7 @@ mod mirror;
 mod ops;
 mod postgres;
 mod profiles;
+mod progress;
 mod restore_engine;
 mod retention;
 mod s3;
