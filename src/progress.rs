@@ -76,7 +76,7 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// How often the line is redrawn at least.
 const TICK: Duration = Duration::from_millis(250);
 /// The room kept for the numbers after the bar.
-const TAIL_ROOM: usize = 58;
+const TAIL_ROOM: usize = 52;
 /// Samples for the rate are kept at most this often.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -174,9 +174,10 @@ impl Meter {
         // usual length fit (the usual length, so it does not come and go
         // as the numbers grow and shrink).
         let label_len = self.label.chars().count();
-        let room = width.saturating_sub(label_len + TAIL_ROOM);
+        let tail_len = tail.chars().count().max(TAIL_ROOM);
+        let room = width.saturating_sub(label_len + tail_len + 2);
         let bar = match self.known_total() {
-            Some((total, _)) if room >= 12 => {
+            Some((total, _)) if room >= 10 => {
                 let cells = room.min(42) - 2;
                 let done = ((self.pos as u128 * cells as u128) / total as u128) as usize;
                 format!(

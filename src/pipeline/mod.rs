@@ -148,6 +148,7 @@ fn encode(
 ) -> io::Result<()> {
     {
         let message = keys::encrypt_to(&mut output, recipients).map_err(io::Error::other)?;
+        // It tells `progress` what it has compressed.
         let mut compressor = Compressor::new(message, compression, progress)?;
         loop {
             let n = {
@@ -254,81 +255,70 @@ pub fn restore_stream<T>(
         let stored = fetching.join().expect("reading thread panicked");
         (decrypted, stored, decompressed, plain, outcome)
     });
-    // The checks, then the summary (or none, on failure).
-    let judged = (move || {
-        // A BLAKE2 mismatch of the stored bytes is the clearest diagnosis of a
-        // damaged payload, so it wins; then the decryption's own failure (the
-        // other stages only saw its echo); then the consumer's.
-        let decrypt_echo =
-            matches!(&decrypted, Err(Decrypted::Integrity(e)) if channel::is_aborted(e));
-        match stored {
-            Ok(tally) => {
-                if tally.bytes != expected.stored_size {
-                    return Err(damaged(format!(
-                        "size is {} bytes, the manifest says {}",
-                        tally.bytes, expected.stored_size
-                    )));
-                }
-                if tally.hex() != expected.stored_blake2b {
-                    return Err(damaged(
-                        "BLAKE2b-512 of the stored bytes does not match the manifest".into(),
-                    ));
-                }
+
+    // A BLAKE2 mismatch of the stored bytes is the clearest diagnosis of a
+    // damaged payload, so it wins; then the decryption's own failure (the
+    // other stages only saw its echo); then the consumer's.
+    let decrypt_echo = matches!(&decrypted, Err(Decrypted::Integrity(e)) if channel::is_aborted(e));
+    match stored {
+        Ok(tally) => {
+            if tally.bytes != expected.stored_size {
+                return Err(damaged(format!(
+                    "size is {} bytes, the manifest says {}",
+                    tally.bytes, expected.stored_size
+                )));
             }
-            // Reading the store failed (or stopped past the manifest's size):
-            // everything after it only saw the echo.
-            Err(e) if decrypt_echo || (outcome.is_ok() && decrypted.is_ok()) => {
-                if is_over_limit(&e) {
-                    return Err(damaged(e.to_string()));
-                }
-                return Err(RestoreError::Store(StoreError::Io {
-                    op: "read",
-                    store: store.location(),
-                    key: key.to_string(),
-                    cause: e,
-                }));
+            if tally.hex() != expected.stored_blake2b {
+                return Err(damaged(
+                    "BLAKE2b-512 of the stored bytes does not match the manifest".into(),
+                ));
             }
-            Err(_) => {}
         }
-        match decrypted {
-            Err(Decrypted::Key(e)) => {
-                return Err(RestoreError::Decrypt {
-                    backup: backup_id.to_string(),
-                    payload: expected.name.clone(),
-                    detail: format!("{e:#}"),
-                })
+        // Reading the store failed (or stopped past the manifest's size):
+        // everything after it only saw the echo.
+        Err(e) if decrypt_echo || (outcome.is_ok() && decrypted.is_ok()) => {
+            if is_over_limit(&e) {
+                return Err(damaged(e.to_string()));
             }
-            Err(Decrypted::Integrity(e)) => {
-                return Err(damaged(format!("OpenPGP integrity check failed: {e}")))
-            }
-            // The consumer stopped reading: its own error says why.
-            Err(Decrypted::Closed) | Ok(()) => {}
+            return Err(RestoreError::Store(StoreError::Io {
+                op: "read",
+                store: store.location(),
+                key: key.to_string(),
+                cause: e,
+            }));
         }
-        if let Err(detail) = decompressed {
-            return Err(damaged(detail));
+        Err(_) => {}
+    }
+    match decrypted {
+        Err(Decrypted::Key(e)) => {
+            return Err(RestoreError::Decrypt {
+                backup: backup_id.to_string(),
+                payload: expected.name.clone(),
+                detail: format!("{e:#}"),
+            })
         }
-        let plain = match plain {
-            Err(e) if is_over_limit(&e) => return Err(damaged(e.to_string())),
-            other => other,
-        };
-        let value = outcome?;
-        let plain = plain.map_err(|e| damaged(format!("decompression failed: {e}")))?;
-        if plain.bytes != expected.plain_size || plain.hex() != expected.plain_blake2b {
-            return Err(damaged(
+        Err(Decrypted::Integrity(e)) => {
+            return Err(damaged(format!("OpenPGP integrity check failed: {e}")))
+        }
+        // The consumer stopped reading: its own error says why.
+        Err(Decrypted::Closed) | Ok(()) => {}
+    }
+    if let Err(detail) = decompressed {
+        return Err(damaged(detail));
+    }
+    let plain = match plain {
+        Err(e) if is_over_limit(&e) => return Err(damaged(e.to_string())),
+        other => other,
+    };
+    let value = outcome?;
+    let plain = plain.map_err(|e| damaged(format!("decompression failed: {e}")))?;
+    if plain.bytes != expected.plain_size || plain.hex() != expected.plain_blake2b {
+        return Err(damaged(
             "the decrypted, decompressed content does not match the manifest's size and BLAKE2b-512"
                 .into(),
         ));
-        }
-        Ok(value)
-    })();
-    progress.finish(match judged {
-        Ok(_) => crate::progress::Outcome::Read {
-            plain: expected.plain_size,
-            stored: expected.stored_size,
-        },
-        Err(_) => crate::progress::Outcome::Failed,
-    });
-    judged
+    }
+    Ok(value)
 }
 
 /// A stream that ran past the size its manifest gives it.

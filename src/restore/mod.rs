@@ -17,7 +17,7 @@ use crate::keys::Identity;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::pipeline::{self, RestoreError};
 use crate::profile::{PgConn, Profile, Source};
-use crate::progress::{Progress, Total};
+use crate::progress::{Outcome, Progress, Total};
 use crate::source::{postgres, untar};
 use crate::store::Store;
 
@@ -39,7 +39,15 @@ impl Ctx<'_> {
             &format!("{}: {}", self.profile.name, p.name),
             Total::Exact(p.plain_size),
         );
-        pipeline::restore_stream(self.store, m, p, self.identity, self.progress, consume)
+        let r = pipeline::restore_stream(self.store, m, p, self.identity, self.progress, consume);
+        self.progress.finish(match r {
+            Ok(_) => Outcome::Read {
+                plain: p.plain_size,
+                stored: p.stored_size,
+            },
+            Err(_) => Outcome::Failed,
+        });
+        r
     }
 }
 
