@@ -109,7 +109,6 @@ impl Job<'_> {
             payload: name.clone(),
             cause: Box::new(cause),
         })?;
-        // (On a terminal the progress line's summary says it.)
         let line = format!(
             "{}: stored {name}: {} bytes from {} bytes of {}",
             self.profile.name,

@@ -492,3 +492,33 @@ fn archive_name(path: &Path) -> PathBuf {
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_for_the_progress_total_adds_up_to_the_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        let deep = root.join("a".repeat(60)).join("b".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(root.join("small"), b"hello").unwrap();
+        std::fs::write(root.join("block"), vec![7u8; 512]).unwrap();
+        std::fs::write(deep.join("long-name-file"), vec![1u8; 70_000]).unwrap();
+        std::fs::write(root.join("skip.tmp"), vec![0u8; 9_000]).unwrap();
+        std::os::unix::fs::symlink("small", root.join("link")).unwrap();
+        let source = FilesSource {
+            paths: vec![root],
+            exclude: vec![Exclude::parse("*.tmp").unwrap()],
+            fail_on_change: false,
+            skip_unreadable: false,
+        };
+        let mut tar = Vec::new();
+        write_tar(&source, &mut tar).unwrap();
+        let stop = AtomicBool::new(false);
+        assert_eq!(tar_size(&source, &stop), Some(tar.len() as u64));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(tar_size(&source, &stop), None);
+    }
+}
