@@ -2,8 +2,12 @@
 //!
 //! Each payload streamed (backed up, restored or verified) is one
 //! [`Progress::start`] … [`Progress::finish`]. The count is of plaintext:
-//! on backup the source's bytes as the source hands them to the pipeline,
-//! on restore and verify the bytes the consumer has taken.
+//! on backup what the compressor has compressed (not what it has taken
+//! in, nor what the source has written: multithreaded xz takes a block
+//! per thread in one gulp and the pipes hold more, so those run up to
+//! ~60 MiB ahead of the work and move in steps; see
+//! [`crate::pipeline::compress`]), on restore and verify what the consumer
+//! has taken.
 //!
 //! On a terminal ([`BarProgress`]) one line per payload: label, a bar with
 //! percent and ETA when the total is known (exact from a manifest, or
@@ -18,8 +22,9 @@
 //!
 //! Without a terminal (cron, systemd: [`LogProgress`]) a log line every 30
 //! seconds at info level, which the default filter hides unless `-v`.
-//! `--progress=always` draws the bar whatever stderr is;
-//! `--progress=never` (and `-q`) draws nothing.
+//! `--progress=always` draws the line whatever stderr is;
+//! `--progress=never` (and `-q`) never does. Tests see no line: their
+//! stderr is no terminal.
 
 use std::collections::VecDeque;
 use std::io::Write;
