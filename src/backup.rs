@@ -4,14 +4,14 @@
 //! shows a backup that is not whole.
 
 use anyhow::Context;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::catalog;
 use crate::keys;
 use crate::manifest::{self, Content, Manifest, Payload, SourceInfo};
 use crate::pipeline::{self, PipelineError};
 use crate::profile::{Databases, DbSource, DumpFormat, Profile, Source};
-use crate::progress::Progress;
+use crate::progress::{Outcome, Progress, Total};
 use crate::source::{files, mariadb, postgres};
 use crate::store::{Store, StoreError};
 
@@ -51,6 +51,9 @@ struct Job<'a> {
     store: &'a dyn Store,
     progress: &'a dyn Progress,
     id: String,
+    /// The last trusted backup's manifest, for the progress line's
+    /// estimates (looked up only when a progress line is drawn).
+    previous: Option<Manifest>,
     stored: Vec<Payload>,
     /// Other objects this backup wrote (signature, manifest), in order.
     written: Vec<String>,
@@ -76,8 +79,16 @@ impl Job<'_> {
     {
         let name = manifest::payload_name(&self.id, database, ext, &self.profile.compression);
         let key = format!("{}/{name}", self.profile.name);
+        // The previous backup's plaintext size of the same payload is the
+        // estimate; a files backup replaces it once its walk is done.
+        let estimate = self
+            .previous
+            .iter()
+            .flat_map(|m| &m.payloads)
+            .find(|p| p.content == content && p.database.as_deref() == database)
+            .map_or(Total::Unknown, |p| Total::Estimate(p.plain_size));
         self.progress
-            .start(&format!("{}: {name}", self.profile.name));
+            .start(&format!("{}: {name}", self.profile.name), estimate);
         let r = pipeline::backup_stream(
             self.store,
             &key,
@@ -86,19 +97,31 @@ impl Job<'_> {
             self.progress,
             produce,
         );
-        self.progress.finish();
+        self.progress.finish(match &r {
+            Ok(st) => Outcome::Stored {
+                plain: st.plain.bytes,
+                stored: st.stored.bytes,
+            },
+            Err(_) => Outcome::Failed,
+        });
         let streamed = r.map_err(|cause| BackupError::Payload {
             profile: self.profile.name.clone(),
             payload: name.clone(),
             cause: Box::new(cause),
         })?;
-        info!(
+        let line = format!(
             "{}: stored {name}: {} bytes from {} bytes of {}",
             self.profile.name,
             streamed.stored.bytes,
             streamed.plain.bytes,
             content.describe()
         );
+        // On a terminal the progress line's summary says it already.
+        if self.progress.summarizes() {
+            debug!("{line}");
+        } else {
+            info!("{line}");
+        }
         self.stored.push(Payload {
             name,
             content,
@@ -127,6 +150,20 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// The latest trusted backup's manifest, quietly (it only feeds estimates).
+fn previous_manifest(store: &dyn Store, profile: &Profile) -> Option<Manifest> {
+    let entries = catalog::scan(store, &profile.name).ok()?;
+    let now = crate::schedule::now();
+    entries
+        .iter()
+        .rev()
+        .filter(|e| e.complete && !catalog::in_future(&e.id, now))
+        .find_map(|e| match catalog::check(store, profile, e) {
+            Ok(catalog::Trust::Trusted { manifest, .. }) => Some(*manifest),
+            _ => None,
+        })
 }
 
 /// A fresh id for a backup starting now; never reuses one in the store.
@@ -203,6 +240,10 @@ fn run_as(
         store,
         progress,
         id: id.clone(),
+        previous: progress
+            .wants_total()
+            .then(|| previous_manifest(store, profile))
+            .flatten(),
         stored: Vec::new(),
         written: Vec::new(),
     };
@@ -387,9 +428,26 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
         Source::Mariadb(my) => stream_mariadb(job, my),
         Source::Files(fs) => {
             let mut stats = files::TarStats::default();
+            let progress = job.progress;
             job.stream(Content::Tar, None, "tar", |w| {
-                stats = files::write_tar(fs, w)?;
-                Ok(())
+                if !progress.wants_total() {
+                    stats = files::write_tar(fs, w)?;
+                    return Ok(());
+                }
+                // The walk for the total runs beside the backup's own, so
+                // the backup does not wait for it.
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        if let Some(total) = files::tar_size(fs, &stop) {
+                            progress.set_total(Total::Exact(total));
+                        }
+                    });
+                    let r = files::write_tar(fs, w);
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    stats = r?;
+                    anyhow::Ok(())
+                })
             })?;
             if fs.fail_on_change && stats.changed > 0 {
                 return Err(job.other(format!(

@@ -23,6 +23,9 @@ pub struct Cli {
     pub quiet: bool,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// When to draw a progress line per payload (on stderr): auto = on a terminal, unless -q.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ProgressWhen::Auto)]
+    pub progress: ProgressWhen,
     /// After every backup, drill or mirror, write a Prometheus textfile with each profile's state here.
     #[arg(long, global = true, value_name = "PATH", env = "CELLAR_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
@@ -31,6 +34,17 @@ pub struct Cli {
     pub lock_wait: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--progress`: when to draw the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressWhen {
+    /// Never: periodic log lines (shown with -v) instead.
+    Never,
+    /// On a terminal, unless -q.
+    Auto,
+    /// Always, also when stderr is a file or a pipe.
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

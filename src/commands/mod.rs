@@ -43,7 +43,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32, Failure> {
         .or_else(|_| std::path::absolute(&cli.config_dir))
         .map_err(Failure::config)?;
     let dir = abs.as_path();
-    let progress = progress::for_terminal(cli.quiet);
+    let progress = progress::choose(cli.progress, cli.quiet);
     let metrics = cli.metrics_file.as_deref();
     let wait = cli.lock_wait;
     match &cli.command {

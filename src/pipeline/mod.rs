@@ -148,7 +148,8 @@ fn encode(
 ) -> io::Result<()> {
     {
         let message = keys::encrypt_to(&mut output, recipients).map_err(io::Error::other)?;
-        let mut compressor = Compressor::new(message, compression)?;
+        // It tells `progress` what it has compressed.
+        let mut compressor = Compressor::new(message, compression, progress)?;
         loop {
             let n = {
                 let chunk = input.fill_buf()?;
@@ -162,7 +163,6 @@ fn encode(
                 chunk.len()
             };
             input.consume(n);
-            progress.advance(n as u64);
         }
         let message = compressor.finish()?;
         message.finalize().map_err(io::Error::other)?;
@@ -255,7 +255,6 @@ pub fn restore_stream<T>(
         let stored = fetching.join().expect("reading thread panicked");
         (decrypted, stored, decompressed, plain, outcome)
     });
-    progress.finish();
 
     // A BLAKE2 mismatch of the stored bytes is the clearest diagnosis of a
     // damaged payload, so it wins; then the decryption's own failure (the

@@ -18,7 +18,7 @@ use crate::keys::Identity;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::pipeline::{self, RestoreError};
 use crate::profile::{DbConn, Profile, Source};
-use crate::progress::Progress;
+use crate::progress::{Outcome, Progress, Total};
 use crate::source::{postgres, untar};
 use crate::store::Store;
 
@@ -36,9 +36,19 @@ impl Ctx<'_> {
         p: &Payload,
         consume: impl FnOnce(&mut dyn std::io::BufRead) -> anyhow::Result<T>,
     ) -> Result<T, RestoreError> {
-        self.progress
-            .start(&format!("{}: {}", self.profile.name, p.name));
-        pipeline::restore_stream(self.store, m, p, self.identity, self.progress, consume)
+        self.progress.start(
+            &format!("{}: {}", self.profile.name, p.name),
+            Total::Exact(p.plain_size),
+        );
+        let r = pipeline::restore_stream(self.store, m, p, self.identity, self.progress, consume);
+        self.progress.finish(match r {
+            Ok(_) => Outcome::Read {
+                plain: p.plain_size,
+                stored: p.stored_size,
+            },
+            Err(_) => Outcome::Failed,
+        });
+        r
     }
 }
 

@@ -30,6 +30,7 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tracing::warn;
@@ -108,6 +109,57 @@ pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<Ta
     let stats = std::mem::take(&mut w.stats);
     w.builder.into_inner()?.flush()?;
     Ok(stats)
+}
+
+/// About the size the tar of `source` will have, from a walk of its own
+/// that opens nothing (headers, long names, contents padded to blocks);
+/// `None` once `stop` is set. Files that change meanwhile make it off by
+/// as much: it feeds the progress line and nothing else.
+pub fn tar_size(source: &FilesSource, stop: &AtomicBool) -> Option<u64> {
+    let block = |n: u64| n.div_ceil(512) * 512;
+    let entry = |path: &Path, meta: &Metadata| -> u64 {
+        let name = archive_name(path).as_os_str().len() as u64;
+        let ft = meta.file_type();
+        if name == 0 || !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+            return 0;
+        }
+        // A name over 100 bytes goes before its header as a GNU long name.
+        let long = if name > 100 { 512 + block(name + 1) } else { 0 };
+        let data = if ft.is_file() { block(meta.len()) } else { 0 };
+        512 + long + data
+    };
+    // The two zero blocks that end the archive.
+    let mut total = 1024;
+    for root in &source.paths {
+        let Ok(meta) = std::fs::metadata(root) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            total += entry(root, &meta);
+            continue;
+        }
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0 || !excluded(&source.exclude, root, e.path(), e.file_type().is_dir())
+            });
+        for e in walker.flatten() {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let meta = if e.depth() == 0 {
+                meta.clone()
+            } else {
+                match e.metadata() {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            };
+            total += entry(e.path(), &meta);
+        }
+    }
+    Some(total)
 }
 
 impl Writer<'_, '_> {
@@ -439,4 +491,34 @@ fn archive_name(path: &Path) -> PathBuf {
     path.components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_for_the_progress_total_adds_up_to_the_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        let deep = root.join("a".repeat(60)).join("b".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(root.join("small"), b"hello").unwrap();
+        std::fs::write(root.join("block"), vec![7u8; 512]).unwrap();
+        std::fs::write(deep.join("long-name-file"), vec![1u8; 70_000]).unwrap();
+        std::fs::write(root.join("skip.tmp"), vec![0u8; 9_000]).unwrap();
+        std::os::unix::fs::symlink("small", root.join("link")).unwrap();
+        let source = FilesSource {
+            paths: vec![root],
+            exclude: vec![Exclude::parse("*.tmp").unwrap()],
+            fail_on_change: false,
+            skip_unreadable: false,
+        };
+        let mut tar = Vec::new();
+        write_tar(&source, &mut tar).unwrap();
+        let stop = AtomicBool::new(false);
+        assert_eq!(tar_size(&source, &stop), Some(tar.len() as u64));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(tar_size(&source, &stop), None);
+    }
 }

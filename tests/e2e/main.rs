@@ -16,6 +16,7 @@ mod myharness;
 mod ops;
 mod postgres;
 mod profiles;
+mod progress;
 mod restore_engine;
 mod retention;
 mod s3;
