@@ -46,7 +46,9 @@ impl BackupError {
 /// How much of a custom archive is kept to read its table of contents.
 const TOC_HEAD: usize = 32 << 20;
 
-struct Job<'a> {
+/// One backup being written: its id, and what it has stored so far (to
+/// remove it all if it fails).
+struct Backup<'a> {
     profile: &'a Profile,
     store: &'a dyn Store,
     progress: &'a dyn Progress,
@@ -59,7 +61,7 @@ struct Job<'a> {
     written: Vec<String>,
 }
 
-impl Job<'_> {
+impl Backup<'_> {
     fn other(&self, e: impl std::fmt::Display) -> BackupError {
         BackupError::Other {
             profile: self.profile.name.clone(),
@@ -235,7 +237,7 @@ fn run_as(
     signer: &keys::SigningKey,
 ) -> Result<Manifest, BackupError> {
     let id = id.to_string();
-    let mut job = Job {
+    let mut job = Backup {
         profile,
         store,
         progress,
@@ -299,7 +301,7 @@ fn run_as(
     result
 }
 
-fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
+fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
     match &job.profile.source {
         Source::Postgres(pg) => {
             let conn = &pg.conn;
@@ -477,7 +479,7 @@ fn stream_all(job: &mut Job<'_>) -> Result<SourceInfo, BackupError> {
 /// The databases a profile dumps: those it names, or every one on the
 /// server (`all = true`, listed by `list`).
 fn to_dump(
-    job: &Job<'_>,
+    job: &Backup<'_>,
     db: &DbSource,
     list: fn(&crate::profile::DbConn) -> anyhow::Result<Vec<String>>,
 ) -> Result<Vec<String>, BackupError> {
@@ -508,7 +510,7 @@ fn beside(
 }
 
 fn store_beside(
-    job: &mut Job<'_>,
+    job: &mut Backup<'_>,
     dumped: Beside,
     content: Content,
     ext: &str,
@@ -522,7 +524,7 @@ fn store_beside(
 
 /// A mariadb profile: one `mariadb-dump` per database, then users and
 /// grants (dumped beside them) when `globals = true`.
-fn stream_mariadb(job: &mut Job<'_>, my: &DbSource) -> Result<SourceInfo, BackupError> {
+fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, BackupError> {
     let conn = &my.conn;
     let server_version = mariadb::server_version(conn)
         .map_err(|e| job.other(format!("cannot reach {}: {e:#}", conn.describe())))?;

@@ -20,7 +20,7 @@ use tracing::info;
 use crate::manifest::{Manifest, Payload};
 use crate::profile::{DbConn, RestoreConfig};
 use crate::restore::database::{self, DbTarget};
-use crate::restore::Ctx;
+use crate::restore::Fetch;
 use crate::state;
 
 /// The main payloads' plaintext size (roles and tablespaces excluded): the
@@ -98,7 +98,7 @@ pub fn combine(parts: Vec<state::Drill>) -> state::Drill {
 /// Restores payload `p` into a scratch database on `conn`, compares it
 /// with the inventory, and drops it. Returns the record, passed or failed.
 pub fn run(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     m: &Manifest,
     p: &Payload,
     conn: &DbConn,
@@ -113,7 +113,7 @@ pub fn run(
     // the same profile name can drill on one server at once.
     let key = scratch_key(config_dir, &m.profile);
     let t = DbTarget {
-        kind: ctx.profile.kind,
+        kind: fetch.profile.kind,
         conn,
         database: &key,
         clean: true,
@@ -126,7 +126,7 @@ pub fn run(
         globals: false,
         only: None,
     };
-    let prepared = database::prepare_any(ctx, m, p, &t);
+    let prepared = database::prepare_any(fetch, m, p, &t);
     let drill = match prepared {
         Ok(scratch) => {
             let seconds = clock.elapsed().as_secs_f64();

@@ -15,7 +15,9 @@ use crate::profile::{Global, HookCommand, Profile};
 use crate::progress::Progress;
 use crate::state::{self, Outcome, Run};
 
-pub struct Runner<'a> {
+/// How `backup`, `run` and `daemon` run a profile's backup: the settings
+/// shared by every profile of one invocation.
+pub struct BackupJob<'a> {
     pub config_dir: &'a Path,
     pub global: &'a Global,
     pub metrics_file: Option<PathBuf>,
@@ -78,7 +80,7 @@ fn source_notes(m: &Manifest) -> Vec<String> {
     notes
 }
 
-impl Runner<'_> {
+impl BackupJob<'_> {
     fn prune(&self, p: &Profile) -> anyhow::Result<()> {
         let store = crate::store::open(&p.store, self.config_dir)?;
         // This run passed its canaries (else prune is not called), so the
@@ -132,54 +134,26 @@ impl Runner<'_> {
             status: "running",
             error: None,
         };
-        let mut warnings = Vec::new();
         let mut canaries_found: Vec<String> = Vec::new();
         let mut made: Option<Manifest> = None;
-        let result = hooks::run("before", &before, &running).and_then(|_| {
-            let store = crate::store::open(&p.store, self.config_dir)?;
-            let m = crate::backup::run(p, store.as_ref(), self.progress)?;
-            let canaries = canary(p, &m, previous_plain);
-            made = Some(m.clone());
-            for w in &canaries {
-                warn!("{}: canary: {w}", p.name);
-            }
-            warnings = canaries.clone();
-            canaries_found = canaries.clone();
-            warnings.extend(source_notes(&m));
-            if p.canary.strict && !canaries.is_empty() {
-                // One suspicious backup is kept for inspection, not one per
-                // retry: the one the last strict failure kept goes.
-                let previous = st
-                    .last_failure
-                    .as_ref()
-                    .filter(|r| {
-                        r.error
-                            .as_deref()
-                            .is_some_and(|e| e.contains(STRICT_CANARY))
-                    })
-                    .and_then(|r| r.backup_id.clone())
-                    .filter(|id| {
-                        *id != m.id
-                            && st.last_success.as_ref().and_then(|s| s.backup_id.as_ref()) != Some(id)
-                    });
-                if let Some(old) = previous {
-                    match crate::prune::delete_backup(store.as_ref(), &p.name, &old) {
-                        Ok(()) => warn!(
-                            "{}: deleted backup {old}, kept by the previous strict canary failure; {} is kept instead",
-                            p.name, m.id
-                        ),
-                        Err(e) => warn!("{}: cannot delete backup {old} of the previous strict canary failure: {e}", p.name),
-                    }
+        let result = hooks::run("before", &before, &running)
+            .and_then(|_| {
+                let m = self.checked_backup(p, &st, previous_plain, &mut canaries_found)?;
+                made = Some(m.clone());
+                Ok(m)
+            })
+            .map_err(|e| match e.downcast::<StrictCanary>() {
+                // Stored, kept, but a failed run.
+                Ok(strict) => {
+                    made = Some(strict.0.clone());
+                    anyhow!(strict.1)
                 }
-                return Err(anyhow!(
-                    "{}: backup {} was stored, but {STRICT_CANARY}: {}",
-                    p.name,
-                    m.id,
-                    canaries.join("; ")
-                ));
-            }
-            Ok(m)
-        });
+                Err(e) => e,
+            });
+        let mut warnings = canaries_found.clone();
+        if let Some(m) = &made {
+            warnings.extend(source_notes(m));
+        }
         if result.is_ok() && self.prune {
             if let Err(e) = self.prune(p) {
                 error!(
@@ -218,17 +192,78 @@ impl Runner<'_> {
             canary_failed,
         };
         st.record(run);
-        if let Err(e) = state::save(self.config_dir, &p.name, &st) {
-            error!(
-                "{}: cannot record the run in {}: {e}",
-                p.name,
-                state::dir(self.config_dir).display()
-            );
-        }
+        save_state(self.config_dir, &p.name, &st);
 
+        self.closing_hooks(p, made.as_ref(), &result);
+        write_metrics(self.config_dir, self.metrics_file.as_deref());
+        result
+    }
+
+    /// The backup itself and its canaries; a strict canary finding is a
+    /// [`StrictCanary`] error that carries the stored backup.
+    fn checked_backup(
+        &self,
+        p: &Profile,
+        st: &state::ProfileState,
+        previous_plain: Option<u64>,
+        canaries_found: &mut Vec<String>,
+    ) -> anyhow::Result<Manifest> {
+        let store = crate::store::open(&p.store, self.config_dir)?;
+        let m = crate::backup::run(p, store.as_ref(), self.progress)?;
+        let canaries = canary(p, &m, previous_plain);
+        for w in &canaries {
+            warn!("{}: canary: {w}", p.name);
+        }
+        *canaries_found = canaries.clone();
+        if p.canary.strict && !canaries.is_empty() {
+            // One suspicious backup is kept for inspection, not one per
+            // retry: the one the last strict failure kept goes.
+            let previous = st
+                .last_failure
+                .as_ref()
+                .filter(|r| {
+                    r.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains(STRICT_CANARY))
+                })
+                .and_then(|r| r.backup_id.clone())
+                .filter(|id| {
+                    *id != m.id
+                        && st.last_success.as_ref().and_then(|s| s.backup_id.as_ref()) != Some(id)
+                });
+            if let Some(old) = previous {
+                match crate::prune::delete_backup(store.as_ref(), &p.name, &old) {
+                    Ok(()) => warn!(
+                        "{}: deleted backup {old}, kept by the previous strict canary failure; {} is kept instead",
+                        p.name, m.id
+                    ),
+                    Err(e) => warn!("{}: cannot delete backup {old} of the previous strict canary failure: {e}", p.name),
+                }
+            }
+            let message = format!(
+                "{}: backup {} was stored, but {STRICT_CANARY}: {}",
+                p.name,
+                m.id,
+                canaries.join("; ")
+            );
+            return Err(StrictCanary(m, message).into());
+        }
+        Ok(m)
+    }
+
+    /// `after` on success, `on_failure` otherwise: a closing hook that
+    /// fails does not change what happened to the backup; it is reported
+    /// as an error of its own.
+    fn closing_hooks(
+        &self,
+        p: &Profile,
+        made: Option<&Manifest>,
+        result: &anyhow::Result<Manifest>,
+    ) {
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
         let closing = HookEnv {
             profile: &p.name,
-            backup_id: made.as_ref().map(|m| m.id.as_str()),
+            backup_id: made.map(|m| m.id.as_str()),
             status: if result.is_ok() { "success" } else { "failure" },
             error: error.as_deref(),
         };
@@ -256,11 +291,30 @@ impl Runner<'_> {
         for e in hooks::run_all(stage, &list, &closing) {
             error!("{}: {e:#}", p.name);
         }
-        if let Some(path) = &self.metrics_file {
-            if let Err(e) = crate::metrics::write(self.config_dir, path) {
-                error!("cannot write the metrics file {}: {e}", path.display());
-            }
+    }
+}
+
+/// A strict canary finding: the backup is stored (and kept), the run failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{1}")]
+struct StrictCanary(Manifest, String);
+
+/// Saves a profile's state; a failure is logged, never fatal (the backup or
+/// mirror it records is done).
+pub fn save_state(config_dir: &Path, profile: &str, st: &state::ProfileState) {
+    if let Err(e) = state::save(config_dir, profile, st) {
+        error!(
+            "{profile}: cannot record the run in {}: {e}",
+            state::dir(config_dir).display()
+        );
+    }
+}
+
+/// Rewrites the metrics file, when one is asked for.
+pub fn write_metrics(config_dir: &Path, path: Option<&Path>) {
+    if let Some(path) = path {
+        if let Err(e) = crate::metrics::write(config_dir, path) {
+            error!("cannot write the metrics file {}: {e}", path.display());
         }
-        result
     }
 }

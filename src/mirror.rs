@@ -21,7 +21,7 @@ use tracing::info;
 use crate::manifest::Manifest;
 use crate::profile::{Mirror, RestoreConfig};
 use crate::restore::database::{self, DbTarget};
-use crate::restore::{self, Ctx};
+use crate::restore::{self, Fetch};
 
 /// What a successful mirror measured.
 #[derive(Debug, Clone)]
@@ -45,13 +45,13 @@ fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
 /// name cellar or PostgreSQL reserves): the inner `Err`, which is not a
 /// failed drill. The outer one is a server that could not be asked.
 pub fn precheck(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     mirror: &Mirror,
     config_dir: &Path,
 ) -> anyhow::Result<Result<(), String>> {
     let conn = &mirror.conn;
     let target = &mirror.database;
-    if let Some(db) = ctx.profile.source.database() {
+    if let Some(db) = fetch.profile.source.database() {
         // By name, and by asking both servers who they are (`127.1` and
         // `localhost` are the same server as `127.0.0.1`).
         let named = match &db.databases {
@@ -60,8 +60,8 @@ pub fn precheck(
             crate::profile::Databases::All => true,
         };
         let same = || {
-            let a = server_identity(ctx.profile.kind, &db.conn)?;
-            let b = server_identity(ctx.profile.kind, conn)?;
+            let a = server_identity(fetch.profile.kind, &db.conn)?;
+            let b = server_identity(fetch.profile.kind, conn)?;
             Ok::<bool, anyhow::Error>(a == b)
         };
         if db.backs_up(conn, target) || (named && same().unwrap_or(false)) {
@@ -71,8 +71,8 @@ pub fn precheck(
             )));
         }
     }
-    let spool = ctx.profile.restore.spool_dir.clone();
-    database::check_target(&target_of(ctx, mirror, 1, &spool, config_dir))
+    let spool = fetch.profile.restore.spool_dir.clone();
+    database::check_target(&target_of(fetch, mirror, 1, &spool, config_dir))
 }
 
 /// What tells one server from another, however it is reached.
@@ -98,14 +98,14 @@ fn server_identity(
 /// The mirror's database as the restore engine's target: always replaced
 /// (`clean`), never with the source's roles.
 fn target_of<'a>(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     mirror: &'a Mirror,
     jobs: usize,
     spool_dir: &'a Path,
     config_dir: &'a Path,
 ) -> DbTarget<'a> {
     DbTarget {
-        kind: ctx.profile.kind,
+        kind: fetch.profile.kind,
         globals: false,
         only: None,
         conn: &mirror.conn,
@@ -121,7 +121,7 @@ fn target_of<'a>(
 }
 
 pub fn run(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     m: &Manifest,
     mirror: &Mirror,
     database: Option<&str>,
@@ -131,11 +131,11 @@ pub fn run(
     let started = Instant::now();
     let target = &mirror.database;
     let payload = restore::database_payload(m, database)?;
-    let t = target_of(ctx, mirror, options.jobs, &options.spool_dir, config_dir);
+    let t = target_of(fetch, mirror, options.jobs, &options.spool_dir, config_dir);
     let mut restore_seconds = 0.0;
     let mut tables_compared = 0;
     let prepared = (|| -> anyhow::Result<_> {
-        let scratch = step("restore", database::prepare_any(ctx, m, payload, &t))?;
+        let scratch = step("restore", database::prepare_any(fetch, m, payload, &t))?;
         restore_seconds = started.elapsed().as_secs_f64();
         tables_compared = scratch.tables_compared();
         for (i, sql) in mirror.after_restore.iter().enumerate() {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::SharedProgress;
-use crate::restore::{self, Ctx};
+use crate::restore::{self, Fetch};
 use crate::{catalog, state, Failure};
 
 #[allow(clippy::too_many_arguments)]
@@ -60,7 +60,7 @@ pub fn run(
             profile.name
         )));
     }
-    let ctx = Ctx {
+    let fetch = Fetch {
         profile: &profile,
         store: store.as_ref(),
         identity: &identity,
@@ -68,7 +68,7 @@ pub fn run(
     };
     let mut parts = Vec::new();
     for p in &payloads {
-        let d = crate::drill::run(&ctx, &m, p, conn, &profile.restore, no_owner, dir);
+        let d = crate::drill::run(&fetch, &m, p, conn, &profile.restore, no_owner, dir);
         if payloads.len() > 1 {
             println!(
                 "  {}: {} in {:.1}s{}",
@@ -86,14 +86,8 @@ pub fn run(
     let drill = crate::drill::combine(parts);
     let mut st = state::load(dir, &profile.name);
     st.record_drill(drill.clone());
-    if let Err(e) = state::save(dir, &profile.name, &st) {
-        tracing::error!("cannot record the drill: {e}");
-    }
-    if let Some(path) = metrics {
-        if let Err(e) = crate::metrics::write(dir, path) {
-            tracing::error!("cannot write the metrics file {}: {e}", path.display());
-        }
-    }
+    crate::job::save_state(dir, &profile.name, &st);
+    crate::job::write_metrics(dir, metrics);
     if let Some(error) = &drill.error {
         return Err(Failure::from(anyhow::anyhow!(
             "drill of backup {} of {} failed after {:.1}s: {error}",

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::SharedProgress;
-use crate::restore::Ctx;
+use crate::restore::Fetch;
 use crate::state::{self, Outcome, Run};
 use crate::{catalog, lock, schedule, Failure};
 
@@ -31,16 +31,16 @@ pub fn run(
     let _lock = lock::acquire(dir, &profile.name, "mirror", wait)?;
     let started_at = schedule::now();
     let m = catalog::manifest(store.as_ref(), &profile, id)?;
-    let ctx = Ctx {
+    let fetch = Fetch {
         profile: &profile,
         store: store.as_ref(),
         identity: &identity,
         progress: progress.as_ref(),
     };
-    crate::mirror::precheck(&ctx, mirror, dir)?
+    crate::mirror::precheck(&fetch, mirror, dir)?
         .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
     let clock = std::time::Instant::now();
-    let result = crate::mirror::run(&ctx, &m, mirror, database, &profile.restore, dir);
+    let result = crate::mirror::run(&fetch, &m, mirror, database, &profile.restore, dir);
     let mut st = state::load(dir, &profile.name);
     // A mirror is a drill too: passed or failed, it is recorded.
     if let Ok(payload) = crate::restore::database_payload(&m, database) {
@@ -75,14 +75,8 @@ pub fn run(
                 .collect(),
         });
     }
-    if let Err(e) = state::save(dir, &profile.name, &st) {
-        tracing::error!("cannot record the mirror: {e}");
-    }
-    if let Some(path) = metrics {
-        if let Err(e) = crate::metrics::write(dir, path) {
-            tracing::error!("cannot write the metrics file {}: {e}", path.display());
-        }
-    }
+    crate::job::save_state(dir, &profile.name, &st);
+    crate::job::write_metrics(dir, metrics);
     let drill = result?;
     println!(
         "{}: backup {} mirrored into {} in {:.1}s ({} check(s) passed)",

@@ -28,7 +28,7 @@ use anyhow::Context;
 use tracing::warn;
 
 use crate::cli::{Cli, Command};
-use crate::job::Runner;
+use crate::job::BackupJob;
 use crate::keys::{self, Identity};
 use crate::profile::{self, Global, LoadError, ProblemList, Profile};
 use crate::progress::{self, Progress};
@@ -175,8 +175,8 @@ pub fn runner<'a>(
     global: &'a Global,
     opts: &Opts<'_>,
     progress: &'a dyn Progress,
-) -> Runner<'a> {
-    Runner {
+) -> BackupJob<'a> {
+    BackupJob {
         config_dir: dir,
         global,
         metrics_file: opts.metrics.map(Path::to_path_buf),

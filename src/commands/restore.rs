@@ -6,7 +6,7 @@ use super::SharedProgress;
 use crate::catalog;
 use crate::cli::RestoreArgs;
 use crate::restore::database::{self, DbTarget};
-use crate::restore::{self, Ctx};
+use crate::restore::{self, Fetch};
 use crate::Failure;
 
 pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i32, Failure> {
@@ -26,7 +26,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
     let store = super::open_store(dir, &profile)?;
     let identity = super::identity(&profile)?;
     let m = catalog::manifest(store.as_ref(), &profile, args.id.as_deref())?;
-    let ctx = Ctx {
+    let fetch = Fetch {
         profile: &profile,
         store: store.as_ref(),
         identity: &identity,
@@ -35,7 +35,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
     let payload =
         restore::database_payload(&m, args.database.as_deref()).map_err(Failure::config)?;
     if let Some(file) = &args.to_file {
-        restore::to_file(&ctx, &m, payload, file)?;
+        restore::to_file(&fetch, &m, payload, file)?;
         println!(
             "{}: backup {} {} written to {}",
             profile.name,
@@ -44,7 +44,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
             file.display()
         );
     } else if let Some(target) = &args.to_dir {
-        restore::to_dir(&ctx, &m, payload, target)?;
+        restore::to_dir(&fetch, &m, payload, target)?;
         println!(
             "{}: backup {} restored into {}",
             profile.name,
@@ -142,7 +142,7 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
         // Mistakes in the request are exit 2, before anything is fetched.
         database::check_target(&target)?
             .map_err(|refused| Failure::config(anyhow::anyhow!(refused)))?;
-        let kept = database::restore(&ctx, &m, payload, &target)?;
+        let kept = database::restore(&fetch, &m, payload, &target)?;
         if partial {
             println!(
                 "{}: backup {} restored into database {db}: only {}",

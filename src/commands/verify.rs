@@ -7,7 +7,7 @@ use tracing::error;
 
 use super::SharedProgress;
 use crate::catalog;
-use crate::restore::{self, Ctx};
+use crate::restore::{self, Fetch};
 use crate::Failure;
 
 pub fn run(
@@ -20,7 +20,7 @@ pub fn run(
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
     let identity = super::identity(&profile)?;
-    let ctx = Ctx {
+    let fetch = Fetch {
         profile: &profile,
         store: store.as_ref(),
         identity: &identity,
@@ -38,7 +38,7 @@ pub fn run(
     let mut bad = 0;
     for id in &ids {
         let result = catalog::manifest(store.as_ref(), &profile, id.as_deref())
-            .and_then(|m| restore::verify(&ctx, &m).map(|_| m).map_err(Into::into));
+            .and_then(|m| restore::verify(&fetch, &m).map(|_| m).map_err(Into::into));
         match result {
             Ok(m) => println!(
                 "{}: backup {} verified: {} payload(s) intact",

@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 use blake2::Digest;
 use tracing::{info, warn};
 
-use super::Ctx;
+use super::Fetch;
 use crate::commands::human_bytes;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::profile::{DbConn, Kind};
@@ -400,7 +400,7 @@ pub(super) fn step<T>(name: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
 /// Steps 1–3: a checked, restored scratch database for `t`, ready for the
 /// mirror's statements and the swap.
 pub fn prepare<'a>(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     m: &Manifest,
     p: &Payload,
     t: &DbTarget<'a>,
@@ -437,7 +437,7 @@ pub fn prepare<'a>(
         // Fail before creating anything (the message says what to do).
         postgres::psql_restricted(t.conn, "postgres", true, &mut io::empty())?;
     }
-    let spool = step("spool", spool(ctx, m, p, t.spool_dir))?;
+    let spool = step("spool", spool(fetch, m, p, t.spool_dir))?;
     let db_sql = match custom.then_some(&spool) {
         Some(f) => Some(step(
             "read database properties",
@@ -451,7 +451,7 @@ pub fn prepare<'a>(
     if t.globals {
         step(
             "apply roles and tablespaces",
-            super::globals(ctx, m, t.conn),
+            super::globals(fetch, m, t.conn),
         )?;
     }
 
@@ -613,7 +613,12 @@ pub fn prepare<'a>(
 /// Fetches, checks, decrypts and decompresses a payload into an unnamed
 /// file under `dir` (O_TMPFILE: it disappears with the last descriptor,
 /// even on `kill -9`).
-pub(super) fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<File> {
+pub(super) fn spool(
+    fetch: &Fetch<'_>,
+    m: &Manifest,
+    p: &Payload,
+    dir: &Path,
+) -> anyhow::Result<File> {
     let free = free_bytes(dir).with_context(|| {
         format!(
             "spool folder {} ([restore] spool_dir) cannot be used",
@@ -634,7 +639,7 @@ pub(super) fn spool(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> any
     }
     let file = tempfile::tempfile_in(dir)
         .with_context(|| format!("creating a spool file in {}", dir.display()))?;
-    ctx.stream(m, p, |r| {
+    fetch.stream(m, p, |r| {
         crate::pipeline::copy_buffered(r, &mut &file)
             .with_context(|| format!("writing the spool file in {}", dir.display()))?;
         Ok(())
@@ -781,25 +786,25 @@ impl Prepared for super::mariadb::Scratch<'_> {
 
 /// Steps 1–3 for the target's kind.
 pub fn prepare_any<'a>(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     m: &Manifest,
     p: &Payload,
     t: &DbTarget<'a>,
 ) -> anyhow::Result<Box<dyn Prepared + 'a>> {
     Ok(match t.kind {
-        Kind::Mariadb => Box::new(super::mariadb::prepare(ctx, m, p, t)?),
-        _ => Box::new(prepare(ctx, m, p, t)?),
+        Kind::Mariadb => Box::new(super::mariadb::prepare(fetch, m, p, t)?),
+        _ => Box::new(prepare(fetch, m, p, t)?),
     })
 }
 
 /// `restore --to-database`: the whole engine, swap included.
 pub fn restore(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     m: &Manifest,
     p: &Payload,
     t: &DbTarget<'_>,
 ) -> anyhow::Result<Option<String>> {
-    let scratch = prepare_any(ctx, m, p, t).map_err(|e| left_as_it_was(e, t.database))?;
+    let scratch = prepare_any(fetch, m, p, t).map_err(|e| left_as_it_was(e, t.database))?;
     scratch.swap().map_err(|e| left_as_it_was(e, t.database))
 }
 

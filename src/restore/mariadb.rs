@@ -32,7 +32,7 @@ use anyhow::{bail, Context};
 use tracing::{info, warn};
 
 use super::database::{self, DbTarget, Marker};
-use super::Ctx;
+use super::Fetch;
 use crate::manifest::{Content, Manifest, Payload};
 use crate::profile::DbConn;
 use crate::source::mariadb::{self as my, ident, literal};
@@ -389,7 +389,7 @@ pub struct Scratch<'a> {
 
 /// Steps 1–2: a checked, restored scratch database.
 pub fn prepare<'a>(
-    ctx: &Ctx<'_>,
+    fetch: &Fetch<'_>,
     m: &Manifest,
     p: &Payload,
     t: &DbTarget<'a>,
@@ -419,7 +419,7 @@ pub fn prepare<'a>(
         );
     };
     // Step 1: the whole dump, checked, before any of it reaches the server.
-    let spool = database::step("spool", database::spool(ctx, m, p, t.spool_dir))?;
+    let spool = database::step("spool", database::spool(fetch, m, p, t.spool_dir))?;
     let facts = {
         use std::io::Seek;
         let mut f = &spool;
@@ -427,7 +427,7 @@ pub fn prepare<'a>(
         database::step("check the dump", my::check_dump(&mut f, false))?
     };
     if t.globals {
-        database::step("apply users and grants", globals(ctx, m, t.conn))?;
+        database::step("apply users and grants", globals(fetch, m, t.conn))?;
     }
     database::step(
         "drop leftover scratch database",
@@ -494,7 +494,7 @@ pub fn prepare<'a>(
 /// statement about one (its `CREATE`, `GRANT ... TO` it, its default role)
 /// is left out, so a restore never changes root's password or an existing
 /// user's grants; the accounts left alone are named in a warning.
-pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
+pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
     let Some(p) = m
         .payloads
         .iter()
@@ -506,7 +506,7 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()>
         );
     };
     let mut text = Vec::new();
-    ctx.stream(m, p, |r| {
+    fetch.stream(m, p, |r| {
         std::io::Read::read_to_end(&mut std::io::Read::take(r, 256 << 20), &mut text)?;
         Ok(())
     })?;

@@ -22,14 +22,17 @@ use crate::progress::{Outcome, Progress, Total};
 use crate::source::{postgres, untar};
 use crate::store::Store;
 
-pub struct Ctx<'a> {
+/// The way back from one profile's store: the store, the key that
+/// decrypts, and where progress goes. Every payload is read through
+/// [`Fetch::stream`], which checks it on the way.
+pub struct Fetch<'a> {
     pub profile: &'a Profile,
     pub store: &'a dyn Store,
     pub identity: &'a Identity,
     pub progress: &'a dyn Progress,
 }
 
-impl Ctx<'_> {
+impl Fetch<'_> {
     fn stream<T>(
         &self,
         m: &Manifest,
@@ -70,10 +73,10 @@ fn pg_tools(profile: &Profile) -> DbConn {
 
 /// Fetches, decrypts and decompresses every payload and checks its
 /// structure, without restoring anything.
-pub fn verify(ctx: &Ctx<'_>, m: &Manifest) -> Result<(), RestoreError> {
-    let tools = pg_tools(ctx.profile);
+pub fn verify(fetch: &Fetch<'_>, m: &Manifest) -> Result<(), RestoreError> {
+    let tools = pg_tools(fetch.profile);
     for p in &m.payloads {
-        ctx.stream(m, p, |r| match p.content {
+        fetch.stream(m, p, |r| match p.content {
             Content::Tar => untar::check(r).map(|_| ()),
             Content::Pgdump => postgres::check_archive(&tools, r),
             Content::Sql => postgres::check_sql(r, false),
@@ -196,7 +199,7 @@ pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
 
 /// Writes the plaintext dump or tar to `file`, via a temporary file beside
 /// it that is renamed into place once verified.
-pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow::Result<()> {
+pub fn to_file(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow::Result<()> {
     check_file_target(file)?;
     let dir = parent_of(file);
     // An unnamed file (O_TMPFILE) in the target's folder, linked into
@@ -220,7 +223,7 @@ pub fn to_file(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, file: &Path) -> anyhow:
             f
         }
     };
-    ctx.stream(m, p, |r| {
+    fetch.stream(m, p, |r| {
         pipeline::copy_buffered(r, &mut out)
             .and_then(|_| out.sync_all())
             .with_context(|| format!("writing the restored file in {}", dir.display()))
@@ -280,7 +283,7 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// Extracts a files backup beside `dir` and renames it into place once
 /// verified. `dir` must not exist or be empty.
-pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<()> {
+pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::Result<()> {
     if p.content != Content::Tar {
         bail!(
             "backup {} is a database dump; use --to-database or --to-file",
@@ -301,7 +304,7 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
         .prefix(".cellar-incoming-")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a folder in {}", parent.display()))?;
-    ctx.stream(m, p, |r| untar::extract(r, incoming.path()))?;
+    fetch.stream(m, p, |r| untar::extract(r, incoming.path()))?;
     if existed_empty {
         std::fs::remove_dir(dir)
             .with_context(|| format!("replacing the empty {}", dir.display()))?;
@@ -322,9 +325,9 @@ pub fn to_dir(ctx: &Ctx<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyhow::R
 
 /// Restores the roles and tablespaces (or MariaDB's users and grants)
 /// payload, after verifying it whole.
-pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
-    if ctx.profile.kind == crate::profile::Kind::Mariadb {
-        return mariadb::globals(ctx, m, conn);
+pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
+    if fetch.profile.kind == crate::profile::Kind::Mariadb {
+        return mariadb::globals(fetch, m, conn);
     }
     let Some(p) = m.payloads.iter().find(|p| p.content == Content::Globals) else {
         bail!(
@@ -334,7 +337,7 @@ pub fn globals(ctx: &Ctx<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()>
     };
     // Checked whole before any of it runs: spooled to an unnamed file.
     let mut tmp = tempfile::tempfile()?;
-    ctx.stream(m, p, |r| {
+    fetch.stream(m, p, |r| {
         std::io::copy(r, &mut tmp)?;
         Ok(())
     })?;
