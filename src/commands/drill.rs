@@ -104,7 +104,12 @@ pub fn run(
         drill.restore_seconds,
         super::human_bytes(drill.bytes_per_second as u64),
         conn.describe(),
-        if drill.tables_compared > 0 {
+        if drill.tables_compared > 0 && profile.kind == crate::profile::Kind::Mariadb {
+            format!(
+                "{} table(s) and every view the dump holds were made",
+                drill.tables_compared
+            )
+        } else if drill.tables_compared > 0 {
             format!(
                 "{} table(s) and every kind of object match the inventory",
                 drill.tables_compared
