@@ -535,33 +535,26 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
     let mut dumped = Vec::new();
     let mut skipped = Vec::new();
     for db in &databases {
-        if !mariadb::exists(conn, db).map_err(|e| job.other(format!("reading {db}: {e:#}")))? {
-            if matches!(my.databases, Databases::All) {
-                warn!(
-                    "{}: database {db} was dropped during the backup; it is not in this backup",
-                    job.profile.name
-                );
-                skipped.push(format!("{db}: dropped during the backup"));
-                continue;
+        // What the dump cannot hold consistently or would leave out, and
+        // the table count, asked beside the dump (one client start each
+        // costs tens of milliseconds).
+        let survey = std::thread::spawn({
+            let (conn, db, args) = (conn.clone(), db.clone(), my.dump_args.clone());
+            move || {
+                let mut warnings = Vec::new();
+                match mariadb::non_transactional_tables(&conn, &db) {
+                    Ok(names) if !names.is_empty() => warnings.push(format!(
+                        "{db}: {} table(s) without transactions are not part of the dump's consistent snapshot (rows written during the dump may be missing or half-there): {}",
+                        names.len(),
+                        names.join(", ")
+                    )),
+                    Ok(_) => {}
+                    Err(e) => warnings.push(format!("{db}: could not list its table engines: {e:#}")),
+                }
+                warnings.extend(mariadb::left_out(&conn, &db, &args));
+                (warnings, mariadb::count_tables(&conn, &db))
             }
-            return Err(job.other(format!(
-                "database {db} does not exist on {}",
-                conn.describe()
-            )));
-        }
-        match mariadb::non_transactional_tables(conn, db) {
-            Ok(names) if !names.is_empty() => warn!(
-                "{}: {db}: {} table(s) without transactions are not part of the dump's consistent snapshot (rows written during the dump may be missing or half-there): {}",
-                job.profile.name,
-                names.len(),
-                names.join(", ")
-            ),
-            Ok(_) => {}
-            Err(e) => warn!("{db}: could not list its table engines: {e:#}"),
-        }
-        for w in mariadb::left_out(conn, db, &my.dump_args) {
-            warn!("{}: {w}", job.profile.name);
-        }
+        });
         let args = &my.dump_args;
         let r = job.stream(
             Content::Mariadb,
@@ -569,6 +562,10 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
             "mariadb.sql",
             |w| mariadb::dump(conn, db, args, w),
         );
+        let (warnings, counted) = survey.join().expect("survey thread panicked");
+        for w in warnings {
+            warn!("{}: {w}", job.profile.name);
+        }
         if let Err(e) = r {
             // Dropped while it was dumped (all = true): gone, not failed.
             let gone = matches!(my.databases, Databases::All)
@@ -585,8 +582,7 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
             continue;
         }
         dumped.push(db.clone());
-        tables += mariadb::count_tables(conn, db)
-            .map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
+        tables += counted.map_err(|e| job.other(format!("reading {db}: {e:#}")))?;
     }
     if let Some(globals) = globals {
         store_beside(job, globals, Content::MariadbUsers, "users.sql")?;
