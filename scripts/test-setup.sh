@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test-setup.sh — install what the test suite needs on Debian/Ubuntu,
 # as root: PostgreSQL 15, gnupg/xz/zstd for the break-glass tests, OpenSSH's
-# server for the SFTP tests, moto (an S3-compatible server from PyPI) in
+# server for the SFTP tests, OpenStack Swift (proxy, account, container and
+# object servers, the ring builder) and memcached for the Swift tests, moto (an S3-compatible server from PyPI) in
 # /opt/cellar-moto, and the build dependencies. Idempotent: apt and pip run
 # only for what is missing. The README's test command runs it first.
 set -euo pipefail
@@ -14,6 +15,7 @@ PKGS=(
     build-essential pkg-config libssl-dev liblzma-dev libclang-dev
     python3 python3-venv
     openssh-server openssh-client
+    swift swift-proxy swift-account swift-container swift-object memcached
 )
 
 missing=()
