@@ -365,3 +365,79 @@ fn s3_store_round_trips_through_swift_s3api_and_check_names_what_it_lacks() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stdout.contains("tagging"), "{}", out.stdout);
 }
+
+fn delete_at(s: &Swift, container: &str, name: &str) -> Option<i64> {
+    let (status, head, _) = s.request("HEAD", &format!("/{container}/{name}"), &[]);
+    assert_eq!(status, 200, "{name}");
+    head.get("X-Delete-At")
+        .map(|v| v.to_str().unwrap().parse().unwrap())
+}
+
+#[test]
+fn expiry_hints_follow_the_tiers_and_spare_pinned_backups() {
+    let s = swiftharness::shared();
+    s.create_container("expiry");
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("noise.bin", &noise(2 << 20, 13))]);
+    env.files_profile(
+        "e",
+        &[&data],
+        "[retention]\ndaily = 2\nweekly = 0\nmonthly = 2\n",
+    );
+    env.edit(
+        "profiles/e.toml",
+        FILE_STORE,
+        &s.store_toml(
+            "expiry",
+            "segment_size_mib = 1\ndelete_after = { daily = \"10d\", weekly = \"6w\", monthly = \"400d\" }",
+        ),
+    );
+    env.edit("profiles/e.toml", "level = 1", "level = 0");
+    let now = chrono::Utc::now().timestamp();
+    env.cellar(&["backup", "e"]).ok();
+    let names = s.names("expiry");
+    let payload_of = |names: &[String], i: usize| -> String {
+        let mut p: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with("backups/e/") && n.ends_with(".pgp"))
+            .collect();
+        p.sort();
+        p[i].clone()
+    };
+    let first = payload_of(&names, 0);
+    // New objects, segments included, expire after the daily age.
+    let day10 = 10 * 86_400;
+    for n in names
+        .iter()
+        .filter(|n| n.contains("/.segments/"))
+        .chain([&first])
+    {
+        let at = delete_at(s, "expiry", n).unwrap_or_else(|| panic!("{n} has no X-Delete-At"));
+        assert!((at - now - day10).abs() < 120, "{n}: {at}");
+    }
+
+    std::thread::sleep(Duration::from_millis(1100));
+    env.cellar(&["backup", "e"]).ok();
+    let id = |p: &str| p.trim_start_matches("backups/e/")[..16].to_string();
+    env.cellar(&["pin", "e", &id(&first)]).ok();
+    env.cellar(&["prune", "e"]).ok();
+    let names = s.names("expiry");
+    let second = payload_of(&names, 1);
+    // Pinned: no expiry, on the SLO and its segments.
+    assert_eq!(delete_at(s, "expiry", &first), None);
+    let first_segments: Vec<&String> = names
+        .iter()
+        .filter(|n| n.contains("/.segments/") && n.contains(&id(&first)))
+        .collect();
+    assert!(!first_segments.is_empty());
+    for n in first_segments {
+        assert_eq!(delete_at(s, "expiry", n), None, "{n}");
+    }
+    // The newest: its time plus the age of its longest tier.
+    let t = chrono::NaiveDateTime::parse_from_str(&id(&second), "%Y%m%dT%H%M%SZ")
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    let at = delete_at(s, "expiry", &second).unwrap();
+    assert!(at == t + 400 * 86_400 || at == t + day10, "{at} vs {t}");
+}
