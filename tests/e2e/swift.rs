@@ -441,3 +441,79 @@ fn expiry_hints_follow_the_tiers_and_spare_pinned_backups() {
     let at = delete_at(s, "expiry", &second).unwrap();
     assert!(at == t + 400 * 86_400 || at == t + day10, "{at} vs {t}");
 }
+
+/// Keystone v3 from Debian (SQLite): a password scoped to a project, an
+/// application credential, an RC file, a wrong region and a wrong password.
+#[test]
+fn keystone_v3_password_app_credential_and_rc_file() {
+    let mut s = Swift::start();
+    let ks = s.start_keystone();
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("noise.bin", &noise(3 << 20, 17))]);
+    let store = |extra: &str| {
+        format!(
+            "[store]\nurl = \"swift://ks/backups\"\n[store.swift]\n{extra}\nsegment_size_mib = 1\n"
+        )
+    };
+    let profile = |name: &str, toml: String| {
+        env.files_profile(name, &[&data], "");
+        env.edit(&format!("profiles/{name}.toml"), FILE_STORE, &toml);
+        env.edit(&format!("profiles/{name}.toml"), "level = 1", "level = 0");
+    };
+    let password = format!(
+        "auth_url = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\nproject_name = \"{}\"\nregion = \"{}\"",
+        ks.auth_url, ks.user, ks.password, ks.project, ks.region
+    );
+    profile("pw", store(&password));
+    let out = env.cellar(&["check", "pw"]);
+    out.ok();
+    env.cellar(&["backup", "pw"]).ok();
+    env.cellar(&["verify", "pw"]).ok();
+
+    profile(
+        "app",
+        store(&format!(
+            "auth_url = \"{}\"\napplication_credential_id = \"{}\"\napplication_credential_secret = \"env:CELLAR_TEST_APP_SECRET\"",
+            ks.auth_url, ks.app_id
+        )),
+    );
+    let out: crate::harness::Out = env
+        .cmd()
+        .env("CELLAR_TEST_APP_SECRET", &ks.app_secret)
+        .args(["backup", "app"])
+        .output()
+        .unwrap()
+        .into();
+    out.ok();
+    assert!(!out.all().contains(&ks.app_secret));
+
+    env.write(
+        "secrets/openrc.sh",
+        &format!(
+            "#!/usr/bin/env bash\nexport OS_AUTH_URL={}\nexport OS_PROJECT_NAME=\"{}\"\nexport OS_USER_DOMAIN_NAME=\"Default\"\nexport OS_USERNAME=\"{}\"\nexport OS_PASSWORD='{}'\nexport OS_REGION_NAME=\"{}\"\nexport OS_INTERFACE=public\nexport OS_IDENTITY_API_VERSION=3\n",
+            ks.auth_url, ks.project, ks.user, ks.password, ks.region
+        ),
+    );
+    profile("rc", store("rc_file = \"secrets/openrc.sh\""));
+    env.cellar(&["backup", "rc"]).ok();
+    let target = env.path().join("r");
+    env.cellar(&["restore", "rc", "--to-dir", target.to_str().unwrap()])
+        .ok();
+
+    profile("region", store(&password.replace("RegionOne", "RegionTwo")));
+    let out = env.cellar(&["check", "region"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("wrong region") && out.stdout.contains("RegionOne"),
+        "{}",
+        out.stdout
+    );
+    profile("badpw", store(&password.replace(&ks.password, "nope")));
+    let out = env.cellar(&["check", "badpw"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("refused the credentials"),
+        "{}",
+        out.stdout
+    );
+}

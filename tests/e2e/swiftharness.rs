@@ -19,8 +19,23 @@ pub const KEY: &str = "testing";
 pub struct Swift {
     pub dir: PathBuf,
     pub proxy_port: u16,
+    memcached_port: u16,
     /// account, container, object, memcached, proxy (last).
     children: Vec<Child>,
+    /// Keystone and the proxy that trusts it, when started.
+    keystone: Vec<Child>,
+}
+
+/// What [`Swift::start_keystone`] made: a project `shop` with a user
+/// `backup` (role member) and an application credential of that user.
+pub struct Keystone {
+    pub auth_url: String,
+    pub user: String,
+    pub password: String,
+    pub project: String,
+    pub app_id: String,
+    pub app_secret: String,
+    pub region: String,
 }
 
 fn free_port() -> u16 {
@@ -147,7 +162,9 @@ impl Swift {
         let mut s = Swift {
             dir,
             proxy_port,
+            memcached_port: memcached,
             children,
+            keystone: Vec::new(),
         };
         s.start_proxy();
         s
@@ -182,6 +199,201 @@ impl Swift {
                 std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts Debian's Keystone (SQLite, fernet tokens, its own wsgiref
+    /// server) and a second proxy on the same rings that trusts it
+    /// (keystonemiddleware's authtoken and Swift's keystoneauth), then
+    /// makes a project, a user, an application credential and the
+    /// object-store endpoint in region `RegionOne`.
+    pub fn start_keystone(&mut self) -> Keystone {
+        let d = self.dir.join("keystone");
+        std::fs::create_dir_all(&d).unwrap();
+        let ks_port = free_port();
+        let proxy_port = free_port();
+        let user = whoami();
+        let conf = d.join("keystone.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[DEFAULT]\nlog_file = {d}/keystone.log\n[database]\nconnection = sqlite:///{d}/keystone.db\n\
+                 [token]\nprovider = fernet\n[fernet_tokens]\nkey_repository = {d}/fernet-keys\n\
+                 [fernet_receipts]\nkey_repository = {d}/fernet-receipts\n\
+                 [credential]\nkey_repository = {d}/credential-keys\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let manage = |args: &[&str]| {
+            run_ok(
+                Command::new("keystone-manage")
+                    .arg("--config-file")
+                    .arg(&conf)
+                    .args(args),
+                &format!("keystone-manage {}", args[0]),
+            )
+        };
+        let owner = ["--keystone-user", &user, "--keystone-group", &user];
+        manage(&["db_sync"]);
+        manage(&[&["fernet_setup"][..], &owner].concat());
+        manage(&[&["credential_setup"][..], &owner].concat());
+        let auth_url = format!("http://127.0.0.1:{ks_port}/v3");
+        manage(&[
+            "bootstrap",
+            "--bootstrap-password",
+            "adminpw",
+            "--bootstrap-public-url",
+            &auth_url,
+            "--bootstrap-region-id",
+            "RegionOne",
+        ]);
+        let log = std::fs::File::create(d.join("server.log")).unwrap();
+        self.keystone.push(
+            Command::new("keystone-wsgi-public")
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &ks_port.to_string(),
+                    "--",
+                    "--config-file",
+                ])
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("keystone-wsgi-public (run scripts/test-setup.sh)"),
+        );
+        std::fs::write(
+            self.dir.join("proxy-keystone.conf"),
+            format!(
+                "[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = {proxy_port}\nworkers = 0\nswift_dir = {d}\n\
+                 user = {user}\nlog_level = WARNING\n\
+                 [pipeline:main]\npipeline = catch_errors gatekeeper healthcheck proxy-logging cache \
+                 listing_formats bulk authtoken keystoneauth copy slo dlo proxy-logging proxy-server\n\
+                 [app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n\
+                 [filter:authtoken]\npaste.filter_factory = keystonemiddleware.auth_token:filter_factory\n\
+                 www_authenticate_uri = {auth_url}\nauth_url = {auth_url}\nauth_type = password\n\
+                 project_domain_name = Default\nuser_domain_name = Default\nproject_name = admin\n\
+                 username = admin\npassword = adminpw\ndelay_auth_decision = True\ninterface = public\n\
+                 memcached_servers = 127.0.0.1:{mc}\n\
+                 [filter:keystoneauth]\nuse = egg:swift#keystoneauth\noperator_roles = admin, member\n\
+                 [filter:catch_errors]\nuse = egg:swift#catch_errors\n\
+                 [filter:gatekeeper]\nuse = egg:swift#gatekeeper\n\
+                 [filter:healthcheck]\nuse = egg:swift#healthcheck\n\
+                 [filter:proxy-logging]\nuse = egg:swift#proxy_logging\n\
+                 [filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = 127.0.0.1:{mc}\n\
+                 [filter:listing_formats]\nuse = egg:swift#listing_formats\n\
+                 [filter:bulk]\nuse = egg:swift#bulk\n\
+                 [filter:copy]\nuse = egg:swift#copy\n\
+                 [filter:slo]\nuse = egg:swift#slo\n\
+                 [filter:dlo]\nuse = egg:swift#dlo\n",
+                d = self.dir.display(),
+                mc = self.memcached_port,
+            ),
+        )
+        .unwrap();
+        self.keystone.push(spawn(
+            &self.dir,
+            "swift-proxy-server",
+            "proxy-keystone.conf",
+            "proxy-keystone",
+        ));
+        let script = format!(
+            r#"
+import json, time, urllib.request
+K = "{auth_url}"
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request(K + path, method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={{"Content-Type": "application/json", **({{"X-Auth-Token": token}} if token else {{}})}})
+    with urllib.request.urlopen(req) as r:
+        return r.headers, (json.loads(r.read() or b"null"))
+def token(user, pw, project):
+    for _ in range(120):
+        try:
+            h, _ = call("POST", "/auth/tokens", {{"auth": {{"identity": {{"methods": ["password"], "password": {{"user": {{"name": user, "domain": {{"name": "Default"}}, "password": pw}}}}}}, "scope": {{"project": {{"name": project, "domain": {{"name": "Default"}}}}}}}}}})
+            return h["X-Subject-Token"]
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("keystone did not start")
+admin = token("admin", "adminpw", "admin")
+_, svc = call("POST", "/services", {{"service": {{"type": "object-store", "name": "swift"}}}}, admin)
+call("POST", "/endpoints", {{"endpoint": {{"service_id": svc["service"]["id"], "interface": "public", "region_id": "RegionOne", "url": "http://127.0.0.1:{proxy_port}/v1/AUTH_$(project_id)s"}}}}, admin)
+_, p = call("POST", "/projects", {{"project": {{"name": "shop", "domain_id": "default"}}}}, admin)
+_, u = call("POST", "/users", {{"user": {{"name": "backup", "password": "backuppw", "domain_id": "default"}}}}, admin)
+_, roles = call("GET", "/roles?name=member", None, admin)
+call("PUT", "/projects/%s/users/%s/roles/%s" % (p["project"]["id"], u["user"]["id"], roles["roles"][0]["id"]), None, admin)
+mine = token("backup", "backuppw", "shop")
+_, ac = call("POST", "/users/%s/application_credentials" % u["user"]["id"], {{"application_credential": {{"name": "cellar"}}}}, mine)
+print(ac["application_credential"]["id"], ac["application_credential"]["secret"], mine)
+"#
+        );
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keystone setup: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(d.join("server.log")).unwrap_or_default()
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut words = text.split_whitespace();
+        let (app_id, app_secret, token) = (
+            words.next().unwrap().to_string(),
+            words.next().unwrap().to_string(),
+            words.next().unwrap().to_string(),
+        );
+        // The container, made by the new user through the new proxy.
+        let started = Instant::now();
+        loop {
+            let made = runtime().block_on(async {
+                let r = reqwest::Client::new()
+                    .get(format!("{auth_url}/auth/tokens"))
+                    .header("X-Auth-Token", &token)
+                    .header("X-Subject-Token", &token)
+                    .send()
+                    .await
+                    .ok()?;
+                let doc: serde_json::Value = r.json().await.ok()?;
+                let project = doc["token"]["project"]["id"].as_str()?.to_string();
+                let r = reqwest::Client::new()
+                    .put(format!(
+                        "http://127.0.0.1:{proxy_port}/v1/AUTH_{project}/ks"
+                    ))
+                    .header("X-Auth-Token", &token)
+                    .send()
+                    .await
+                    .ok()?;
+                Some((r.status().as_u16(), r.text().await.unwrap_or_default()))
+            });
+            if made.as_ref().is_some_and(|(status, _)| *status < 300) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the Keystone proxy did not start: {made:?} {}",
+                std::fs::read_to_string(self.dir.join("proxy-keystone.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.contains("is not known to keystonemiddleware"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Keystone {
+            auth_url,
+            user: "backup".into(),
+            password: "backuppw".into(),
+            project: "shop".into(),
+            app_id,
+            app_secret,
+            region: "RegionOne".into(),
         }
     }
 
@@ -324,7 +536,7 @@ fn spawn(dir: &Path, program: &str, conf: &str, log: &str) -> Child {
 
 impl Drop for Swift {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        for c in self.children.iter_mut().chain(self.keystone.iter_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
