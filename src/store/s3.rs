@@ -829,9 +829,7 @@ impl Store for S3Store {
             )
             .map(|_| ())
             .or_else(|e| {
-                if matches!(not_implemented(&e), Some(Missing::Tagging))
-                    || e.code() == Some("NotImplemented")
-                {
+                if e.code() == Some("NotImplemented") {
                     self.lacks(Some(Missing::Tagging));
                     Ok(())
                 } else {
