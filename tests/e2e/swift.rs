@@ -517,3 +517,59 @@ fn keystone_v3_password_app_credential_and_rc_file() {
         out.stdout
     );
 }
+
+/// `[store.swift]` problems are configuration errors (exit 2), each with
+/// its line and fix, and a password never shows in them.
+#[test]
+fn swift_profile_problems_name_the_key_and_the_fix() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    let profile = |name: &str, toml: &str| {
+        env.files_profile(name, &[&data], "");
+        env.edit(&format!("profiles/{name}.toml"), FILE_STORE, toml);
+    };
+    profile(
+        "noauth",
+        "[store]\nurl = \"swift://c/p\"\n[store.swift]\nsegment_size_mib = 0\n",
+    );
+    profile(
+        "typo",
+        "[store]\nurl = \"swift://c\"\n[store.swift]\nauth_url = \"https://k/v3\"\npasword = \"hunter2\"\n",
+    );
+    profile(
+        "v1",
+        "[store]\nurl = \"swift://c\"\n[store.swift]\nauth_url = \"http://k/auth/v1.0\"\nusername = \"tester\"\npassword = \"hunter2\"\n",
+    );
+    profile(
+        "notswift",
+        "[store]\nurl = \"file://store\"\n[store.swift]\nauth_url = \"https://k/v3\"\n",
+    );
+    let out = env
+        .cmd()
+        .env_remove("OS_AUTH_URL")
+        .args(["check", "noauth", "typo", "v1", "notswift"])
+        .output()
+        .unwrap();
+    let out: crate::harness::Out = out.into();
+    assert_eq!(out.code, 2, "{}", out.all());
+    let all = out.all();
+    for expected in [
+        "store.swift.auth_url: no auth_url in [store.swift] nor in the OS_* environment",
+        "store.swift.segment_size_mib: 0 MiB is not a valid segment size",
+        "unknown field `pasword`",
+        "store.swift: v1 auth needs username = \"ACCOUNT:USER\"",
+        "store.swift: [store.swift] is set but the url is not swift://",
+    ] {
+        assert!(all.contains(expected), "{expected}\n{all}");
+    }
+    assert!(!all.contains("hunter2"), "{all}");
+    // Each problem points at its line.
+    for name in ["noauth", "typo", "v1", "notswift"] {
+        let line = all
+            .lines()
+            .find(|l| l.contains(&format!("profiles/{name}.toml:")))
+            .unwrap_or_else(|| panic!("{name}: {all}"));
+        let at = line.split(".toml:").nth(1).unwrap();
+        assert!(at.starts_with(|c: char| c.is_ascii_digit()), "{line}");
+    }
+}
