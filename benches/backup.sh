@@ -51,6 +51,7 @@
 #   REGEN=1         regenerate the data even if BENCH_DIR holds a database of that size
 #   KEEP_RUNNING=1  leave the server running at the end   CLEAN=1  delete BENCH_DIR at the end
 #   STRICT=1        exit 1 when a target fails
+#   ONLY="f s"      measure only these variants (ids as above)
 #
 # The generated database stays in BENCH_DIR/pg and is reused by the next run
 # with the same SIZE_MB. Results go to BENCH_DIR/results-<time>.txt too.
@@ -552,6 +553,13 @@ VARIANTS+=(g1)
 [[ "$HAVE_BORG" == 0 ]] || VARIANTS+=(h2)
 [[ "$HAVE_STORES" == 0 ]] || VARIANTS+=(i j)
 [[ "$HAVE_SWIFT" == 0 ]] || VARIANTS+=(s)
+if [[ -n "${ONLY:-}" ]]; then
+    kept=()
+    for id in "${VARIANTS[@]}"; do
+        [[ " $ONLY " == *" $id "* ]] && kept+=("$id")
+    done
+    VARIANTS=("${kept[@]}")
+fi
 
 SAMPLES="$WORK/samples.tsv"
 : >"$SAMPLES"

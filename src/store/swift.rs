@@ -552,6 +552,16 @@ fn resolve_with(
                 }
             };
             match humantime::parse_duration(v) {
+                Ok(a) if a < Duration::from_secs(86_400) => {
+                    ok = false;
+                    push(
+                        &mut problems,
+                        Some(d.span()),
+                        "store.swift.delete_after",
+                        format!("{k} = {v:?} is less than a day"),
+                        "give each tier at least a day, well beyond what the retention keeps",
+                    );
+                }
                 Ok(a) => ages[slot] = Some(a),
                 Err(e) => {
                     ok = false;
@@ -1240,8 +1250,12 @@ impl SwiftStore {
         })
     }
 
-    /// When a new object expires under `delete_after`: the daily age.
-    fn new_delete_at(&self) -> Option<i64> {
+    /// When a new object expires under `delete_after`: the daily age. Pin
+    /// markers never expire (prune re-sets the backups' own expiry).
+    fn new_delete_at(&self, key: &str) -> Option<i64> {
+        if key.ends_with(crate::pin::PIN_SUFFIX) {
+            return None;
+        }
         self.inner.opts.delete_after.map(|[daily, _, _]| {
             (Utc::now() + chrono::Duration::from_std(daily).unwrap_or_default()).timestamp()
         })
@@ -1253,7 +1267,7 @@ impl SwiftStore {
         let object = inner.object(key);
         let r = self
             .rt
-            .block_on(inner.put_object(&object, bytes.into(), self.new_delete_at()))
+            .block_on(inner.put_object(&object, bytes.into(), self.new_delete_at(key)))
             .map_err(|f| inner.failed("upload", key, f))?;
         match r.status().as_u16() {
             201 | 200 => Ok(len),
@@ -1277,7 +1291,7 @@ impl SwiftStore {
             std::process::id()
         );
         let base = inner.object(&format!("{SEGMENTS}/{key}/{upload}"));
-        let delete_at = self.new_delete_at();
+        let delete_at = self.new_delete_at(key);
         let mut written: Vec<String> = Vec::new();
         let result = (|| -> Result<u64, StoreError> {
             let mut entries = Vec::new();

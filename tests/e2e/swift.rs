@@ -423,8 +423,12 @@ fn expiry_hints_follow_the_tiers_and_spare_pinned_backups() {
     env.cellar(&["prune", "e"]).ok();
     let names = s.names("expiry");
     let second = payload_of(&names, 1);
-    // Pinned: no expiry, on the SLO and its segments.
+    // Pinned: no expiry, on the SLO and its segments; nor on the pin.
     assert_eq!(delete_at(s, "expiry", &first), None);
+    assert_eq!(
+        delete_at(s, "expiry", &format!("backups/e/{}.pin", id(&first))),
+        None
+    );
     let first_segments: Vec<&String> = names
         .iter()
         .filter(|n| n.contains("/.segments/") && n.contains(&id(&first)))
