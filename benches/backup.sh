@@ -467,7 +467,7 @@ if [[ -n "$CELLAR" && "$SWIFT" == 1 ]] && command -v swift-proxy-server >/dev/nu
     swift_ok=0
     for _ in $(seq 300); do
         token=$(curl -s -D - -o /dev/null -H 'X-Auth-User: test:tester' -H 'X-Auth-Key: testing' \
-            "http://127.0.0.1:$SWIFT_PORT/auth/v1.0" 2>/dev/null | tr -d '\r' | awk -F': ' 'tolower($1) == "x-auth-token" { print $2 }')
+            "http://127.0.0.1:$SWIFT_PORT/auth/v1.0" 2>/dev/null | tr -d '\r' | awk -F': ' 'tolower($1) == "x-auth-token" { print $2 }') || token=""
         if [[ -n "$token" ]] && curl -sf -o /dev/null -X PUT -H "X-Auth-Token: $token" \
             "http://127.0.0.1:$SWIFT_PORT/v1/AUTH_test/bench"; then
             swift_ok=1
