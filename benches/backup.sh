@@ -29,6 +29,9 @@
 #   i  cellar backup bench_s3   (zstd, to a moto S3 server on loopback)
 #   j  cellar backup bench_sftp (zstd, to a private sshd on loopback)
 #      (i and j need moto in /opt/cellar-moto, see .ci/run, and /usr/sbin/sshd; STORES=0 skips them)
+#   s  cellar backup bench_swift (zstd, to a private OpenStack Swift all-in-one on loopback:
+#      Debian's swift-* servers with tempauth and memcached; SWIFT=0 skips it). The Swift
+#      servers' own CPU seconds during s are reported beside it, as they share the cores.
 # with /usr/bin/time: wall seconds, CPU seconds and peak RSS (the largest single
 # process of the pipeline), plus the output size. It prints the median per
 # variant and whether the targets hold:
@@ -37,6 +40,7 @@
 #   cellar restore <= 1.10 x (g1) pg_restore -j
 #   cellar restore --to-file <= 1.25 x (k1) and (l1), the gpg | zstd/xz pipelines
 #   cellar to S3, to SFTP <= 1.10 x (f) the same backup to a folder
+#   cellar to Swift <= 1.15 x (f) the same backup to a folder
 #
 # Environment:
 #   PRESET=6        xz preset for b, c, d          REPS=2      repetitions
@@ -47,6 +51,7 @@
 #   REGEN=1         regenerate the data even if BENCH_DIR holds a database of that size
 #   KEEP_RUNNING=1  leave the server running at the end   CLEAN=1  delete BENCH_DIR at the end
 #   STRICT=1        exit 1 when a target fails
+#   ONLY="f s"      measure only these variants (ids as above)
 #
 # The generated database stays in BENCH_DIR/pg and is reused by the next run
 # with the same SIZE_MB. Results go to BENCH_DIR/results-<time>.txt too.
@@ -121,6 +126,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     jobs -p | xargs -r kill 2>/dev/null || true
+    [[ -z "${SWIFT_PIDS[*]:-}" ]] || kill "${SWIFT_PIDS[@]}" 2>/dev/null || true
     if [[ -d "$GNUPGHOME_BENCH" ]]; then
         gpgconf --homedir "$GNUPGHOME_BENCH" --kill all >/dev/null 2>&1 || true
     fi
@@ -419,6 +425,67 @@ if [[ -n "$CELLAR" && "$STORES" == 1 && -x "$MOTO" && -x /usr/sbin/sshd ]]; then
     "$(dirname "$MOTO")/python" -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$MOTO_PORT', region_name='us-east-1', aws_access_key_id='b', aws_secret_access_key='b').create_bucket(Bucket='bench')"
 fi
 
+# OpenStack Swift on loopback: a private all-in-one (rings of one device in
+# $WORK/swift, tempauth user test:tester, memcached for its tokens).
+SWIFT=${SWIFT:-1}
+HAVE_SWIFT=0
+if [[ -n "$CELLAR" && "$SWIFT" == 1 ]] && command -v swift-proxy-server >/dev/null 2>&1 && command -v memcached >/dev/null 2>&1; then
+    HAVE_SWIFT=1
+    sfree_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    SW="$WORK/swift"
+    mkdir -p "$SW/devs/d1"
+    chmod 0755 "$WORK" "$SW"
+    SW_USER=$(id -un)
+    SWIFT_PIDS=()
+    for server in account container object; do
+        port=$(sfree_port)
+        (cd "$SW" && swift-ring-builder $server.builder create 6 1 1 >/dev/null \
+            && swift-ring-builder $server.builder add "r1z1-127.0.0.1:$port/d1" 1 >/dev/null; \
+            swift-ring-builder $server.builder rebalance >/dev/null || true)
+        printf '%s\n' "[DEFAULT]" "devices = $SW/devs" "mount_check = false" "bind_ip = 127.0.0.1" \
+            "bind_port = $port" "workers = 0" "swift_dir = $SW" "user = $SW_USER" "log_level = WARNING" \
+            "[pipeline:main]" "pipeline = $server-server" "[app:$server-server]" "use = egg:swift#$server" >"$SW/$server.conf"
+        (cd "$SW" && exec swift-$server-server $server.conf >"$SW/$server.log" 2>&1) &
+        SWIFT_PIDS+=($!)
+    done
+    MC_PORT=$(sfree_port)
+    memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 $( [[ "$SW_USER" == root ]] && echo "-u nobody") >/dev/null 2>&1 &
+    SWIFT_PIDS+=($!)
+    SWIFT_PORT=$(sfree_port)
+    printf '%s\n' "[DEFAULT]" "bind_ip = 127.0.0.1" "bind_port = $SWIFT_PORT" "workers = 0" "swift_dir = $SW" \
+        "user = $SW_USER" "log_level = WARNING" "[pipeline:main]" \
+        "pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempauth copy slo dlo proxy-logging proxy-server" \
+        "[app:proxy-server]" "use = egg:swift#proxy" "account_autocreate = true" \
+        "[filter:tempauth]" "use = egg:swift#tempauth" "user_test_tester = testing .admin" \
+        "[filter:catch_errors]" "use = egg:swift#catch_errors" "[filter:gatekeeper]" "use = egg:swift#gatekeeper" \
+        "[filter:healthcheck]" "use = egg:swift#healthcheck" "[filter:proxy-logging]" "use = egg:swift#proxy_logging" \
+        "[filter:cache]" "use = egg:swift#memcache" "memcache_servers = 127.0.0.1:$MC_PORT" \
+        "[filter:listing_formats]" "use = egg:swift#listing_formats" "[filter:bulk]" "use = egg:swift#bulk" \
+        "[filter:copy]" "use = egg:swift#copy" "[filter:slo]" "use = egg:swift#slo" "[filter:dlo]" "use = egg:swift#dlo" >"$SW/proxy.conf"
+    (cd "$SW" && exec swift-proxy-server proxy.conf >"$SW/proxy.log" 2>&1) &
+    SWIFT_PIDS+=($!)
+    swift_ok=0
+    for _ in $(seq 300); do
+        token=$(curl -s -D - -o /dev/null -H 'X-Auth-User: test:tester' -H 'X-Auth-Key: testing' \
+            "http://127.0.0.1:$SWIFT_PORT/auth/v1.0" 2>/dev/null | tr -d '\r' | awk -F': ' 'tolower($1) == "x-auth-token" { print $2 }') || token=""
+        if [[ -n "$token" ]] && curl -sf -o /dev/null -X PUT -H "X-Auth-Token: $token" \
+            "http://127.0.0.1:$SWIFT_PORT/v1/AUTH_test/bench"; then
+            swift_ok=1
+            break
+        fi
+        sleep 0.2
+    done
+    [[ "$swift_ok" == 1 ]] || die "the Swift all-in-one in $SW did not start; see $SW/*.log"
+fi
+# CPU seconds (user + system) the Swift servers have used so far.
+swift_cpu() {
+    local pid t=0
+    for pid in "${SWIFT_PIDS[@]}"; do
+        t=$(awk -v t="$t" '{ sub(/.*\) /, ""); split($0, f, " "); print t + (f[12] + f[13]) / 100 }' "/proc/$pid/stat" 2>/dev/null || echo "$t")
+    done
+    echo "$t"
+}
+
 if [[ -n "$CELLAR" ]]; then
     write_profile bench_xz xz "$PRESET"
     write_profile bench_zstd zstd "$ZSTD_LEVEL"
@@ -429,6 +496,11 @@ if [[ -n "$CELLAR" ]]; then
         write_profile bench_sftp zstd "$ZSTD_LEVEL"
         sed -i "s|^url = \"file://$STORE\"|url = \"sftp://$(id -un)@127.0.0.1:$SSH_PORT$SSH_DIR/root\"\\n[store.sftp]\\nidentity_file = \"$SSH_DIR/client_key\"\\nknown_hosts = \"$SSH_DIR/known_hosts\"|" "$CONF/profiles/bench_sftp.toml"
         CHECK+=(bench_s3 bench_sftp)
+    fi
+    if [[ "$HAVE_SWIFT" == 1 ]]; then
+        write_profile bench_swift zstd "$ZSTD_LEVEL"
+        sed -i "s|^url = \"file://$STORE\"|url = \"swift://bench/cellar\"\\n[store.swift]\\nauth_url = \"http://127.0.0.1:$SWIFT_PORT/auth/v1.0\"\\nusername = \"test:tester\"\\npassword = \"testing\"|" "$CONF/profiles/bench_swift.toml"
+        CHECK+=(bench_swift)
     fi
     if ! "$CELLAR" --config-dir "$CONF" check "${CHECK[@]}" >"$WORK/check.log" 2>&1; then
         cat "$WORK/check.log" >&2
@@ -463,10 +535,11 @@ LABEL[h1]="pg_dump | restic (zstd auto)";      CMD[h1]="$DUMP | restic --repo $(
 LABEL[h2]="pg_dump | borg (zstd,$ZSTD_LEVEL)"; CMD[h2]="$DUMP | borg create --compression zstd,$ZSTD_LEVEL $(q "$BENCH_DIR/borg")::$DB -"
 LABEL[i]="cellar backup (zstd) to S3 (moto)"; CMD[i]="$CELLAR_Q --config-dir $CONF_Q backup bench_s3"
 LABEL[j]="cellar backup (zstd) to SFTP";      CMD[j]="$CELLAR_Q --config-dir $CONF_Q backup bench_sftp"
-REF=([c]=b [d]=c [f]=e2 [e2]=e [g2]=g1 [h1]=e [h2]=e [i]=f [j]=f [k2]=k1 [l2]=l1)
+LABEL[s]="cellar backup (zstd) to Swift";     CMD[s]="$CELLAR_Q --config-dir $CONF_Q backup bench_swift"
+REF=([c]=b [d]=c [f]=e2 [e2]=e [g2]=g1 [h1]=e [h2]=e [i]=f [j]=f [s]=f [k2]=k1 [l2]=l1)
 OUT=([a]="raw" [b]="$WORK/out.xz" [c]="$WORK/out.xz.gpg" [d]="store:bench_xz" [e]="$WORK/out.zst" [e2]="$WORK/out.zst.gpg"
      [f]="store:bench_zstd" [g1]="" [g2]="" [h1]="dir:$BENCH_DIR/restic" [h2]="dir:$BENCH_DIR/borg"
-     [i]="" [j]="dir:${SSH_DIR:-/nonexistent}/root/bench_sftp" [k1]="" [k2]="" [l1]="" [l2]="")
+     [i]="" [j]="dir:${SSH_DIR:-/nonexistent}/root/bench_sftp" [s]="" [k1]="" [k2]="" [l1]="" [l2]="")
 
 VARIANTS=(a)
 [[ "$SKIP_XZ" == 1 ]] || VARIANTS+=(b c)
@@ -479,6 +552,14 @@ VARIANTS+=(g1)
 [[ "$HAVE_RESTIC" == 0 ]] || VARIANTS+=(h1)
 [[ "$HAVE_BORG" == 0 ]] || VARIANTS+=(h2)
 [[ "$HAVE_STORES" == 0 ]] || VARIANTS+=(i j)
+[[ "$HAVE_SWIFT" == 0 ]] || VARIANTS+=(s)
+if [[ -n "${ONLY:-}" ]]; then
+    kept=()
+    for id in "${VARIANTS[@]}"; do
+        [[ " $ONLY " == *" $id "* ]] && kept+=("$id")
+    done
+    VARIANTS=("${kept[@]}")
+fi
 
 SAMPLES="$WORK/samples.tsv"
 : >"$SAMPLES"
@@ -490,6 +571,7 @@ prepare() { # untimed set-up before a variant
         d) rm -rf -- "$STORE/bench_xz" ;;
         f) rm -rf -- "$STORE/bench_zstd" ;;
         j) rm -rf -- "$SSH_DIR/root/bench_sftp" ;;
+        s) SWIFT_CPU_BEFORE=$(swift_cpu) ;;
         k1|k2|l1|l2) rm -f -- "$WORK/k.out"; sync ;;
         g1|g2)
             local target=restore_pg
@@ -528,6 +610,7 @@ finish() { # untimed checks and clean-up after a variant
             ;;
         b|c|e|e2) rm -f -- "${OUT[$1]}" ;;
         k1|k2|l1|l2) rm -f -- "$WORK/k.out" ;;
+        s) awk -v a="$(swift_cpu)" -v b="$SWIFT_CPU_BEFORE" 'BEGIN { printf "%.2f\n", a - b }' >>"$WORK/swift_cpu" ;;
     esac
 }
 
@@ -626,6 +709,10 @@ RESULTS="$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
     target "cellar --to-file (xz) <= 1.25 x gpg|xz" l2 l1 1.25
     target "cellar to S3 <= 1.10 x to a folder" i f 1.10
     target "cellar to SFTP <= 1.10 x to a folder" j f 1.10
+    target "cellar to Swift <= 1.15 x to a folder" s f 1.15
+    if [[ -s "$WORK/swift_cpu" ]]; then
+        echo "  (Swift's servers used $(median <"$WORK/swift_cpu") CPU s during s, median; cellar itself ${CPU[s]:-?} s)"
+    fi
     echo "$TARGET_FAIL" >"$WORK/target_fail"
     echo
     echo "samples (id rep wall_s cpu_s rss_KB out_bytes):"

@@ -2,8 +2,11 @@
 # scripts/test-setup.sh — install what the test suite needs on Debian/Ubuntu,
 # as root: PostgreSQL 15, gnupg/xz/zstd for the break-glass tests, OpenSSH's
 # server for the SFTP tests, MariaDB's server and client (the tests start
-# private instances, never the system's), moto (an S3-compatible server
-# from PyPI) in /opt/cellar-moto, and the build dependencies. Idempotent: apt and pip run
+# private instances, never the system's), OpenStack Swift (proxy, account,
+# container and object servers, the ring builder), memcached and Keystone
+# (python3-keystone, run on SQLite by the harness) for the Swift tests, moto
+# (an S3-compatible server from PyPI) in /opt/cellar-moto, and the build
+# dependencies. Idempotent: apt and pip run
 # only for what is missing. The README's test command runs it first.
 set -euo pipefail
 
@@ -16,6 +19,8 @@ PKGS=(
     python3 python3-venv
     openssh-server openssh-client
     mariadb-server mariadb-client
+    swift swift-proxy swift-account swift-container swift-object memcached
+    python3-keystone python3-keystonemiddleware
 )
 
 missing=()

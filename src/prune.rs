@@ -151,11 +151,14 @@ pub struct Applied {
     pub locked: Vec<(String, DateTime<Utc>)>,
 }
 
-/// The tier a kept backup's objects are tagged with: the longest it is
-/// kept under (monthly, weekly, else daily).
+/// The tier a kept backup's objects are tagged with: `pinned` while
+/// pinned (no lifecycle rule or expiry hint may take it), else the longest
+/// it is kept under (monthly, weekly, else daily).
 fn tag_for(d: &Decision) -> &'static str {
     use crate::retention::Tier;
-    if d.tiers.contains(&Tier::Monthly) {
+    if d.tiers.contains(&Tier::Pinned) {
+        "pinned"
+    } else if d.tiers.contains(&Tier::Monthly) {
         "monthly"
     } else if d.tiers.contains(&Tier::Weekly) {
         "weekly"

@@ -276,6 +276,8 @@ pub struct StoreConfig {
     /// Resolved for every s3:// url (defaults when [store.s3] is absent).
     pub s3: Option<crate::store::s3::S3Options>,
     pub sftp: Option<raw::SftpConfig>,
+    /// Resolved for every swift:// url by `store::swift::resolve`.
+    pub swift: Option<crate::store::swift::SwiftOptions>,
 }
 
 #[derive(Debug)]

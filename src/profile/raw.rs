@@ -96,6 +96,8 @@ pub struct Store {
     pub url: Spanned<String>,
     pub s3: Option<Spanned<S3Config>>,
     pub sftp: Option<Spanned<SftpConfig>>,
+    /// Parsed and resolved beside the store it builds.
+    pub swift: Option<Spanned<crate::store::swift::SwiftConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

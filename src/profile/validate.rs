@@ -720,13 +720,13 @@ impl Validator<'_> {
     fn store(&mut self, s: raw::Store) -> Option<StoreConfig> {
         let url = s.url.get_ref().clone();
         let scheme = url.split_once("://").map(|(s, _)| s);
-        let known = matches!(scheme, Some("file" | "s3" | "sftp"));
+        let known = matches!(scheme, Some("file" | "s3" | "sftp" | "swift"));
         if !known {
             self.problem(
                 Some(s.url.span()),
                 "store.url",
                 format!("unsupported store url `{url}`"),
-                "use file:///PATH, s3://BUCKET/PREFIX or sftp://USER@HOST:PORT/PATH",
+                "use file:///PATH, s3://BUCKET/PREFIX, sftp://USER@HOST:PORT/PATH or swift://CONTAINER/PREFIX",
             );
             return None;
         }
@@ -782,11 +782,47 @@ impl Validator<'_> {
         } else {
             None
         };
+        let swift = self.swift(&s.url, s.swift, scheme == Some("swift"))?;
         Some(StoreConfig {
             url,
             s3,
             sftp: s.sftp.map(Spanned::into_inner),
+            swift,
         })
+    }
+
+    /// `[store.swift]`, resolved by the store module that uses it.
+    fn swift(
+        &mut self,
+        url: &Spanned<String>,
+        table: Option<Spanned<crate::store::swift::SwiftConfig>>,
+        wanted: bool,
+    ) -> Option<Option<crate::store::swift::SwiftOptions>> {
+        if !wanted {
+            if let Some(t) = &table {
+                self.problem(
+                    Some(t.span()),
+                    "store.swift",
+                    "[store.swift] is set but the url is not swift://",
+                    "remove [store.swift] or change the url",
+                );
+            }
+            return Some(None);
+        }
+        match crate::store::swift::resolve(url, table.as_ref(), self.base) {
+            Ok(r) => {
+                let file = self.loc.file.display().to_string();
+                self.warnings
+                    .extend(r.warnings.into_iter().map(|w| format!("{file}: {w}")));
+                Some(Some(r.options))
+            }
+            Err(problems) => {
+                for p in problems {
+                    self.problem(p.span, &p.key, p.message, p.fix);
+                }
+                None
+            }
+        }
     }
 
     fn s3(

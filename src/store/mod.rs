@@ -10,6 +10,7 @@ mod bridge;
 mod local;
 pub mod s3;
 pub mod sftp;
+pub mod swift;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -285,6 +286,13 @@ fn open_backend(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store
             target.known_hosts = o.known_hosts.as_ref().map(|p| config_dir.join(p));
         }
         return Ok(Box::new(sftp::SftpStore::open(target)?));
+    }
+    if url.starts_with("swift://") {
+        let opts = config
+            .swift
+            .clone()
+            .expect("validation resolves [store.swift] for every swift:// url");
+        return Ok(Box::new(swift::SwiftStore::open(opts)?));
     }
     let scheme = url.split("://").next().unwrap_or(url);
     Err(StoreError::Unsupported(format!(

@@ -28,6 +28,8 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::{Digest, Md5};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::runtime::Runtime;
 
 use super::{ObjectInfo, Reader, Store, StoreError};
@@ -74,6 +76,35 @@ pub struct S3Store {
     rt: Runtime,
     client: Client,
     opts: S3Options,
+    /// The server answered NotImplemented to `If-None-Match` on writes
+    /// (Swift's S3 API): writes rely on the HEAD before them.
+    no_conditional: AtomicBool,
+    /// The server answered NotImplemented to object tagging (Swift's S3
+    /// API): `tag_tiers` is skipped, and `check` says so.
+    no_tagging: AtomicBool,
+}
+
+/// What a NotImplemented answer refused, from its message.
+enum Missing {
+    Conditional,
+    Tagging,
+}
+
+fn not_implemented<E, R>(e: &SdkError<E, R>) -> Option<Missing>
+where
+    E: ProvideErrorMetadata,
+{
+    if e.code() != Some("NotImplemented") {
+        return None;
+    }
+    let m = e.message().unwrap_or("").to_lowercase();
+    if m.contains("conditional") {
+        Some(Missing::Conditional)
+    } else if m.contains("tagging") {
+        Some(Missing::Tagging)
+    } else {
+        None
+    }
 }
 
 impl S3Store {
@@ -86,7 +117,13 @@ impl S3Store {
                 StoreError::Unsupported(format!("cannot start the S3 client runtime: {e}"))
             })?;
         let client = rt.block_on(client(&opts));
-        Ok(S3Store { rt, client, opts })
+        Ok(S3Store {
+            rt,
+            client,
+            opts,
+            no_conditional: AtomicBool::new(false),
+            no_tagging: AtomicBool::new(false),
+        })
     }
 
     fn object(&self, key: &str) -> String {
@@ -134,53 +171,80 @@ impl S3Store {
 
     fn tagging(&self) -> Option<String> {
         // New backups start as the newest daily one; retention re-tags.
-        self.opts.tag_tiers.then(|| "cellar-tier=daily".to_string())
+        (self.opts.tag_tiers && !self.no_tagging.load(Ordering::Relaxed))
+            .then(|| "cellar-tier=daily".to_string())
+    }
+
+    /// Records what the server lacks, once, with a warning; true when
+    /// the request is worth sending again without it.
+    fn lacks(&self, missing: Option<Missing>) -> bool {
+        let (flag, what) = match missing {
+            Some(Missing::Conditional) => (
+                &self.no_conditional,
+                "does not support conditional writes (If-None-Match); cellar relies on the HEAD before each write",
+            ),
+            Some(Missing::Tagging) => (
+                &self.no_tagging,
+                "does not support object tagging; tag_tiers is skipped (`cellar check` reports it)",
+            ),
+            None => return false,
+        };
+        if !flag.swap(true, Ordering::Relaxed) {
+            tracing::warn!("{}: the server {what}", self.location());
+        }
+        true
     }
 
     /// One small object in one request.
     fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<u64, StoreError> {
         let object = self.object(key);
         let len = bytes.len() as u64;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.opts.bucket)
-            .key(&object)
-            .content_md5(md5_b64(&bytes))
-            .if_none_match("*")
-            .body(ByteStream::from(bytes));
-        if let Some(c) = &self.opts.storage_class {
-            req = req.storage_class(StorageClass::from(c.as_str()));
-        }
-        if let Some(s) = &self.opts.server_side_encryption {
-            req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
-        }
-        if let Some((mode, until)) = self.lock_until() {
-            req = req
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
-        if let Some(t) = self.tagging() {
-            req = req.tagging(t);
-        }
-        // Content-MD5 already protects the body: skip SigV4's second hash of it.
-        let r = self.rt.block_on(
-            req.customize()
-                .disable_payload_signing()
-                .mutate_request(self.headers())
-                .send(),
-        );
-        r.map_err(|e| {
-            if e.code() == Some("PreconditionFailed") {
-                StoreError::Exists {
-                    store: self.location(),
-                    key: key.to_string(),
-                }
-            } else {
-                self.fail("upload", key, &e)
+        let bytes = bytes::Bytes::from(bytes);
+        let md5 = md5_b64(&bytes);
+        loop {
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.opts.bucket)
+                .key(&object)
+                .content_md5(&md5)
+                .body(ByteStream::from(bytes.clone()));
+            if !self.no_conditional.load(Ordering::Relaxed) {
+                req = req.if_none_match("*");
             }
-        })?;
-        Ok(len)
+            if let Some(c) = &self.opts.storage_class {
+                req = req.storage_class(StorageClass::from(c.as_str()));
+            }
+            if let Some(s) = &self.opts.server_side_encryption {
+                req = req.server_side_encryption(ServerSideEncryption::from(s.as_str()));
+            }
+            if let Some((mode, until)) = self.lock_until() {
+                req = req
+                    .object_lock_mode(mode)
+                    .object_lock_retain_until_date(until);
+            }
+            if let Some(t) = self.tagging() {
+                req = req.tagging(t);
+            }
+            // Content-MD5 already protects the body: skip SigV4's second hash of it.
+            let r = self.rt.block_on(
+                req.customize()
+                    .disable_payload_signing()
+                    .mutate_request(self.headers())
+                    .send(),
+            );
+            match r {
+                Ok(_) => return Ok(len),
+                Err(e) if self.lacks(not_implemented(&e)) => continue,
+                Err(e) if e.code() == Some("PreconditionFailed") => {
+                    return Err(StoreError::Exists {
+                        store: self.location(),
+                        key: key.to_string(),
+                    })
+                }
+                Err(e) => return Err(self.fail("upload", key, &e)),
+            }
+        }
     }
 
     fn abort(&self, key: &str, upload_id: &str) {
@@ -396,10 +460,25 @@ impl Store for S3Store {
         if let Some(t) = self.tagging() {
             create = create.tagging(t);
         }
-        let created = self
-            .rt
-            .block_on(create.customize().mutate_request(self.headers()).send())
-            .map_err(|e| self.fail("start the upload of", key, &e))?;
+        let created = match self.rt.block_on(
+            create
+                .clone()
+                .customize()
+                .mutate_request(self.headers())
+                .send(),
+        ) {
+            Err(e) if self.lacks(not_implemented(&e)) => self
+                .rt
+                .block_on(
+                    create
+                        .set_tagging(None)
+                        .customize()
+                        .mutate_request(self.headers())
+                        .send(),
+                )
+                .map_err(|e| self.fail("start the upload of", key, &e))?,
+            r => r.map_err(|e| self.fail("start the upload of", key, &e))?,
+        };
         let upload_id = created.upload_id().unwrap_or_default().to_string();
 
         let result = (|| -> Result<u64, StoreError> {
@@ -461,31 +540,40 @@ impl Store for S3Store {
             while let Some((num, h)) = in_flight.pop_front() {
                 parts.push(self.finish_part(key, num, h)?);
             }
-            self.rt
-                .block_on(
-                    self.client
-                        .complete_multipart_upload()
-                        .bucket(&self.opts.bucket)
-                        .key(&object)
-                        .upload_id(&upload_id)
-                        .if_none_match("*")
-                        .multipart_upload(
-                            CompletedMultipartUpload::builder()
-                                .set_parts(Some(parts))
-                                .build(),
-                        )
-                        .send(),
-                )
-                .map_err(|e| {
-                    if e.code() == Some("PreconditionFailed") {
-                        StoreError::Exists {
-                            store: self.location(),
-                            key: key.to_string(),
-                        }
-                    } else {
-                        self.fail("complete the upload of", key, &e)
+            let complete = self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.opts.bucket)
+                .key(&object)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                );
+            let conditional = |c: bool| {
+                complete
+                    .clone()
+                    .set_if_none_match(c.then(|| "*".to_string()))
+                    .send()
+            };
+            let r = match self
+                .rt
+                .block_on(conditional(!self.no_conditional.load(Ordering::Relaxed)))
+            {
+                Err(e) if self.lacks(not_implemented(&e)) => self.rt.block_on(conditional(false)),
+                r => r,
+            };
+            r.map_err(|e| {
+                if e.code() == Some("PreconditionFailed") {
+                    StoreError::Exists {
+                        store: self.location(),
+                        key: key.to_string(),
                     }
-                })?;
+                } else {
+                    self.fail("complete the upload of", key, &e)
+                }
+            })?;
             Ok(total)
         })();
         if result.is_err() {
@@ -717,7 +805,7 @@ impl Store for S3Store {
     }
 
     fn set_tier(&self, key: &str, tier: &str) -> Result<(), StoreError> {
-        if !self.opts.tag_tiers {
+        if !self.opts.tag_tiers || self.no_tagging.load(Ordering::Relaxed) {
             return Ok(());
         }
         let tagging = aws_sdk_s3::types::Tagging::builder()
@@ -740,7 +828,14 @@ impl Store for S3Store {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| self.fail("tag", key, &e))
+            .or_else(|e| {
+                if e.code() == Some("NotImplemented") {
+                    self.lacks(Some(Missing::Tagging));
+                    Ok(())
+                } else {
+                    Err(self.fail("tag", key, &e))
+                }
+            })
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -771,7 +866,52 @@ impl Store for S3Store {
                 }
             })?;
         // Then prove write, read and delete with a probe object.
-        super::probe(self)
+        super::probe(self)?;
+        self.check_features()
+    }
+}
+
+impl S3Store {
+    /// What the profile asks of the bucket that the server may lack
+    /// (Swift's S3 API has neither object lock nor tagging, and ignores
+    /// object lock headers without a word): said here, in one line, so a
+    /// backup never learns it half-way.
+    fn check_features(&self) -> Result<(), StoreError> {
+        let lacking = |message: String| StoreError::Remote {
+            op: "use",
+            store: self.location(),
+            key: String::new(),
+            message,
+        };
+        if self.opts.object_lock.is_some() {
+            let r = self.rt.block_on(
+                self.client
+                    .get_object_lock_configuration()
+                    .bucket(&self.opts.bucket)
+                    .send(),
+            );
+            let enabled = r.as_ref().ok().is_some_and(|o| {
+                o.object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    .is_some_and(|e| e.as_str() == "Enabled")
+            });
+            if !enabled {
+                let why = match &r {
+                    Err(e) => e.code().unwrap_or("no answer").to_string(),
+                    Ok(_) => "not enabled".to_string(),
+                };
+                return Err(lacking(format!(
+                    "bucket `{}` has no object lock ({why}): S3 servers without it (Swift's S3 API, s3s-fs) accept the lock headers without enforcing them; remove object_lock from [store.s3], or use a bucket created with object lock",
+                    self.opts.bucket
+                )));
+            }
+        }
+        if self.opts.tag_tiers && self.no_tagging.load(Ordering::Relaxed) {
+            return Err(lacking(
+                "this server does not support object tagging (NotImplemented): tag_tiers cannot tag backups for lifecycle rules; remove tag_tiers from [store.s3] (backups still work: cellar skips the tags)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

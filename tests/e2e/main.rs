@@ -23,3 +23,5 @@ mod s3;
 mod s3harness;
 mod sftp;
 mod sshharness;
+mod swift;
+mod swiftharness;
