@@ -386,19 +386,9 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                 }
                 let counted = counting.join().expect("counting thread panicked");
                 if let Err(e) = r {
-                    // A database dropped between the listing and its dump
-                    // (all = true) is not a failed backup: it is gone.
-                    let gone = matches!(pg.databases, Databases::All)
-                        && !crate::cancel::requested()
-                        && matches!(postgres::database_state(conn, db), Ok(None));
-                    if !gone {
-                        return Err(e);
-                    }
-                    warn!(
-                        "{}: database {db} was dropped during the backup; it is not in this backup",
-                        job.profile.name
-                    );
-                    skipped.push(format!("{db}: dropped during the backup"));
+                    dropped_meanwhile(job, pg, db, e, &mut skipped, || {
+                        matches!(postgres::database_state(conn, db), Ok(None))
+                    })?;
                     continue;
                 }
                 dumped.push(db.clone());
@@ -474,6 +464,28 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
             })
         }
     }
+}
+
+/// A dump that failed because its database was dropped after the listing
+/// (all = true) is not a failed backup: the database is gone, and named in
+/// the manifest's `skipped`. Any other failure stands.
+fn dropped_meanwhile(
+    job: &Backup<'_>,
+    db_source: &DbSource,
+    db: &str,
+    e: BackupError,
+    skipped: &mut Vec<String>,
+    gone: impl FnOnce() -> bool,
+) -> Result<(), BackupError> {
+    if !matches!(db_source.databases, Databases::All) || crate::cancel::requested() || !gone() {
+        return Err(e);
+    }
+    warn!(
+        "{}: database {db} was dropped during the backup; it is not in this backup",
+        job.profile.name
+    );
+    skipped.push(format!("{db}: dropped during the backup"));
+    Ok(())
 }
 
 /// The databases a profile dumps: those it names, or every one on the
@@ -567,18 +579,9 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
             warn!("{}: {w}", job.profile.name);
         }
         if let Err(e) = r {
-            // Dropped while it was dumped (all = true): gone, not failed.
-            let gone = matches!(my.databases, Databases::All)
-                && !crate::cancel::requested()
-                && matches!(mariadb::exists(conn, db), Ok(false));
-            if !gone {
-                return Err(e);
-            }
-            warn!(
-                "{}: database {db} was dropped during the backup; it is not in this backup",
-                job.profile.name
-            );
-            skipped.push(format!("{db}: dropped during the backup"));
+            dropped_meanwhile(job, my, db, e, &mut skipped, || {
+                matches!(mariadb::exists(conn, db), Ok(false))
+            })?;
             continue;
         }
         dumped.push(db.clone());
