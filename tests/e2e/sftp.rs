@@ -159,7 +159,14 @@ fn server_killed_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("sftp://"), "{stderr}");
+    let before = sshd.store_toml("client_key", "known_hosts");
     sshd.resume();
+    // The old port may have been taken meanwhile: the server may be on a new one.
+    env.edit(
+        "profiles/f.toml",
+        &before,
+        &sshd.store_toml("client_key", "known_hosts"),
+    );
     std::fs::remove_file(data.join("big")).unwrap();
     env.edit("profiles/f.toml", "level = 9\nthreads = 1", "level = 1");
     let list = env.cellar(&["list", "f", "--json"]);

@@ -22,6 +22,40 @@ fn keygen(path: &Path) {
     assert!(ok, "ssh-keygen failed");
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// sshd_config and the client's known_hosts for the server on `port`.
+fn write_config(d: &Path, port: u16) {
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
+             StrictModes no\nSubsystem sftp internal-sftp\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let host = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+    let mut fields = host.split_whitespace();
+    std::fs::write(
+        d.join("known_hosts"),
+        format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        ),
+    )
+    .unwrap();
+}
+
 impl Sshd {
     pub fn start() -> Sshd {
         let dir = tempfile::Builder::new()
@@ -34,34 +68,8 @@ impl Sshd {
         keygen(&d.join("stranger_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
         std::fs::create_dir_all(d.join("root")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            d.join("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n\
-                 StrictModes no\nSubsystem sftp internal-sftp\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        let host = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
-        let mut fields = host.split_whitespace();
-        std::fs::write(
-            d.join("known_hosts"),
-            format!(
-                "[127.0.0.1]:{port} {} {}\n",
-                fields.next().unwrap(),
-                fields.next().unwrap()
-            ),
-        )
-        .unwrap();
-        std::fs::write(d.join("empty_known_hosts"), "").unwrap();
+        let port = free_port();
+        write_config(d, port);
         let mut s = Sshd {
             port,
             dir,
@@ -71,25 +79,54 @@ impl Sshd {
         s
     }
 
-    /// (Re)starts the server process.
+    /// (Re)starts the server process. After a kill, another process of the
+    /// parallel suite may have taken the old port (a client's ephemeral port
+    /// or another harness's listener): then the server moves to a fresh port,
+    /// and `store_toml` must be written into the profile again.
     pub fn resume(&mut self) {
         let _ = std::fs::create_dir_all("/run/sshd");
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(self.dir.path().join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("/usr/sbin/sshd (apt-get install openssh-server; .ci/run does)");
-        self.child = Some(child);
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "sshd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err() {
+                self.port = free_port();
+                write_config(self.dir.path(), self.port);
+            }
+            let log = std::fs::File::create(self.dir.path().join("sshd.log")).unwrap();
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(self.dir.path().join("sshd_config"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("/usr/sbin/sshd (apt-get install openssh-server; .ci/run does)");
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(self.dir.path().join("sshd.log"))
+                        .unwrap_or_default();
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "sshd did not start ({status}): {log}"
+                    );
+                    // Lost the port between the check and sshd's bind: again.
+                    self.port = free_port();
+                    write_config(self.dir.path(), self.port);
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                    && child.try_wait().unwrap().is_none()
+                {
+                    self.child = Some(child);
+                    return;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(self.dir.path().join("sshd.log"))
+                        .unwrap_or_default();
+                    panic!("sshd did not start: {log}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
