@@ -58,7 +58,7 @@ pub enum Command {
     /// Validate profiles, then reach each source, store and key.
     Check {
         profiles: Vec<String>,
-        /// Instead: list the databases on each configured PostgreSQL server that no
+        /// Instead: list the databases on each configured database server that no
         /// profile backs up (exit 1 when there are any).
         #[arg(long, conflicts_with = "profiles")]
         coverage: bool,
@@ -173,7 +173,7 @@ pub enum Command {
         max_age: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
-        /// Also exit 1 when a configured PostgreSQL server has databases that no
+        /// Also exit 1 when a configured database server has databases that no
         /// profile backs up (as `check --coverage` lists them).
         #[arg(long)]
         fail_on_uncovered: bool,

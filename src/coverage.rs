@@ -1,13 +1,16 @@
-//! Coverage: the databases on each configured PostgreSQL server that no
-//! profile backs up (`cellar check --coverage`, `status --fail-on-uncovered`).
+//! Coverage: the databases on each configured PostgreSQL or MariaDB server
+//! that no profile backs up (`cellar check --coverage`,
+//! `status --fail-on-uncovered`).
 //!
-//! The servers are those of the postgres profiles' `[source]`. A database
+//! The servers are those of the database profiles' `[source]`. A database
 //! counts as covered when a profile backs it up on that server
 //! (`database`, `databases`, or `all = true`). Left out of the report:
 //! template databases and those that refuse connections, cellar's own
 //! scratch and previous copies, the `[mirror]` targets of profiles (copies
 //! refreshed from a backup), and `postgres` unless it holds tables of its
-//! own (it exists on every server and usually holds nothing).
+//! own (it exists on every server and usually holds nothing). On MariaDB,
+//! the server's own schemas (`mysql`, `information_schema`,
+//! `performance_schema`, `sys`) are left out, as `all = true` leaves them.
 //!
 //! Folders: `check --coverage --root DIR` looks at the folders directly
 //! under DIR. One is backed up when a files profile lists it or a folder
@@ -16,7 +19,7 @@
 //! `exclude` patterns are not taken into account.
 
 use crate::profile::{DbConn, Profile, Source};
-use crate::source::postgres;
+use crate::source::{mariadb, postgres};
 
 /// One server's coverage.
 #[derive(Debug, serde::Serialize)]
@@ -31,9 +34,9 @@ pub struct Server {
 pub fn of(profiles: &[Profile]) -> Vec<(String, anyhow::Result<Server>)> {
     let mut servers: Vec<&DbConn> = Vec::new();
     for p in profiles {
-        if let Source::Postgres(pg) = &p.source {
-            if !servers.iter().any(|c| same_server(c, &pg.conn)) {
-                servers.push(&pg.conn);
+        if let Some(db) = p.source.database() {
+            if !servers.iter().any(|c| same_server(c, &db.conn)) {
+                servers.push(&db.conn);
             }
         }
     }
@@ -45,7 +48,9 @@ pub fn of(profiles: &[Profile]) -> Vec<(String, anyhow::Result<Server>)> {
 
 fn same_server(a: &DbConn, b: &DbConn) -> bool {
     let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1" | "") || h.starts_with('/');
-    a.port == b.port && (a.host == b.host || (local(&a.host) && local(&b.host)))
+    a.mariadb == b.mariadb
+        && a.port == b.port
+        && (a.host == b.host || (local(&a.host) && local(&b.host)))
 }
 
 fn server(conn: &DbConn, profiles: &[Profile]) -> anyhow::Result<Server> {
@@ -54,10 +59,16 @@ fn server(conn: &DbConn, profiles: &[Profile]) -> anyhow::Result<Server> {
         covered: Vec::new(),
         uncovered: Vec::new(),
     };
-    for db in postgres::list_databases(conn)? {
+    let databases = if conn.mariadb {
+        mariadb::list_databases(conn)?
+    } else {
+        postgres::list_databases(conn)?
+    };
+    for db in databases {
         let backed_up = profiles.iter().any(|p| match &p.source {
-            Source::Postgres(pg) => pg.backs_up(conn, &db),
-            Source::Mariadb(_) | Source::Files(_) => false,
+            Source::Postgres(s) => !conn.mariadb && s.backs_up(conn, &db),
+            Source::Mariadb(s) => conn.mariadb && s.backs_up(conn, &db),
+            Source::Files(_) => false,
         });
         let mirror = profiles.iter().any(|p| {
             p.mirror
@@ -66,7 +77,9 @@ fn server(conn: &DbConn, profiles: &[Profile]) -> anyhow::Result<Server> {
         });
         if backed_up {
             out.covered.push(db);
-        } else if mirror || (db == "postgres" && postgres::count_tables(conn, &db)? == 0) {
+        } else if mirror
+            || (!conn.mariadb && db == "postgres" && postgres::count_tables(conn, &db)? == 0)
+        {
             continue;
         } else {
             out.uncovered.push(db);

@@ -99,8 +99,13 @@ pub fn print_coverage(profiles: &[Profile]) -> usize {
                     s.uncovered.len(),
                     s.uncovered.join(", ")
                 );
+                let kind = if server.starts_with("mariadb") {
+                    "mariadb"
+                } else {
+                    "postgres"
+                };
                 println!(
-                    "  fix: add each to a profile's `databases` (or set `all = true`), or make a profile for it (`cellar init postgres NAME`)"
+                    "  fix: add each to a profile's `databases` (or set `all = true`), or make a profile for it (`cellar init {kind} NAME`)"
                 );
             }
         }
@@ -109,15 +114,12 @@ pub fn print_coverage(profiles: &[Profile]) -> usize {
 }
 
 /// `cellar check --coverage`: the databases no profile backs up, on the
-/// servers the postgres profiles name. Exit 2 with an invalid profile, 1
+/// servers the database profiles name. Exit 2 with an invalid profile, 1
 /// when a database is not covered or a server cannot be listed.
 pub fn coverage(dir: &Path, roots: &[std::path::PathBuf]) -> Result<i32, Failure> {
     let (profiles, invalid) = valid_profiles(dir)?;
-    if !profiles
-        .iter()
-        .any(|p| matches!(p.source, Source::Postgres(_)))
-    {
-        println!("no postgres profiles: no servers to look at");
+    if !profiles.iter().any(|p| p.source.database().is_some()) {
+        println!("no database profiles: no servers to look at");
     }
     let mut bad = print_coverage(&profiles);
     for root in roots {

@@ -398,6 +398,36 @@ fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
     assert!(!list.stdout.contains("performance_schema"));
     env.cellar(&["verify", "all"]).ok();
 
+    // Coverage: `all = true` covers both; a profile of one leaves the
+    // other out (the server's own schemas and cellar's copies never count).
+    let out = env.cellar(&["check", "--coverage"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("ok (2 database(s), each backed up by a profile)"),
+        "{}",
+        out.stdout
+    );
+    let one = TestEnv::new();
+    one.my_profile("one", &my, "database = \"alpha\"", "");
+    let out = one.cellar(&["check", "--coverage"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!(
+            "coverage of mariadb://root@127.0.0.1:{}: 1 database(s) backed up, 1 NOT: we ird'name",
+            my.port
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("cellar init mariadb NAME"),
+        "{}",
+        out.stdout
+    );
+    let out = one.cellar(&["status", "--fail-on-uncovered"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+
     // The user is gone, and root's password changed since the backup: a
     // restore with --globals brings the user back and leaves root alone.
     my.sql("", "DROP USER 'app'@'%'");
