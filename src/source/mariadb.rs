@@ -368,14 +368,16 @@ pub fn dump(
 /// `CREATE DATABASE`, `DROP DATABASE` at the start of a line.
 fn leaves_database(line: &[u8]) -> Option<&'static str> {
     let line = line.strip_prefix(b"/*!40000 ").unwrap_or(line);
-    let upper = |n: usize| line.get(..n).map(|p| p.to_ascii_uppercase());
     [
         ("USE ", "USE"),
         ("CREATE DATABASE", "CREATE DATABASE"),
         ("DROP DATABASE", "DROP DATABASE"),
     ]
     .into_iter()
-    .find(|(p, _)| upper(p.len()).as_deref() == Some(p.as_bytes()))
+    .find(|(p, _)| {
+        line.get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+    })
     .map(|(_, what)| what)
 }
 
@@ -404,23 +406,23 @@ impl<'w> Tail<'w> {
 
     const HEAD: usize = 24;
 
-    fn scan(&mut self, mut buf: &[u8]) {
-        while !buf.is_empty() {
-            let end = buf.iter().position(|&b| b == b'\n');
-            let part = &buf[..end.unwrap_or(buf.len())];
-            let room = Self::HEAD.saturating_sub(self.head.len());
-            self.head.extend_from_slice(&part[..part.len().min(room)]);
-            match end {
-                Some(i) => {
-                    if let Some(what) = leaves_database(&self.head) {
-                        self.refused.get_or_insert(what);
-                    }
-                    self.head.clear();
-                    buf = &buf[i + 1..];
-                }
-                None => break,
+    fn scan(&mut self, buf: &[u8]) {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', buf) {
+            self.keep_head(&buf[start..end]);
+            if let Some(what) = leaves_database(&self.head) {
+                self.refused.get_or_insert(what);
             }
+            self.head.clear();
+            start = end + 1;
         }
+        self.keep_head(&buf[start..]);
+    }
+
+    /// Adds the start of `part` to the current line's first bytes.
+    fn keep_head(&mut self, part: &[u8]) {
+        let room = Self::HEAD.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&part[..part.len().min(room)]);
     }
 
     fn completed(&self) -> anyhow::Result<()> {
@@ -642,6 +644,7 @@ mod tests {
     fn a_dump_that_leaves_its_database_is_refused_while_it_streams() {
         for bad in [
             "USE `shop`;\n",
+            "use shop;\n",
             "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `x`;\n",
             "/*!40000 DROP DATABASE IF EXISTS `x`*/;\n",
         ] {
