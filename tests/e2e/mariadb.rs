@@ -372,10 +372,39 @@ fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
         "",
         "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'; GRANT SELECT ON alpha.* TO 'app'@'%';",
     );
+    my.create_db("gone");
     let env = TestEnv::new();
-    env.my_profile("all", &my, "all = true\nglobals = true", "");
+    // A mariadb-dump that finds `gone` dropped just before it dumps it, as
+    // a database dropped between the listing and its dump would be.
+    let bin = my_bin_dir(
+        &env,
+        Some(&format!(
+            "#!/bin/sh\nfor a; do last=$a; done\n[ \"$last\" = gone ] && /usr/bin/mariadb --no-defaults --socket={} -uroot -e 'DROP DATABASE gone'\nexec /usr/bin/mariadb-dump \"$@\"\n",
+            my.sock().display()
+        )),
+    );
+    env.my_profile(
+        "all",
+        &my,
+        &format!(
+            "all = true\nglobals = true\nbin_dir = {:?}",
+            bin.to_str().unwrap()
+        ),
+        "",
+    );
     let out = env.cellar(&["backup", "all"]);
     out.ok();
+    assert!(
+        out.stderr
+            .contains("database gone was dropped during the backup"),
+        "{}",
+        out.stderr
+    );
+    let manifest = std::fs::read_to_string(&env.manifests("all")[0]).unwrap();
+    assert!(
+        manifest.contains("gone: dropped during the backup"),
+        "{manifest}"
+    );
     let names = env.payload_names("all");
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(
