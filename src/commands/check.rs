@@ -198,8 +198,22 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
         }
     };
     let mut asked = Vec::new();
+    let mut cut: Vec<String> = Vec::new();
     for (path, m) in database::markers(dir) {
         if m.profile != p.name || m.running() {
+            continue;
+        }
+        // A swap cut short: its marker stays until the operator deletes
+        // it (restores into the target refuse until then).
+        if let Some(journal) = &m.undo {
+            cut.push(format!(
+                "the swap into {} on {} was cut short: it may lack its views, routines, triggers and events, and its old tables may be in {}; put it back as the first lines of {} say, then delete {}",
+                m.target,
+                m.server,
+                database::previous_name(&m.target),
+                journal.display(),
+                path.display()
+            ));
             continue;
         }
         // A restore may have gone to another server (--host); ask a
@@ -217,6 +231,7 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
             check(&m.conn, &m.database, None);
         }
     }
+    found.extend(cut);
     if found.is_empty() {
         Ok("none".into())
     } else {

@@ -248,11 +248,15 @@ pub fn run(
                 );
                 if let Some(undo) = &m.undo {
                     println!(
-                        "  its swap into {} was cut short: {} may lack its views, routines, triggers and events; its old tables may be in {}, and its old definitions are in {} (restore again with --clean, or put them back by hand as that file says)",
+                        "  its swap into {} was cut short: {} may lack its views, routines, triggers and events; its old tables may be in {}, and its old definitions are in {} (restores into {} refuse until it is put back as the first lines of that file say, and the marker {} is deleted)",
                         m.target,
                         m.target,
                         crate::restore::database::previous_name(&m.target),
-                        undo.display()
+                        undo.display(),
+                        m.target,
+                        crate::restore::database::marker_dir(dir)
+                            .join(format!("{}.json", m.scratch))
+                            .display()
                     );
                 }
             }

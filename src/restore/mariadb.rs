@@ -64,6 +64,9 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
             t.database
         )));
     }
+    if let Some(refused) = cut_short(t) {
+        return Ok(Err(refused));
+    }
     // Foreign keys from other databases follow a table that RENAME TABLE
     // moves: they would point into the previous copy after the swap.
     let incoming = first_column(
@@ -82,6 +85,33 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
         )));
     }
     database::occupied(t, my::database_state)
+}
+
+/// A swap into this target that was cut short (kill -9, a crash, a swap
+/// that could not be undone) left its marker and journal. Nothing runs
+/// into the target until the operator has put it back by the journal and
+/// deleted the marker: a later run would overwrite the journal, the only
+/// record of the target's old views, routines, triggers and events.
+fn cut_short(t: &DbTarget<'_>) -> Option<String> {
+    let path = database::marker_dir(t.config_dir)
+        .join(format!("{}.json", database::scratch_name(t.database)));
+    let m: database::Marker = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    let journal = m.undo.as_ref()?;
+    if m.running() {
+        return Some(format!(
+            "a restore or mirror into {} is swapping it in right now (pid {}); try again when it is done",
+            m.target, m.pid
+        ));
+    }
+    Some(format!(
+        "the swap into {target} on {server} of a restore or mirror started at {at} was cut short: {target} may lack its views, routines, triggers and events, and its old tables may be in {previous}; nothing is restored into {target} until it is put back: follow the first lines of {journal}, then delete {marker}",
+        target = m.target,
+        server = m.server,
+        at = m.started_at.format("%Y-%m-%d %H:%M UTC"),
+        previous = database::previous_name(&m.target),
+        journal = journal.display(),
+        marker = path.display(),
+    ))
 }
 
 /// The objects of a database that cannot move with `RENAME TABLE`, as
@@ -244,27 +274,82 @@ fn run_all(conn: &DbConn, db: &str, statements: &[String]) -> anyhow::Result<()>
     .map(|_| ())
 }
 
-/// The journal of a swap: the target's definitions as a script for the
-/// `mariadb` client, with where its tables went.
-fn write_journal(
-    path: &std::path::Path,
-    target: &str,
-    previous: &str,
-    old: &Definitions,
-) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(
-            f,
-            "-- cellar: the views, routines, triggers and events of {target} before a swap.\n-- If the swap was cut short, its old tables are in {previous}: move them back with\n-- RENAME TABLE, then run this file with: mariadb {target} < THIS_FILE"
-        )?;
-        f.write_all(script(&old.creates()).as_bytes())?;
-        f.sync_all()?;
+/// The journal of a swap: a script that puts the target back as it was,
+/// whatever point the swap was cut short at. Its first lines say how.
+struct Journal<'a> {
+    target: &'a str,
+    scratch: &'a str,
+    previous: &'a str,
+    old: &'a Definitions,
+    new: &'a Definitions,
+    old_tables: &'a [String],
+    new_tables: &'a [String],
+}
+
+impl Journal<'_> {
+    fn text(&self, marker: &std::path::Path) -> String {
+        let (target, previous) = (ident(self.target), ident(self.previous));
+        let mut moves: Vec<String> = self
+            .new_tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{target}.{} TO {}.{}",
+                    ident(t),
+                    ident(self.scratch),
+                    ident(t)
+                )
+            })
+            .collect();
+        moves.extend(
+            self.old_tables
+                .iter()
+                .map(|t| format!("{previous}.{} TO {target}.{}", ident(t), ident(t))),
+        );
+        let mut out = format!(
+            "-- cellar: how to put {target} back as it was before a swap that was cut short.\n\
+             -- 0. Wait until SHOW PROCESSLIST lists no statement of the cellar that was cut\n\
+             --    short (the server may finish one its killed client sent).\n\
+             -- 1. If {previous} holds tables (SHOW TABLES FROM {previous}), the swap's\n\
+             --    RENAME TABLE ran: run these two statements first (without the leading --),\n\
+             --    to move the backup's tables out and the old ones back:\n\
+             -- CREATE DATABASE IF NOT EXISTS {scratch};\n\
+             -- RENAME TABLE {moves};\n\
+             --    If {previous} is empty or gone, skip this step: the old tables never moved.\n\
+             -- 2. Run this file: mariadb --binary-mode {target_arg} < THIS_FILE\n\
+             --    It drops the views, routines, triggers and events either side may have\n\
+             --    left, and recreates the old ones.\n\
+             -- 3. DROP DATABASE {previous}; DROP DATABASE IF EXISTS {scratch};\n\
+             --    then delete {marker} (restores into {target_arg} refuse until then).\n",
+            scratch = ident(self.scratch),
+            moves = if moves.is_empty() {
+                "(no tables)".to_string()
+            } else {
+                moves.join(", ")
+            },
+            target_arg = self.target,
+            marker = marker.display(),
+        );
+        let mut drops = self.new.drop_triggers_and_views();
+        drops.extend(self.old.drop_triggers_and_views());
+        drops.extend(self.new.drop_routines_and_events());
+        drops.extend(self.old.drop_routines_and_events());
+        out += &script(&drops);
+        out += &script(&self.old.creates());
+        out
     }
-    std::fs::rename(&tmp, path)?;
-    crate::state::sync_parent(path)
+
+    fn write(&self, path: &std::path::Path, marker: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(self.text(marker).as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        crate::state::sync_parent(path)
+    }
 }
 
 impl Definitions {
@@ -637,7 +722,16 @@ impl Scratch<'_> {
         // hand from it (`status` names the file).
         let journal = self.marker.with_extension("undo.sql");
         if exists {
-            write_journal(&journal, &target, &previous, &old).with_context(|| {
+            let j = Journal {
+                target: &target,
+                scratch: &scratch,
+                previous: &previous,
+                old: &old,
+                new: &new,
+                old_tables: &old_tables,
+                new_tables: &new_tables,
+            };
+            j.write(&journal, &self.marker).with_context(|| {
                 format!("restore step `swap` failed writing {}", journal.display())
             })?;
             self.journal = Some(journal.clone());

@@ -697,3 +697,207 @@ fn a_swap_that_fails_late_is_undone_and_foreign_keys_from_elsewhere_are_refused(
     assert!(out.stderr.contains("foreign keys into"), "{}", out.stderr);
     assert_eq!(my.fingerprint(&target), before);
 }
+
+/// A session that holds a lock until dropped: `sql` runs in an open
+/// transaction, so the metadata locks it took stay held.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn new(my: &My, db: &str, sql: &str) -> Holder {
+        use std::io::{BufRead, Write};
+        let mut child = std::process::Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", my.sock().display()))
+            .args(["-uroot", "--batch", "--skip-column-names", "--unbuffered"])
+            .arg(format!("--database={db}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN; {sql}; SELECT 'held';").unwrap();
+        // Kept open: the session lives until the process is killed.
+        std::mem::forget(stdin);
+        for l in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            if l.unwrap() == "held" {
+                break;
+            }
+        }
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Does what the journal's first lines tell an operator to do.
+fn put_back_by_journal(my: &My, target: &str, path: &std::path::Path) {
+    let journal = std::fs::read_to_string(path).unwrap();
+    let previous = previous_name(target);
+    let moved = my.exists(&previous)
+        && my
+            .sql(
+                "",
+                &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{previous}'"),
+            )
+            .trim()
+            != "0";
+    if moved {
+        for prefix in ["-- CREATE DATABASE IF NOT EXISTS", "-- RENAME TABLE"] {
+            let line = journal
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` in the journal:\n{journal}"));
+            my.sql("", line.trim_start_matches("-- "));
+        }
+    }
+    let out = std::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", my.sock().display()))
+        .args(["-uroot", "--binary-mode"])
+        .arg(target)
+        .stdin(std::fs::File::open(path).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    my.sql(
+        "",
+        &format!(
+            "DROP DATABASE IF EXISTS `{previous}`; DROP DATABASE IF EXISTS `{}`",
+            scratch_name(target)
+        ),
+    );
+}
+
+#[test]
+fn a_swap_cut_short_blocks_the_target_until_it_is_put_back_by_its_journal() {
+    let my = mariadb();
+    let src = my_db("swapcut");
+    my.create_db(&src);
+    my.sql(
+        &src,
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'new');
+         CREATE VIEW tv AS SELECT v FROM t;
+         CREATE FUNCTION f() RETURNS TEXT DETERMINISTIC RETURN 'new';",
+    );
+    let env = TestEnv::new();
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nglobals = false"),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let dst = my_db("swapcut_dst");
+    let scratch = scratch_name(&dst);
+    let marker = env
+        .path()
+        .join("state/scratch")
+        .join(format!("{scratch}.json"));
+    let journal = marker.with_extension("undo.sql");
+    let restore = ["restore", "db", "--to-database", &dst, "--clean"];
+    let count = |stmt: &str, state: &str| {
+        my.sql(
+            "",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE (DB = '{dst}' OR INFO LIKE '%{dst}%') AND INFO LIKE '{stmt}%' AND STATE LIKE '{state}'"
+            ),
+        )
+        .trim()
+            != "0"
+    };
+    let waiting = |stmt: &str| count(stmt, "Waiting for%");
+    let running = |stmt: &str| count(stmt, "%");
+    // Cut short before the RENAME TABLE (a session holds a table of the
+    // target), then after it (a session holds the old function, which
+    // step 4 drops).
+    for (moment, stmt, hold) in [
+        (
+            "before the rename",
+            "RENAME TABLE",
+            "SELECT COUNT(*) FROM plain",
+        ),
+        ("after the rename", "DROP FUNCTION", "SELECT f()"),
+    ] {
+        my.sql("", &format!("DROP DATABASE IF EXISTS `{dst}`"));
+        my.create_db(&dst);
+        my.sql(
+            &dst,
+            "CREATE TABLE keepme (v TEXT); INSERT INTO keepme VALUES ('old'); CREATE TABLE plain (v INT);
+             CREATE VIEW kv AS SELECT * FROM keepme;
+             CREATE TRIGGER kt BEFORE INSERT ON keepme FOR EACH ROW SET NEW.v = UPPER(NEW.v);
+             CREATE FUNCTION f() RETURNS TEXT DETERMINISTIC RETURN 'old';",
+        );
+        let before = my.fingerprint(&dst);
+        let holder = Holder::new(my, &dst, hold);
+        let code = kill_when(&env, &restore, || waiting(stmt));
+        assert_eq!(code, 137, "{moment}");
+        drop(holder);
+        // The server may still run the statement its killed client sent
+        // (a RENAME TABLE that was waiting for the lock can complete
+        // now): the journal says to wait until it is gone.
+        let started = std::time::Instant::now();
+        while running(stmt) {
+            assert!(started.elapsed().as_secs() < 60, "{stmt} still running");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if moment == "after the rename" {
+            let moved = my.sql(
+                "",
+                &format!(
+                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}'",
+                    previous_name(&dst)
+                ),
+            );
+            assert_eq!(moved.trim(), "2", "{moment}");
+        }
+        let text = std::fs::read_to_string(&journal).expect("the journal stays");
+        assert!(
+            std::fs::read_to_string(&marker).unwrap().contains("undo"),
+            "{moment}"
+        );
+
+        // Nothing runs into the target now: not a restore, not a mirror
+        // of it; the journal is left as it was.
+        let out = env.cellar(&restore);
+        assert_eq!(out.code, 2, "{moment}: {}", out.all());
+        assert!(out.stderr.contains("was cut short"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(journal.to_str().unwrap()),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), text);
+        let out = env.cellar(&["check", "db"]);
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(out.all().contains("was cut short"), "{}", out.all());
+        let out = env.cellar(&["status", "db"]);
+        assert!(out.stdout.contains("was cut short"), "{}", out.stdout);
+        // `check` keeps the marker even with the scratch database gone.
+        my.sql("", &format!("DROP DATABASE IF EXISTS `{scratch}`"));
+        env.cellar(&["check", "db"]);
+        assert!(marker.exists(), "{moment}");
+
+        // The journal's steps put the target back exactly.
+        put_back_by_journal(my, &dst, &journal);
+        assert_eq!(my.fingerprint(&dst), before, "{moment}:\n{text}");
+        assert_eq!(my.sql(&dst, "SELECT f()").trim(), "old", "{moment}");
+        std::fs::remove_file(&marker).unwrap();
+        std::fs::remove_file(&journal).unwrap();
+        env.cellar(&restore).ok();
+        assert_eq!(my.sql(&dst, "SELECT f()").trim(), "new", "{moment}");
+        assert_eq!(my.sql(&dst, "SELECT v FROM tv").trim(), "new", "{moment}");
+    }
+    my.sql(
+        "",
+        &format!("DROP DATABASE IF EXISTS `{dst}`; DROP DATABASE IF EXISTS `{src}`"),
+    );
+}

@@ -45,9 +45,21 @@ fn start() -> My {
         .unwrap()
         .keep();
     let data = dir.join("data");
+    // Its own temporary folder (for the bootstrap too): nothing else in
+    // the suite can touch the server's temporary tables.
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let ok = Command::new("chown")
+        .args(["mysql:mysql"])
+        .arg(&dir)
+        .arg(dir.join("tmp"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
     let out = Command::new("mariadb-install-db")
         .args(["--user=mysql", "--auth-root-authentication-method=normal"])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", dir.join("tmp").display()))
         .args(["--skip-test-db", "--skip-name-resolve"])
         .output()
         .expect("mariadb-install-db (apt-get install mariadb-server)");
@@ -73,6 +85,7 @@ fn start() -> My {
         .arg(format!("--socket={}", sock.display()))
         .arg(format!("--pid-file={}", dir.join("pid").display()))
         .arg(format!("--log-error={}", dir.join("err.log").display()))
+        .arg(format!("--tmpdir={}", dir.join("tmp").display()))
         .args([
             "--skip-name-resolve",
             "--innodb-buffer-pool-size=256M",
