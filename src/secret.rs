@@ -70,6 +70,21 @@ pub enum SecretError {
     Empty(PathBuf),
 }
 
+impl SecretError {
+    /// What to do about it, for a problem's `fix`.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            SecretError::Unreadable { .. } => {
+                "create the file with the secret on one line (chmod 600), or fix the path"
+            }
+            SecretError::MissingEnv(_) => {
+                "export the variable in the environment cellar runs in (crontab, systemd unit)"
+            }
+            SecretError::Empty(_) => "write the secret into the file",
+        }
+    }
+}
+
 /// A resolved secret and, for files, a warning when others may read it.
 pub struct Resolved {
     pub secret: Secret,

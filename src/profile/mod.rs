@@ -275,7 +275,8 @@ pub struct StoreConfig {
     pub url: String,
     /// Resolved for every s3:// url (defaults when [store.s3] is absent).
     pub s3: Option<crate::store::s3::S3Options>,
-    pub sftp: Option<raw::SftpConfig>,
+    /// Resolved for every sftp:// url: the url parsed once, with [store.sftp].
+    pub sftp: Option<crate::store::sftp::SftpTarget>,
     /// Resolved for every swift:// url by `store::swift::resolve`.
     pub swift: Option<crate::store::swift::SwiftOptions>,
 }

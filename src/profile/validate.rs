@@ -368,7 +368,7 @@ impl Validator<'_> {
                 Some((r.secret, r.source))
             }
             Err(e) => {
-                self.problem(Some(spec.span()), key, e.to_string(), secret_fix(&e));
+                self.problem(Some(spec.span()), key, e.to_string(), e.fix());
                 None
             }
         }
@@ -759,26 +759,16 @@ impl Validator<'_> {
                 "remove [store.sftp] or change the url",
             );
         }
-        if scheme == Some("sftp") {
-            if let Err(e) = crate::store::sftp::SftpTarget::parse(&url) {
-                // Never echo a url that may hold a password.
-                let shown = if e.contains("password") {
-                    "sftp://USER:***@...".to_string()
-                } else {
-                    url.clone()
-                };
-                self.problem(
-                    Some(s.url.span()),
-                    "store.url",
-                    format!("invalid sftp url `{shown}`: {e}"),
-                    "write sftp://USER@HOST:PORT/PATH and give the key in [store.sftp] identity_file (or ssh-agent)",
-                );
-                return None;
-            }
-        }
+        let sftp = if scheme == Some("sftp") {
+            let r = crate::store::sftp::SftpTarget::resolve(&s.url, s.sftp, self.base);
+            Some(self.resolved(r)?)
+        } else {
+            None
+        };
         let s3 = if scheme == Some("s3") {
-            let raw = s.s3.map(Spanned::into_inner).unwrap_or_default();
-            Some(self.s3(&s.url, raw)?)
+            let table = s.s3.map(Spanned::into_inner).unwrap_or_default();
+            let r = crate::store::s3::S3Options::resolve(&s.url, table, self.base);
+            Some(self.resolved(r)?)
         } else {
             None
         };
@@ -786,7 +776,7 @@ impl Validator<'_> {
         Some(StoreConfig {
             url,
             s3,
-            sftp: s.sftp.map(Spanned::into_inner),
+            sftp,
             swift,
         })
     }
@@ -809,12 +799,22 @@ impl Validator<'_> {
             }
             return Some(None);
         }
-        match crate::store::swift::resolve(url, table.as_ref(), self.base) {
+        let r = crate::store::swift::resolve(url, table.as_ref(), self.base);
+        Some(Some(self.resolved(r)?))
+    }
+
+    /// What a store module resolved from the url and its `[store.*]` table:
+    /// its warnings, or its problems recorded.
+    fn resolved<T>(
+        &mut self,
+        r: Result<crate::store::Resolved<T>, Vec<crate::store::ConfigProblem>>,
+    ) -> Option<T> {
+        match r {
             Ok(r) => {
                 let file = self.loc.file.display().to_string();
                 self.warnings
                     .extend(r.warnings.into_iter().map(|w| format!("{file}: {w}")));
-                Some(Some(r.options))
+                Some(r.options)
             }
             Err(problems) => {
                 for p in problems {
@@ -823,126 +823,6 @@ impl Validator<'_> {
                 None
             }
         }
-    }
-
-    fn s3(
-        &mut self,
-        url: &Spanned<String>,
-        c: raw::S3Config,
-    ) -> Option<crate::store::s3::S3Options> {
-        use crate::store::s3::{S3Options, DEFAULT_PART_SIZE};
-        let rest = url.get_ref().trim_start_matches("s3://");
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let mut ok = true;
-        if bucket.is_empty() {
-            ok = false;
-            self.problem(
-                Some(url.span()),
-                "store.url",
-                "the s3:// url names no bucket",
-                "write s3://BUCKET/PREFIX",
-            );
-        }
-        let access_key_id = c
-            .access_key_id
-            .as_ref()
-            .and_then(|k| self.secret(k, "store.s3.access_key_id"));
-        let secret_access_key = c
-            .secret_access_key
-            .as_ref()
-            .and_then(|k| self.secret(k, "store.s3.secret_access_key"));
-        if c.access_key_id.is_some() != c.secret_access_key.is_some() {
-            ok = false;
-            self.problem(
-                Some(url.span()),
-                "store.s3",
-                "only one of access_key_id and secret_access_key is set",
-                "set both, or neither to use the standard AWS chain (environment, profile, instance role)",
-            );
-        }
-        let object_lock = match c.object_lock {
-            Some(l) => {
-                let mode = l.get_ref().mode.to_uppercase();
-                if mode != "GOVERNANCE" && mode != "COMPLIANCE" || l.get_ref().days == 0 {
-                    ok = false;
-                    self.problem(
-                        Some(l.span()),
-                        "store.s3.object_lock",
-                        format!(
-                            "invalid object lock {{ mode = {:?}, days = {} }}",
-                            l.get_ref().mode,
-                            l.get_ref().days
-                        ),
-                        "use mode = \"GOVERNANCE\" or \"COMPLIANCE\" and days of at least 1",
-                    );
-                }
-                Some((mode, l.get_ref().days))
-            }
-            None => None,
-        };
-        let sse = c.server_side_encryption.map(|s| {
-            if !matches!(s.get_ref().as_str(), "AES256" | "aws:kms" | "aws:kms:dsse") {
-                ok = false;
-                self.problem(
-                    Some(s.span()),
-                    "store.s3.server_side_encryption",
-                    format!("unknown server-side encryption {:?}", s.get_ref()),
-                    "use \"AES256\" or \"aws:kms\"",
-                );
-            }
-            s.into_inner()
-        });
-        let part_size = match c.part_size_mib {
-            Some(p) if *p.get_ref() < 5 || *p.get_ref() > 5120 => {
-                ok = false;
-                self.problem(
-                    Some(p.span()),
-                    "store.s3.part_size_mib",
-                    format!("{} MiB is not a valid part size", p.get_ref()),
-                    "use 5 to 5120 (S3's limits); the default is 16",
-                );
-                DEFAULT_PART_SIZE
-            }
-            Some(p) => *p.get_ref() as usize * 1024 * 1024,
-            None => DEFAULT_PART_SIZE,
-        };
-        let timeout = match c.timeout {
-            Some(t) => match humantime::parse_duration(t.get_ref()) {
-                Ok(d) => d,
-                Err(e) => {
-                    ok = false;
-                    self.problem(
-                        Some(t.span()),
-                        "store.s3.timeout",
-                        format!("invalid duration {:?}: {e}", t.get_ref()),
-                        "write a duration such as \"90s\" or \"2m\"",
-                    );
-                    std::time::Duration::from_secs(120)
-                }
-            },
-            None => std::time::Duration::from_secs(120),
-        };
-        let have_keys = c.access_key_id.is_some();
-        let opts = S3Options {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-            region: c.region,
-            endpoint: c.endpoint,
-            path_style: c.path_style.unwrap_or(false),
-            access_key_id: access_key_id.map(|s| s.0),
-            secret_access_key: secret_access_key.map(|s| s.0),
-            storage_class: c.storage_class,
-            server_side_encryption: sse,
-            object_lock,
-            tag_tiers: c.tag_tiers.unwrap_or(false),
-            request_headers: c.request_headers.into_iter().collect(),
-            part_size,
-            timeout,
-            max_attempts: c.max_attempts.unwrap_or(5),
-        };
-        let resolved =
-            !have_keys || (opts.access_key_id.is_some() && opts.secret_access_key.is_some());
-        (ok && resolved).then_some(opts)
     }
 
     fn encryption(&mut self, e: raw::Encryption) -> Option<Encryption> {
@@ -1317,17 +1197,5 @@ impl Validator<'_> {
             shrink_warn,
             strict: c.strict.unwrap_or(false),
         })
-    }
-}
-
-fn secret_fix(e: &secret::SecretError) -> String {
-    match e {
-        secret::SecretError::Unreadable { .. } => {
-            "create the file with the secret on one line (chmod 600), or fix the path".into()
-        }
-        secret::SecretError::MissingEnv(_) => {
-            "export the variable in the environment cellar runs in (crontab, systemd unit)".into()
-        }
-        secret::SecretError::Empty(_) => "write the secret into the file".into(),
     }
 }

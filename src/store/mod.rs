@@ -13,13 +13,125 @@ pub mod sftp;
 pub mod swift;
 
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
 pub use local::LocalStore;
 
+use toml::Spanned;
+
 use crate::profile::StoreConfig;
+use crate::secret::{Secret, SecretError};
+
+/// A problem in the store url or its `[store.*]` table, found by the store
+/// module that resolves it, for the profile's validation to report.
+#[derive(Debug)]
+pub struct ConfigProblem {
+    pub span: Option<Range<usize>>,
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl<T> Resolved<T> {
+    /// The options `build` makes, unless there are `problems`.
+    pub(crate) fn unless(
+        problems: Vec<ConfigProblem>,
+        warnings: Vec<String>,
+        build: impl FnOnce() -> T,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Resolved {
+            options: build(),
+            warnings,
+        })
+    }
+}
+
+/// Resolves the secret `spec` of the `[store.*]` key `key` (files relative
+/// to `base`): a warning such as a file others may read goes to
+/// `warnings`, an error to `problems` with the fix `fix` gives.
+pub(crate) fn secret(
+    spec: &Spanned<String>,
+    key: &str,
+    base: &Path,
+    fix: fn(&SecretError) -> &'static str,
+    problems: &mut Vec<ConfigProblem>,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    match crate::secret::resolve(spec.get_ref(), base) {
+        Ok(r) => {
+            if let Some(w) = r.warning {
+                warnings.push(format!("{key}: {w}"));
+            }
+            Some(r.secret)
+        }
+        Err(e) => {
+            problems.push(ConfigProblem {
+                span: Some(spec.span()),
+                key: key.to_string(),
+                message: e.to_string(),
+                fix: fix(&e).to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// A size in MiB of a `[store.*]` table: its key, its name in messages,
+/// the fix, the least MiB allowed (the most is 5120) and the default in
+/// bytes.
+pub(crate) type SizeKey = (&'static str, &'static str, &'static str, u32, usize);
+
+/// The size `v` in bytes; `default` when absent or invalid.
+pub(crate) fn size_mib(
+    v: Option<&Spanned<u32>>,
+    (key, what, fix, min, default): SizeKey,
+    problems: &mut Vec<ConfigProblem>,
+) -> usize {
+    let Some(v) = v else { return default };
+    if (min..=5120).contains(v.get_ref()) {
+        return *v.get_ref() as usize * 1024 * 1024;
+    }
+    problems.push(ConfigProblem {
+        span: Some(v.span()),
+        key: key.to_string(),
+        message: format!("{} MiB is not a valid {what}", v.get_ref()),
+        fix: fix.to_string(),
+    });
+    default
+}
+
+/// The `timeout` key of a `[store.*]` table (`key`): 2 minutes when absent.
+pub(crate) fn timeout(
+    t: Option<&Spanned<String>>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> std::time::Duration {
+    let default = std::time::Duration::from_secs(120);
+    let Some(t) = t else { return default };
+    humantime::parse_duration(t.get_ref()).unwrap_or_else(|e| {
+        problems.push(ConfigProblem {
+            span: Some(t.span()),
+            key: key.to_string(),
+            message: format!("invalid duration {:?}: {e}", t.get_ref()),
+            fix: "write a duration such as \"90s\" or \"2m\"".into(),
+        });
+        default
+    })
+}
+
+/// What a store module resolved from the url and its `[store.*]` table.
+#[derive(Debug)]
+pub struct Resolved<T> {
+    pub options: T,
+    /// Secret files that others may read, and the like.
+    pub warnings: Vec<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -279,12 +391,10 @@ fn open_backend(config: &StoreConfig, config_dir: &Path) -> Result<Box<dyn Store
         return Ok(Box::new(s3::S3Store::open(opts)?));
     }
     if url.starts_with("sftp://") {
-        let mut target = sftp::SftpTarget::parse(url)
-            .map_err(|e| StoreError::Unsupported(format!("{url}: {e}")))?;
-        if let Some(o) = &config.sftp {
-            target.identity_file = o.identity_file.as_ref().map(|p| config_dir.join(p));
-            target.known_hosts = o.known_hosts.as_ref().map(|p| config_dir.join(p));
-        }
+        let target = config
+            .sftp
+            .clone()
+            .expect("validation resolves [store.sftp] for every sftp:// url");
         return Ok(Box::new(sftp::SftpStore::open(target)?));
     }
     if url.starts_with("swift://") {

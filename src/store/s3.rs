@@ -15,6 +15,8 @@
 //! GET from the byte it reached.
 
 use std::io::{self, Read};
+use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
@@ -32,8 +34,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::runtime::Runtime;
 
-use super::{ObjectInfo, Reader, Store, StoreError};
-use crate::secret::Secret;
+use toml::Spanned;
+
+use super::{ConfigProblem, ObjectInfo, Reader, Resolved, Store, StoreError};
+use crate::profile::raw::S3Config;
+use crate::secret::{Secret, SecretError};
 
 /// Everything the S3 store needs, resolved from `[store.s3]`.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +67,118 @@ pub struct S3Options {
 const MIB: usize = 1024 * 1024;
 pub const DEFAULT_PART_SIZE: usize = 16 * MIB;
 const MAX_PART: usize = 1024 * MIB;
+
+/// `part_size_mib`, within S3's limits.
+const PART_SIZE: super::SizeKey = (
+    "store.s3.part_size_mib",
+    "part size",
+    "use 5 to 5120 (S3's limits); the default is 16",
+    5,
+    DEFAULT_PART_SIZE,
+);
+
+fn problem(
+    problems: &mut Vec<ConfigProblem>,
+    span: Range<usize>,
+    key: &str,
+    message: impl Into<String>,
+    fix: &str,
+) {
+    problems.push(ConfigProblem {
+        span: Some(span),
+        key: key.to_string(),
+        message: message.into(),
+        fix: fix.to_string(),
+    });
+}
+
+impl S3Options {
+    /// Resolves `[store.s3]` (its defaults when absent) for the url
+    /// `s3://bucket/prefix`. Secret files are relative to `base`, the
+    /// config dir.
+    pub fn resolve(
+        url: &Spanned<String>,
+        c: S3Config,
+        base: &Path,
+    ) -> Result<Resolved<S3Options>, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let rest = url.get_ref().trim_start_matches("s3://");
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            problem(
+                &mut problems,
+                url.span(),
+                "store.url",
+                "the s3:// url names no bucket",
+                "write s3://BUCKET/PREFIX",
+            );
+        }
+        let mut secret = |spec: &Option<Spanned<String>>, key: &str| {
+            let fix = SecretError::fix;
+            super::secret(spec.as_ref()?, key, base, fix, &mut problems, &mut warnings)
+        };
+        let access_key_id = secret(&c.access_key_id, "store.s3.access_key_id");
+        let secret_access_key = secret(&c.secret_access_key, "store.s3.secret_access_key");
+        if c.access_key_id.is_some() != c.secret_access_key.is_some() {
+            problem(
+                &mut problems,
+                url.span(),
+                "store.s3",
+                "only one of access_key_id and secret_access_key is set",
+                "set both, or neither to use the standard AWS chain (environment, profile, instance role)",
+            );
+        }
+        let object_lock = c.object_lock.map(|l| {
+            let mode = l.get_ref().mode.to_uppercase();
+            if mode != "GOVERNANCE" && mode != "COMPLIANCE" || l.get_ref().days == 0 {
+                problem(
+                    &mut problems,
+                    l.span(),
+                    "store.s3.object_lock",
+                    format!(
+                        "invalid object lock {{ mode = {:?}, days = {} }}",
+                        l.get_ref().mode,
+                        l.get_ref().days
+                    ),
+                    "use mode = \"GOVERNANCE\" or \"COMPLIANCE\" and days of at least 1",
+                );
+            }
+            (mode, l.get_ref().days)
+        });
+        let sse = c.server_side_encryption.map(|s| {
+            if !matches!(s.get_ref().as_str(), "AES256" | "aws:kms" | "aws:kms:dsse") {
+                problem(
+                    &mut problems,
+                    s.span(),
+                    "store.s3.server_side_encryption",
+                    format!("unknown server-side encryption {:?}", s.get_ref()),
+                    "use \"AES256\" or \"aws:kms\"",
+                );
+            }
+            s.into_inner()
+        });
+        let part_size = super::size_mib(c.part_size_mib.as_ref(), PART_SIZE, &mut problems);
+        let timeout = super::timeout(c.timeout.as_ref(), "store.s3.timeout", &mut problems);
+        Resolved::unless(problems, warnings, || S3Options {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            region: c.region,
+            endpoint: c.endpoint,
+            path_style: c.path_style.unwrap_or(false),
+            access_key_id,
+            secret_access_key,
+            storage_class: c.storage_class,
+            server_side_encryption: sse,
+            object_lock,
+            tag_tiers: c.tag_tiers.unwrap_or(false),
+            request_headers: c.request_headers.into_iter().collect(),
+            part_size,
+            timeout,
+            max_attempts: c.max_attempts.unwrap_or(5),
+        })
+    }
+}
 
 /// The size of part `n` (0-based): doubles every 500 parts, up to 1 GiB.
 pub fn part_size(first: usize, n: usize) -> usize {

@@ -20,7 +20,10 @@ use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-use super::{ObjectInfo, Reader, Store, StoreError};
+use toml::Spanned;
+
+use super::{ConfigProblem, ObjectInfo, Reader, Resolved, Store, StoreError};
+use crate::profile::raw::SftpConfig;
 
 #[derive(Debug, Clone)]
 pub struct SftpTarget {
@@ -33,8 +36,39 @@ pub struct SftpTarget {
 }
 
 impl SftpTarget {
+    /// Resolves the url `sftp://[user@]host[:port]/path` and `[store.sftp]`
+    /// (which may be absent). Paths are relative to `base`, the config dir.
+    pub fn resolve(
+        url: &Spanned<String>,
+        config: Option<Spanned<SftpConfig>>,
+        base: &Path,
+    ) -> Result<Resolved<SftpTarget>, Vec<ConfigProblem>> {
+        let mut target = SftpTarget::parse(url.get_ref()).map_err(|e| {
+            // Never echo a url that may hold a password.
+            let shown = if e.contains("password") {
+                "sftp://USER:***@...".to_string()
+            } else {
+                url.get_ref().clone()
+            };
+            vec![ConfigProblem {
+                span: Some(url.span()),
+                key: "store.url".into(),
+                message: format!("invalid sftp url `{shown}`: {e}"),
+                fix: "write sftp://USER@HOST:PORT/PATH and give the key in [store.sftp] identity_file (or ssh-agent)".into(),
+            }]
+        })?;
+        if let Some(c) = config {
+            target.identity_file = c.get_ref().identity_file.as_ref().map(|p| base.join(p));
+            target.known_hosts = c.get_ref().known_hosts.as_ref().map(|p| base.join(p));
+        }
+        Ok(Resolved {
+            options: target,
+            warnings: Vec::new(),
+        })
+    }
+
     /// Parses `sftp://[user@]host[:port]/path`.
-    pub fn parse(url: &str) -> Result<SftpTarget, String> {
+    fn parse(url: &str) -> Result<SftpTarget, String> {
         let rest = url.strip_prefix("sftp://").ok_or("not an sftp:// url")?;
         let (authority, path) = rest
             .split_once('/')

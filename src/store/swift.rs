@@ -45,7 +45,7 @@ use serde::Deserialize;
 use tokio::runtime::Runtime;
 use toml::Spanned;
 
-use super::{ObjectInfo, Reader, Store, StoreError};
+use super::{ConfigProblem, ObjectInfo, Reader, Resolved, Store, StoreError};
 use crate::secret::{self, Secret};
 
 const MIB: usize = 1024 * 1024;
@@ -145,20 +145,14 @@ pub struct SwiftOptions {
     pub delete_after: Option<[Duration; 3]>,
 }
 
-/// A problem in `[store.swift]`, for the profile's validation to report.
-#[derive(Debug)]
-pub struct ConfigProblem {
-    pub span: Option<Range<usize>>,
-    pub key: String,
-    pub message: String,
-    pub fix: String,
-}
-
-pub struct Resolved {
-    pub options: SwiftOptions,
-    /// Secret files that others may read, and the like.
-    pub warnings: Vec<String>,
-}
+/// `segment_size_mib`: Swift's largest object is 5 GiB.
+const SEGMENT_SIZE: super::SizeKey = (
+    "store.swift.segment_size_mib",
+    "segment size",
+    "use 1 to 5120 (Swift's largest object is 5 GiB); the default is 16",
+    1,
+    DEFAULT_SEGMENT_SIZE,
+);
 
 fn push(
     problems: &mut Vec<ConfigProblem>,
@@ -224,7 +218,7 @@ pub fn resolve(
     url: &Spanned<String>,
     config: Option<&Spanned<SwiftConfig>>,
     base: &Path,
-) -> Result<Resolved, Vec<ConfigProblem>> {
+) -> Result<Resolved<SwiftOptions>, Vec<ConfigProblem>> {
     resolve_with(url, config, base, &|k| std::env::var(k).ok())
 }
 
@@ -233,7 +227,7 @@ fn resolve_with(
     config: Option<&Spanned<SwiftConfig>>,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Resolved, Vec<ConfigProblem>> {
+) -> Result<Resolved<SwiftOptions>, Vec<ConfigProblem>> {
     let default = SwiftConfig::default();
     let (c, table_span) = match config {
         Some(c) => (c.get_ref(), Some(c.span())),
@@ -316,26 +310,11 @@ fn resolve_with(
     let secret_of = |spec: &Spanned<String>,
                      key: &str,
                      problems: &mut Vec<ConfigProblem>,
-                     warnings: &mut Vec<String>|
-     -> Option<Secret> {
-        match secret::resolve(spec.get_ref(), base) {
-            Ok(r) => {
-                if let Some(w) = r.warning {
-                    warnings.push(format!("{key}: {w}"));
-                }
-                Some(r.secret)
-            }
-            Err(e) => {
-                problems.push(ConfigProblem {
-                    span: Some(spec.span()),
-                    key: key.to_string(),
-                    message: e.to_string(),
-                    fix: "give the secret as a literal, \"file:PATH\" (chmod 600) or \"env:VAR\""
-                        .into(),
-                });
-                None
-            }
-        }
+                     warnings: &mut Vec<String>| {
+        let fix = |_: &secret::SecretError| {
+            "give the secret as a literal, \"file:PATH\" (chmod 600) or \"env:VAR\""
+        };
+        super::secret(spec, key, base, fix, problems, warnings)
     };
     let password = match &c.password {
         Some(p) => secret_of(p, "store.swift.password", &mut problems, &mut warnings),
@@ -501,36 +480,8 @@ fn resolve_with(
         }
     };
 
-    let segment_size = match &c.segment_size_mib {
-        Some(s) if *s.get_ref() < 1 || *s.get_ref() > 5120 => {
-            push(
-                &mut problems,
-                Some(s.span()),
-                "store.swift.segment_size_mib",
-                format!("{} MiB is not a valid segment size", s.get_ref()),
-                "use 1 to 5120 (Swift's largest object is 5 GiB); the default is 16",
-            );
-            DEFAULT_SEGMENT_SIZE
-        }
-        Some(s) => *s.get_ref() as usize * MIB,
-        None => DEFAULT_SEGMENT_SIZE,
-    };
-    let timeout = match &c.timeout {
-        Some(t) => match humantime::parse_duration(t.get_ref()) {
-            Ok(d) => d,
-            Err(e) => {
-                push(
-                    &mut problems,
-                    Some(t.span()),
-                    "store.swift.timeout",
-                    format!("invalid duration {:?}: {e}", t.get_ref()),
-                    "write a duration such as \"90s\" or \"2m\"",
-                );
-                Duration::from_secs(120)
-            }
-        },
-        None => Duration::from_secs(120),
-    };
+    let segment_size = super::size_mib(c.segment_size_mib.as_ref(), SEGMENT_SIZE, &mut problems);
+    let timeout = super::timeout(c.timeout.as_ref(), "store.swift.timeout", &mut problems);
     let delete_after = c.delete_after.as_ref().and_then(|d| {
         let mut ages = [None; 3];
         let mut ok = true;
@@ -590,24 +541,18 @@ fn resolve_with(
             }
         }
     });
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Resolved {
-        options: SwiftOptions {
-            container: container.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-            auth: auth.expect("no problems means an auth"),
-            region: pick(&c.region, &["OS_REGION_NAME"]),
-            interface: pick(&c.interface, &["OS_INTERFACE"])
-                .map(|i| i.trim_end_matches("URL").to_lowercase())
-                .unwrap_or_else(|| "public".into()),
-            segment_size,
-            timeout,
-            max_attempts: c.max_attempts.unwrap_or(5).max(1),
-            delete_after,
-        },
-        warnings,
+    Resolved::unless(problems, warnings, || SwiftOptions {
+        container: container.to_string(),
+        prefix: prefix.trim_matches('/').to_string(),
+        auth: auth.expect("no problems means an auth"),
+        region: pick(&c.region, &["OS_REGION_NAME"]),
+        interface: pick(&c.interface, &["OS_INTERFACE"])
+            .map(|i| i.trim_end_matches("URL").to_lowercase())
+            .unwrap_or_else(|| "public".into()),
+        segment_size,
+        timeout,
+        max_attempts: c.max_attempts.unwrap_or(5).max(1),
+        delete_after,
     })
 }
 
