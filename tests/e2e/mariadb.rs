@@ -705,10 +705,9 @@ struct Holder(std::process::Child);
 impl Holder {
     fn new(my: &My, db: &str, sql: &str) -> Holder {
         use std::io::{BufRead, Write};
-        let mut child = std::process::Command::new("mariadb")
-            .arg("--no-defaults")
-            .arg(format!("--socket={}", my.sock().display()))
-            .args(["-uroot", "--batch", "--skip-column-names", "--unbuffered"])
+        let mut child = my
+            .client()
+            .args(["--batch", "--skip-column-names", "--unbuffered"])
             .arg(format!("--database={db}"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -755,10 +754,9 @@ fn put_back_by_journal(my: &My, target: &str, path: &std::path::Path) {
             my.sql("", line.trim_start_matches("-- "));
         }
     }
-    let out = std::process::Command::new("mariadb")
-        .arg("--no-defaults")
-        .arg(format!("--socket={}", my.sock().display()))
-        .args(["-uroot", "--binary-mode"])
+    let out = my
+        .client()
+        .arg("--binary-mode")
         .arg(target)
         .stdin(std::fs::File::open(path).unwrap())
         .output()

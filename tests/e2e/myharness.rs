@@ -30,14 +30,6 @@ pub fn private_mariadb() -> My {
     start()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start() -> My {
     let dir = tempfile::Builder::new()
         .prefix("cellar-test-my-")
@@ -74,7 +66,7 @@ fn start() -> My {
         .status()
         .unwrap();
     assert!(chown.success());
-    let port = free_port();
+    let port = crate::harness::free_port();
     let sock = dir.join("sock");
     let status = Command::new("setsid")
         .arg("-f")
@@ -153,12 +145,19 @@ impl My {
 
     /// Runs SQL as root over the socket; panics on error; returns the
     /// batch output (tab-separated, no column names).
-    pub fn sql(&self, db: &str, sql: &str) -> String {
-        use std::io::Write;
+    /// The `mariadb` client as root over the socket, no defaults read.
+    pub fn client(&self) -> Command {
         let mut cmd = Command::new("mariadb");
         cmd.arg("--no-defaults")
             .arg(format!("--socket={}", self.sock().display()))
-            .args(["-uroot", "--batch", "--skip-column-names"])
+            .arg("-uroot");
+        cmd
+    }
+
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        use std::io::Write;
+        let mut cmd = self.client();
+        cmd.args(["--batch", "--skip-column-names"])
             .arg("--default-character-set=utf8mb4");
         if !db.is_empty() {
             cmd.arg(format!("--database={db}"));

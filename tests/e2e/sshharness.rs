@@ -22,14 +22,6 @@ fn keygen(path: &Path) {
     assert!(ok, "ssh-keygen failed");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// sshd_config and the client's known_hosts for the server on `port`.
 fn write_config(d: &Path, port: u16) {
     std::fs::write(
@@ -68,7 +60,7 @@ impl Sshd {
         keygen(&d.join("stranger_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
         std::fs::create_dir_all(d.join("root")).unwrap();
-        let port = free_port();
+        let port = crate::harness::free_port();
         write_config(d, port);
         let mut s = Sshd {
             port,
@@ -88,7 +80,7 @@ impl Sshd {
         let started = Instant::now();
         loop {
             if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err() {
-                self.port = free_port();
+                self.port = crate::harness::free_port();
                 write_config(self.dir.path(), self.port);
             }
             let log = std::fs::File::create(self.dir.path().join("sshd.log")).unwrap();
@@ -109,7 +101,7 @@ impl Sshd {
                         "sshd did not start ({status}): {log}"
                     );
                     // Lost the port between the check and sshd's bind: again.
-                    self.port = free_port();
+                    self.port = crate::harness::free_port();
                     write_config(self.dir.path(), self.port);
                     break;
                 }

@@ -38,14 +38,6 @@ pub struct Keystone {
     pub region: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn run_ok(cmd: &mut Command, what: &str) {
     let out = cmd
         .output()
@@ -80,7 +72,7 @@ impl Swift {
         let user = whoami();
         let mut children = Vec::new();
         for server in ["account", "container", "object"] {
-            let port = free_port();
+            let port = crate::harness::free_port();
             let builder = format!("{server}.builder");
             run_ok(
                 Command::new("swift-ring-builder")
@@ -121,7 +113,7 @@ impl Swift {
                 server,
             ));
         }
-        let memcached = free_port();
+        let memcached = crate::harness::free_port();
         let mut mc = Command::new("memcached");
         mc.args(["-l", "127.0.0.1", "-p", &memcached.to_string(), "-U", "0"]);
         if user == "root" {
@@ -134,7 +126,7 @@ impl Swift {
                 .spawn()
                 .expect("memcached (run scripts/test-setup.sh)"),
         );
-        let proxy_port = free_port();
+        let proxy_port = crate::harness::free_port();
         std::fs::write(
             dir.join("proxy.conf"),
             format!(
@@ -210,8 +202,8 @@ impl Swift {
     pub fn start_keystone(&mut self) -> Keystone {
         let d = self.dir.join("keystone");
         std::fs::create_dir_all(&d).unwrap();
-        let ks_port = free_port();
-        let proxy_port = free_port();
+        let ks_port = crate::harness::free_port();
+        let proxy_port = crate::harness::free_port();
         let user = whoami();
         let conf = d.join("keystone.conf");
         std::fs::write(
