@@ -47,11 +47,9 @@ fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
     // log, the other file cut to 4 KiB.
     let child = spawn_backup(&env, "live");
     wait_reading(child.id(), &data.join("grow.log"));
-    let mut f = std::fs::File::options()
-        .append(true)
-        .open(data.join("grow.log"))
-        .unwrap();
-    f.write_all(b"another log line\n").unwrap();
+    // Lines keep coming until the backup is done: one of them lands while
+    // the file is read, however the threads are scheduled.
+    let appender = Appender::start(&data.join("grow.log"));
     wait_reading(child.id(), &data.join("shrink.dat"));
     std::fs::File::options()
         .write(true)
@@ -60,6 +58,7 @@ fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
         .set_len(4096)
         .unwrap();
     let out: crate::harness::Out = child.wait_with_output().unwrap().into();
+    drop(appender);
     out.ok();
     let log = out.all();
     assert!(log.contains("file changed as we read it"), "{log}");
@@ -117,10 +116,10 @@ fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
         "fail_on_change = true\n[store]",
     );
     let before = env.store_entries("live");
+    let appender = Appender::start(&data.join("grow.log"));
     let child = spawn_backup(&env, "live");
-    wait_reading(child.id(), &data.join("grow.log"));
-    f.write_all(b"more\n").unwrap();
     let out: crate::harness::Out = child.wait_with_output().unwrap().into();
+    drop(appender);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr.contains("fail_on_change = true"),
@@ -129,6 +128,40 @@ fn files_that_grow_or_shrink_during_the_backup_keep_the_archive_valid() {
     );
     assert!(out.stderr.contains("grow.log"), "{}", out.stderr);
     assert_eq!(env.store_entries("live"), before);
+}
+
+/// Appends a line to a file every 2 ms until dropped.
+struct Appender {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Appender {
+    fn start(path: &Path) -> Appender {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut f = std::fs::File::options().append(true).open(path).unwrap();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                f.write_all(b"another log line\n").unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Appender {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Pids' open files, to act while cellar reads a given file.
