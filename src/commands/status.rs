@@ -254,9 +254,7 @@ pub fn run(
                         crate::restore::database::previous_name(&m.target),
                         undo.display(),
                         m.target,
-                        crate::restore::database::marker_dir(dir)
-                            .join(format!("{}.json", m.scratch))
-                            .display()
+                        crate::restore::database::marker_path(dir, &m.target).display()
                     );
                 }
             }

@@ -317,6 +317,17 @@ pub fn marker_dir(config_dir: &Path) -> PathBuf {
     crate::state::dir(config_dir).join("scratch")
 }
 
+/// The marker of a restore or mirror into `target` (one at a time: the
+/// scratch name is the target's).
+pub fn marker_path(config_dir: &Path, target: &str) -> PathBuf {
+    marker_dir(config_dir).join(format!("{}.json", scratch_name(target)))
+}
+
+/// The marker at `path`, if there is a readable one.
+pub fn read_marker(path: &Path) -> Option<Marker> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Marker {
     pub profile: String,
@@ -361,10 +372,7 @@ pub fn markers(config_dir: &Path) -> Vec<(PathBuf, Marker)> {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            Some((e.path(), serde_json::from_str(&text).ok()?))
-        })
+        .filter_map(|e| Some((e.path(), read_marker(&e.path())?)))
         .collect()
 }
 
@@ -460,7 +468,7 @@ pub fn prepare<'a>(
         "drop leftover scratch database",
         postgres::drop_database(t.conn, &name),
     )?;
-    let marker = marker_dir(t.config_dir).join(format!("{name}.json"));
+    let marker = marker_path(t.config_dir, t.database);
     write_marker(
         &marker,
         &Marker {

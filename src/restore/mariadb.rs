@@ -93,9 +93,8 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
 /// deleted the marker: a later run would overwrite the journal, the only
 /// record of the target's old views, routines, triggers and events.
 fn cut_short(t: &DbTarget<'_>) -> Option<String> {
-    let path = database::marker_dir(t.config_dir)
-        .join(format!("{}.json", database::scratch_name(t.database)));
-    let m: database::Marker = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    let path = database::marker_path(t.config_dir, t.database);
+    let m = database::read_marker(&path)?;
     let journal = m.undo.as_ref()?;
     if m.running() {
         return Some(format!(
@@ -518,7 +517,7 @@ pub fn prepare<'a>(
         "drop leftover scratch database",
         drop_database(t.conn, &name),
     )?;
-    let marker = database::marker_dir(t.config_dir).join(format!("{name}.json"));
+    let marker = database::marker_path(t.config_dir, t.database);
     let mut scratch = Scratch {
         tables_compared: 0,
         conn: t.conn,
