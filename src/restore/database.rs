@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use blake2::Digest;
 use tracing::{info, warn};
 
 use super::Fetch;
@@ -43,9 +42,7 @@ pub const SCRATCH_PREFIX: &str = "cellar_scratch_";
 pub const PREVIOUS_PREFIX: &str = "cellar_previous_";
 
 fn tag(target: &str) -> String {
-    let mut h = blake2::Blake2b512::new();
-    h.update(target.as_bytes());
-    hex::encode(&h.finalize()[..6])
+    hex::encode(&blake2b_simd::blake2b(target.as_bytes()).as_bytes()[..6])
 }
 
 /// Whether `name` is one of cellar's scratch or previous copies (exactly
