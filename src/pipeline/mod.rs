@@ -15,6 +15,7 @@
 pub mod channel;
 pub mod compress;
 pub mod hashing;
+pub mod writeback;
 
 use std::io::{self, BufRead, Read, Write};
 

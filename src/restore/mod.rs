@@ -211,7 +211,7 @@ pub fn to_file(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, file: &Path) -> any
         None
     };
     let mut named = None;
-    let mut out = match unnamed {
+    let out = match unnamed {
         Some(f) => f,
         None => {
             let tmp = tempfile::Builder::new()
@@ -224,7 +224,8 @@ pub fn to_file(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, file: &Path) -> any
         }
     };
     fetch.stream(m, p, |r| {
-        pipeline::copy_buffered(r, &mut out)
+        // Write-out starts as the file grows, so the fsync is short.
+        pipeline::copy_buffered(r, &mut pipeline::writeback::WriteBehind::new(&out, 0))
             .and_then(|_| out.sync_all())
             .with_context(|| format!("writing the restored file in {}", dir.display()))
     })?;

@@ -80,13 +80,15 @@ impl Store for LocalStore {
         let name = target.file_name().unwrap().to_string_lossy();
         // A random name opened with O_EXCL: a link planted in the store can
         // never make the write land somewhere else.
-        let mut tmp = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}.tmp-"))
             .tempfile_in(&dir)
             .map_err(|e| self.err("create", key, e))?;
         // A large buffer keeps the syscall count low for multi-GB payloads.
         let mut buf = vec![0u8; 1 << 20];
         let mut written = 0u64;
+        // Write-out starts as the file grows, so the fsync below is short.
+        let mut out = crate::pipeline::writeback::WriteBehind::new(tmp.as_file(), 0);
         loop {
             let n = match data.read(&mut buf) {
                 Ok(0) => break,
@@ -94,8 +96,7 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.err("read data for", key, e)),
             };
-            tmp.as_file_mut()
-                .write_all(&buf[..n])
+            out.write_all(&buf[..n])
                 .map_err(|e| self.err("write", key, e))?;
             written += n as u64;
         }
