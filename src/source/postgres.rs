@@ -750,7 +750,21 @@ fn leading_identifier(s: &str) -> &str {
 /// Whether this psql has `\restrict` (15.14+, 16.10+, 17.6+, 18+), the
 /// only way to stop SQL from a backup running psql meta-commands.
 pub fn psql_can_restrict(conn: &DbConn) -> anyhow::Result<bool> {
-    let out = Command::new(conn.tool("psql"))
+    // Asked twice by a plain restore; the answer is per psql binary.
+    static KNOWN: std::sync::Mutex<Vec<(std::path::PathBuf, bool)>> =
+        std::sync::Mutex::new(Vec::new());
+    let psql = conn.tool("psql");
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, can)) = known.iter().find(|(p, _)| *p == psql) {
+        return Ok(*can);
+    }
+    let can = psql_version_can_restrict(&psql)?;
+    known.push((psql, can));
+    Ok(can)
+}
+
+fn psql_version_can_restrict(psql: &Path) -> anyhow::Result<bool> {
+    let out = Command::new(psql)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
