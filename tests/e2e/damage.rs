@@ -288,4 +288,24 @@ fn full_disk_fails_cleanly() {
         .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+
+    // A restore to a file on the full disk fails the same way and leaves
+    // no file, whole or partial, behind.
+    std::fs::write(&p, &text).unwrap();
+    let out = env.cellar(&["backup", "f"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let dest = mnt.join("restored.tar");
+    let out = env.cellar(&["restore", "f", "--to-file", dest.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("No space left on device"),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "f")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
