@@ -387,7 +387,7 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                 let counted = counting.join().expect("counting thread panicked");
                 if let Err(e) = r {
                     dropped_meanwhile(job, pg, db, e, &mut skipped, || {
-                        matches!(postgres::database_state(conn, db), Ok(None))
+                        matches!(postgres::database_exists(conn, db), Ok(false))
                     })?;
                     continue;
                 }
@@ -397,7 +397,7 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                     // Dumped, then dropped: the dump stands.
                     Err(_)
                         if matches!(pg.databases, Databases::All)
-                            && matches!(postgres::database_state(conn, db), Ok(None)) =>
+                            && matches!(postgres::database_exists(conn, db), Ok(false)) =>
                     {
                         0
                     }

@@ -182,7 +182,7 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
         let exists = if my {
             crate::source::mariadb::exists(conn, &name)
         } else {
-            postgres::database_state(conn, &name).map(|s| s.is_some())
+            postgres::database_exists(conn, &name)
         };
         match exists {
             Ok(true) => found.push(format!(

@@ -668,7 +668,7 @@ fn swap(
         "drop the previous copy",
         postgres::drop_database(conn, &previous),
     )?;
-    let exists = postgres::database_state(conn, target)?.is_some();
+    let exists = postgres::database_exists(conn, target)?;
     let sql = if exists {
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
            WHERE datname IN (:'target', :'scratch') AND pid <> pg_backend_pid();

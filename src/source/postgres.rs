@@ -445,17 +445,22 @@ SELECT
 ";
 
 pub fn database_state(conn: &DbConn, database: &str) -> anyhow::Result<Option<u64>> {
-    let exists = query(
+    if !database_exists(conn, database)? {
+        return Ok(None);
+    }
+    let n = query(conn, database, CONTENT_SQL, &[])?;
+    Ok(Some(n.trim().parse().unwrap_or(0)))
+}
+
+/// Whether `database` exists (one query, no session on it).
+pub fn database_exists(conn: &DbConn, database: &str) -> anyhow::Result<bool> {
+    let n = query(
         conn,
         "postgres",
         "SELECT count(*) FROM pg_database WHERE datname = :'name';",
         &[("name", database)],
     )?;
-    if exists.trim() == "0" {
-        return Ok(None);
-    }
-    let n = query(conn, database, CONTENT_SQL, &[])?;
-    Ok(Some(n.trim().parse().unwrap_or(0)))
+    Ok(n.trim() != "0")
 }
 
 /// How many user tables `database` has (0: the dump would be empty).
