@@ -19,27 +19,23 @@ const STEP: u64 = 8 << 20;
 pub struct WriteBehind<W> {
     inner: W,
     written: u64,
-    /// Everything before this offset (relative to where writing began)
-    /// has been handed to write-out.
+    /// Everything before this offset has been handed to write-out.
     started: u64,
-    /// The file offset where writing began.
-    base: u64,
 }
 
 impl<W: Write + AsFd> WriteBehind<W> {
-    /// `inner` must be written sequentially from offset `base` on.
-    pub fn new(inner: W, base: u64) -> Self {
+    /// `inner` is a new file, written sequentially from its start.
+    pub fn new(inner: W) -> Self {
         WriteBehind {
             inner,
             written: 0,
             started: 0,
-            base,
         }
     }
 
     fn start_writeout(&mut self) {
         let (Ok(offset), Ok(len)) = (
-            i64::try_from(self.base + self.started),
+            i64::try_from(self.started),
             i64::try_from(self.written - self.started),
         ) else {
             return;
@@ -85,7 +81,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         {
-            let mut w = WriteBehind::new(&f, 0);
+            let mut w = WriteBehind::new(&f);
             for chunk in data.chunks(1 << 20) {
                 w.write_all(chunk).unwrap();
             }

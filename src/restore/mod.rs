@@ -225,7 +225,7 @@ pub fn to_file(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, file: &Path) -> any
     };
     fetch.stream(m, p, |r| {
         // Write-out starts as the file grows, so the fsync is short.
-        pipeline::copy_buffered(r, &mut pipeline::writeback::WriteBehind::new(&out, 0))
+        pipeline::copy_buffered(r, &mut pipeline::writeback::WriteBehind::new(&out))
             .and_then(|_| out.sync_all())
             .with_context(|| format!("writing the restored file in {}", dir.display()))
     })?;

@@ -88,7 +88,7 @@ impl Store for LocalStore {
         let mut buf = vec![0u8; 1 << 20];
         let mut written = 0u64;
         // Write-out starts as the file grows, so the fsync below is short.
-        let mut out = crate::pipeline::writeback::WriteBehind::new(tmp.as_file(), 0);
+        let mut out = crate::pipeline::writeback::WriteBehind::new(tmp.as_file());
         loop {
             let n = match data.read(&mut buf) {
                 Ok(0) => break,
