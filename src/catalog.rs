@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::bail;
 use tracing::warn;
@@ -21,6 +22,8 @@ use tracing::warn;
 use crate::manifest::{self, Content, Manifest, MANIFEST_SUFFIX, SIGNATURE_SUFFIX};
 use crate::profile::{Kind, Profile};
 use crate::store::{ObjectInfo, Store, StoreError};
+
+mod cache;
 
 /// A manifest larger than this is not one of ours.
 const MAX_MANIFEST: u64 = 64 << 20;
@@ -121,11 +124,60 @@ pub fn scan(store: &dyn Store, profile: &str) -> Result<Vec<Entry>, StoreError> 
     Ok(by_id.into_values().collect())
 }
 
-/// Every backup, oldest first, each complete one checked.
-pub fn backups(store: &dyn Store, profile: &Profile) -> Result<Vec<Entry>, StoreError> {
+/// Every backup, oldest first, each complete one checked. With
+/// `config_dir`, signatures verified before are remembered there (see
+/// [`cache`]): `list`, `prune` and `run` over thousands of backups then
+/// neither download nor verify again what did not change. Restore, verify
+/// and mirror use [`manifest`], which always reads and verifies.
+pub fn backups(
+    store: &dyn Store,
+    profile: &Profile,
+    config_dir: Option<&Path>,
+) -> Result<Vec<Entry>, StoreError> {
     let mut entries = scan(store, &profile.name)?;
-    for e in entries.iter_mut().filter(|e| e.complete) {
-        e.trust = check(store, profile, e)?;
+    let mut verified = match config_dir {
+        Some(dir) => cache::Verified::load(dir, profile),
+        None => cache::Verified::default(),
+    };
+    // Remote stores answer one request at a time slowly, and signatures
+    // cost CPU: the entries not in the cache are checked by a few threads.
+    let todo: Vec<&mut Entry> = entries.iter_mut().filter(|e| e.complete).collect();
+    let workers = todo.len().div_ceil(64).clamp(1, 16);
+    let chunk = todo.len().div_ceil(workers).max(1);
+    let mut parts: Vec<Vec<&mut Entry>> = Vec::new();
+    let mut rest = todo;
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        parts.push(rest);
+        rest = tail;
+    }
+    let found = &verified;
+    let results: Vec<Result<Vec<cache::Fresh>, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                s.spawn(move || {
+                    let mut fresh = Vec::new();
+                    for e in part {
+                        let (trust, new) = check_with(store, profile, e, found)?;
+                        e.trust = trust;
+                        fresh.extend(new);
+                    }
+                    Ok(fresh)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a catalog thread panicked"))
+            .collect()
+    });
+    let mut fresh = Vec::new();
+    for r in results {
+        fresh.extend(r?);
+    }
+    if let Some(dir) = config_dir {
+        verified.update(dir, &profile.name, fresh, &entries);
     }
     Ok(entries)
 }
@@ -153,70 +205,153 @@ fn read_small(
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
-/// Decides whether a complete backup can be trusted (see the module doc).
-/// Only a store that cannot be read is an error.
-pub fn check(store: &dyn Store, profile: &Profile, e: &Entry) -> Result<Trust, StoreError> {
-    let untrusted = |why: String| Ok(Trust::Untrusted(why));
-    let name = format!("{}{MANIFEST_SUFFIX}", e.id);
-    let Some(obj) = e.object(&name) else {
-        return Ok(Trust::Unfinished);
+/// A complete backup's manifest and signature as read from the store.
+struct Raw {
+    manifest: Vec<u8>,
+    sig: Option<Vec<u8>>,
+}
+
+/// Reads the manifest and signature of `e`; the inner error is why the
+/// backup is untrusted, the outer one a store that cannot be read.
+fn read_raw(
+    store: &dyn Store,
+    profile: &Profile,
+    e: &Entry,
+) -> Result<Result<Raw, String>, StoreError> {
+    let Some(obj) = e.object(&format!("{}{MANIFEST_SUFFIX}", e.id)) else {
+        return Ok(Err("it has no manifest".into()));
     };
-    let Some(bytes) = read_small(
+    let Some(manifest) = read_small(
         store,
         &Manifest::key(&profile.name, &e.id),
         obj.size,
         MAX_MANIFEST,
     )?
     else {
-        return untrusted("the manifest is far too large to be one".into());
+        return Ok(Err("the manifest is far too large to be one".into()));
     };
-    let enc = &profile.encryption;
-    let sig_name = format!("{}{SIGNATURE_SUFFIX}", e.id);
-    let by = match e.object(&sig_name) {
-        Some(sig_obj) => {
-            let Some(sig) = read_small(
-                store,
-                &Manifest::sig_key(&profile.name, &e.id),
-                sig_obj.size,
-                MAX_SIGNATURE,
-            )?
-            else {
-                return untrusted("the signature is far too large to be one of cellar's".into());
-            };
-            match crate::keys::verify_detached(&enc.trusted_signers, &bytes, &sig) {
-                Ok(fpr) => format!("signed by {fpr}"),
-                Err(err) => {
-                    return untrusted(format!(
-                        "its signature does not verify against trusted_signers: {err:#}"
-                    ))
-                }
+    let sig = match e.object(&format!("{}{SIGNATURE_SUFFIX}", e.id)) {
+        None => None,
+        Some(sig_obj) => match read_small(
+            store,
+            &Manifest::sig_key(&profile.name, &e.id),
+            sig_obj.size,
+            MAX_SIGNATURE,
+        )? {
+            Some(sig) => Some(sig),
+            None => {
+                return Ok(Err(
+                    "the signature is far too large to be one of cellar's".into()
+                ))
             }
-        }
+        },
+    };
+    Ok(Ok(Raw { manifest, sig }))
+}
+
+/// Who vouches for the manifest: a trusted signer's signature, or
+/// `allow_unsigned_before`; the error is why no one does.
+fn signed_by(profile: &Profile, e: &Entry, raw: &Raw) -> Result<String, String> {
+    let enc = &profile.encryption;
+    match &raw.sig {
+        Some(sig) => match crate::keys::verify_detached(&enc.trusted_signers, &raw.manifest, sig) {
+            Ok(fpr) => Ok(format!("signed by {fpr}")),
+            Err(err) => Err(format!(
+                "its signature does not verify against trusted_signers: {err:#}"
+            )),
+        },
         None if enc
             .allow_unsigned_before
             .as_deref()
             .is_some_and(|before| e.id.as_str() <= before) =>
         {
-            "unsigned, accepted by allow_unsigned_before".to_string()
+            Ok("unsigned, accepted by allow_unsigned_before".to_string())
         }
-        None => {
-            return untrusted(
-                "it has no signature (a backup made before signed manifests needs allow_unsigned_before in [encryption]; otherwise it was planted)"
-                    .into(),
-            )
-        }
-    };
-    let m: Manifest = match serde_json::from_slice(&bytes) {
+        None => Err(
+            "it has no signature (a backup made before signed manifests needs allow_unsigned_before in [encryption]; otherwise it was planted)"
+                .into(),
+        ),
+    }
+}
+
+/// The trust of a manifest whose signature (or opt-in) `by` vouches for.
+fn judge(profile: &Profile, e: &Entry, manifest: &[u8], by: String) -> Trust {
+    let m: Manifest = match serde_json::from_slice(manifest) {
         Ok(m) => m,
-        Err(err) => return untrusted(format!("the manifest does not parse: {err}")),
+        Err(err) => return Trust::Untrusted(format!("the manifest does not parse: {err}")),
     };
     if let Err(why) = consistent(profile, e, &m) {
-        return untrusted(why);
+        return Trust::Untrusted(why);
     }
-    Ok(Trust::Trusted {
+    Trust::Trusted {
         manifest: Box::new(m),
         by,
+    }
+}
+
+/// Decides whether a complete backup can be trusted (see the module doc),
+/// reading and verifying everything. Only a store that cannot be read is
+/// an error.
+pub fn check(store: &dyn Store, profile: &Profile, e: &Entry) -> Result<Trust, StoreError> {
+    if !e.complete {
+        return Ok(Trust::Unfinished);
+    }
+    Ok(match read_raw(store, profile, e)? {
+        Err(why) => Trust::Untrusted(why),
+        Ok(raw) => match signed_by(profile, e, &raw) {
+            Ok(by) => judge(profile, e, &raw.manifest, by),
+            Err(why) => Trust::Untrusted(why),
+        },
     })
+}
+
+/// [`check`], using what `verified` remembers: the manifest's bytes when
+/// the store's listing reports the MD5s of the manifest and signature
+/// verified before (no download), else the verdict on the same bytes (no
+/// signature check). Also returns what to remember of a new verification.
+fn check_with(
+    store: &dyn Store,
+    profile: &Profile,
+    e: &Entry,
+    verified: &cache::Verified,
+) -> Result<(Trust, Option<cache::Fresh>), StoreError> {
+    if !e.complete {
+        return Ok((Trust::Unfinished, None));
+    }
+    let md5 = |suffix: &str| {
+        e.object(&format!("{}{suffix}", e.id))
+            .and_then(|o| o.md5.clone())
+    };
+    if let Some((manifest, by)) =
+        verified.by_md5(&e.id, md5(MANIFEST_SUFFIX), md5(SIGNATURE_SUFFIX))
+    {
+        return Ok((judge(profile, e, manifest.as_bytes(), by.to_string()), None));
+    }
+    let raw = match read_raw(store, profile, e)? {
+        Ok(raw) => raw,
+        Err(why) => return Ok((Trust::Untrusted(why), None)),
+    };
+    let Some(sig) = &raw.sig else {
+        // Unsigned (allow_unsigned_before): no signature to remember.
+        return Ok((
+            match signed_by(profile, e, &raw) {
+                Ok(by) => judge(profile, e, &raw.manifest, by),
+                Err(why) => Trust::Untrusted(why),
+            },
+            None,
+        ));
+    };
+    let content = cache::content_hash(&raw.manifest, sig);
+    if let Some(by) = verified.by_content(&e.id, &content) {
+        return Ok((judge(profile, e, &raw.manifest, by.to_string()), None));
+    }
+    match signed_by(profile, e, &raw) {
+        Ok(by) => {
+            let fresh = cache::Fresh::new(&e.id, content, &raw.manifest, sig, &by);
+            Ok((judge(profile, e, &raw.manifest, by), fresh))
+        }
+        Err(why) => Ok((Trust::Untrusted(why), None)),
+    }
 }
 
 /// The checks of a parsed manifest against the profile and the store.

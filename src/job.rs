@@ -86,7 +86,14 @@ impl BackupJob<'_> {
         // This run passed its canaries (else prune is not called), so the
         // hold of an earlier canary failure is over.
         let st = state::load(self.config_dir, &p.name);
-        let plan = crate::prune::plan(store.as_ref(), p, crate::schedule::now(), &st, false)?;
+        let plan = crate::prune::plan(
+            store.as_ref(),
+            self.config_dir,
+            p,
+            crate::schedule::now(),
+            &st,
+            false,
+        )?;
         for e in &plan.untrusted {
             tracing::warn!(
                 "{}: backup {} is untrusted and kept for inspection ({}); `cellar prune {} --force` deletes it",

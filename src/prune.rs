@@ -11,6 +11,8 @@
 //! dump, or one that lacks a table's data) until a run succeeds, prune
 //! deletes nothing at all: the backups before it may be the last good ones.
 
+use std::path::Path;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::catalog::{self, Entry};
@@ -77,12 +79,13 @@ pub fn delete_backup(store: &dyn Store, profile: &str, id: &str) -> Result<(), S
 /// its last run, which holds prune off when it failed a canary.
 pub fn plan(
     store: &dyn Store,
+    config_dir: &Path,
     profile: &Profile,
     now: DateTime<Utc>,
     state: &ProfileState,
     hold_on_canary: bool,
 ) -> Result<Plan, StoreError> {
-    let entries = catalog::backups(store, profile)?;
+    let entries = catalog::backups(store, profile, Some(config_dir))?;
     let decisions = decide(profile, &entries, state, now);
     // (A state written before `canary_hold` existed: its last run.)
     let hold = state
@@ -180,15 +183,17 @@ pub fn apply(
     if plan.hold.is_some() {
         return Ok(done);
     }
+    let by_id: std::collections::HashMap<&str, &Entry> =
+        plan.entries.iter().map(|e| (e.id.as_str(), e)).collect();
     for d in plan.decisions.iter().filter(|d| d.keep()) {
-        if let Some(entry) = plan.entries.iter().find(|e| e.id == d.id) {
+        if let Some(entry) = by_id.get(d.id.as_str()) {
             for o in &entry.objects {
                 store.set_tier(&o.key, tag_for(d))?;
             }
         }
     }
     for d in plan.decisions.iter().filter(|d| !d.keep()) {
-        let Some(entry) = plan.entries.iter().find(|e| e.id == d.id) else {
+        let Some(entry) = by_id.get(d.id.as_str()) else {
             continue;
         };
         let mut lock = None;

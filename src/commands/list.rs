@@ -8,7 +8,7 @@ use crate::{catalog, manifest, schedule};
 pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
     let profile = super::load_one(dir, name)?;
     let store = super::open_store(dir, &profile)?;
-    let entries = catalog::backups(store.as_ref(), &profile)?;
+    let entries = catalog::backups(store.as_ref(), &profile, Some(dir))?;
     let (complete, unfinished): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.complete);
     // Only trusted backups count for the retention; pins and the newest
     // passed drill are kept too. The tier each backup is kept under now.
@@ -16,12 +16,11 @@ pub fn run(dir: &Path, name: &str, json: bool) -> Result<i32, Failure> {
     let decisions = crate::prune::decide(&profile, &complete, &st, schedule::now());
     let pinned = crate::pin::pinned(&profile.name, &complete);
     let drill = |id: &str| st.drills.get(id);
-    let tier = |id: &str| {
-        decisions
-            .iter()
-            .find(|d| d.id == id)
-            .map_or("-".to_string(), |d| d.tier_label())
-    };
+    let tiers: std::collections::HashMap<&str, String> = decisions
+        .iter()
+        .map(|d| (d.id.as_str(), d.tier_label()))
+        .collect();
+    let tier = |id: &str| tiers.get(id).cloned().unwrap_or_else(|| "-".to_string());
     if json {
         let rows: Vec<_> = complete
             .iter()

@@ -21,7 +21,7 @@ pub fn run(
         Some(lock::acquire(dir, &profile.name, "prune", wait)?)
     };
     let st = crate::state::load(dir, &profile.name);
-    let plan = prune::plan(store.as_ref(), &profile, schedule::now(), &st, true)?;
+    let plan = prune::plan(store.as_ref(), dir, &profile, schedule::now(), &st, true)?;
     if let Some(why) = &plan.hold {
         println!("{}: nothing is deleted: {why}", profile.name);
         for d in &plan.decisions {

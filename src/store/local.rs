@@ -152,6 +152,7 @@ impl Store for LocalStore {
                 key,
                 size: meta.len(),
                 modified: meta.modified().ok().map(Into::into),
+                md5: None,
             });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));

@@ -138,6 +138,19 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub modified: Option<DateTime<Utc>>,
+    /// The MD5 of the object's bytes as the store's listing reports it
+    /// (an S3 ETag or a Swift hash of a plain upload), lower-case hex; None
+    /// where the store does not say, or says something else (a multipart
+    /// or encrypted object's ETag). Reported by the store, so never proof
+    /// of anything: the catalog's cache only uses it to find bytes it has
+    /// verified before (see `catalog`).
+    pub md5: Option<String>,
+}
+
+/// `text` as an MD5 in lower-case hex, when it is one (quotes removed).
+pub fn md5_hex(text: &str) -> Option<String> {
+    let t = text.trim_matches('"');
+    (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_ascii_lowercase())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -795,6 +795,7 @@ impl Store for S3Store {
                     modified: o
                         .last_modified()
                         .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    md5: o.e_tag().and_then(super::md5_hex),
                 });
             }
         }

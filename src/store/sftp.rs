@@ -424,6 +424,7 @@ impl Store for SftpStore {
                 key,
                 size: meta.len().unwrap_or(0),
                 modified: meta.modified().map(|t| t.as_system_time().into()),
+                md5: None,
             });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));

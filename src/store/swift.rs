@@ -1519,6 +1519,7 @@ impl Store for SwiftStore {
                         .ok()
                         .map(|t| t.and_utc())
                 }),
+                md5: o["hash"].as_str().and_then(super::md5_hex),
             });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));

@@ -526,3 +526,209 @@ fn s3_store_refuses_a_planted_backup_and_never_overwrites() {
         list.stdout
     );
 }
+
+/// A store that reports, in its listing, the MD5s it was told to, whatever
+/// its objects now hold: an S3 server lying about ETags.
+struct LyingListing {
+    inner: Box<dyn cellar::store::Store>,
+    md5: std::collections::HashMap<String, String>,
+}
+
+impl cellar::store::Store for LyingListing {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(
+        &self,
+        key: &str,
+        data: &mut dyn std::io::Read,
+    ) -> Result<u64, cellar::store::StoreError> {
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &str) -> Result<cellar::store::Reader, cellar::store::StoreError> {
+        self.inner.get(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<cellar::store::ObjectInfo>, cellar::store::StoreError> {
+        let mut v = self.inner.list(prefix)?;
+        for o in &mut v {
+            o.md5 = self.md5.get(&o.key).cloned();
+        }
+        Ok(v)
+    }
+    fn delete(&self, key: &str) -> Result<(), cellar::store::StoreError> {
+        self.inner.delete(key)
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
+}
+
+/// `list`, `prune` and `run` remember the signatures they verified
+/// (state/<profile>.verified.json). What they remember is only ever used
+/// for the same bytes; a manifest changed in the store is verified again,
+/// and even a store that lies about its objects' MD5s never gets a changed
+/// manifest restored.
+#[test]
+fn remembered_signatures_never_vouch_for_changed_bytes() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a.txt", b"real data")]);
+    env.files_profile("f", &[&data], "");
+    env.at("2026-02-02T02:00:00Z", &["backup", "f"]).ok();
+    env.at("2026-02-03T02:00:00Z", &["backup", "f"]).ok();
+    let (old, new) = ("20260202T020000Z", "20260203T020000Z");
+    let now = "2026-02-04T00:00:00Z";
+    let cache = env.path().join("state/f.verified.json");
+    let list = env.at(now, &["list", "f", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert!(rows.iter().all(|r| r["trusted"] == true), "{}", list.stdout);
+    assert!(cache.exists(), "list remembers what it verified");
+
+    // The manifest altered (a count changed), its signature kept.
+    let mpath = env.store("f").join(format!("{new}.manifest.json"));
+    let signed = std::fs::read(&mpath).unwrap();
+    let sig = std::fs::read(env.store("f").join(format!("{new}.manifest.json.sig"))).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&signed).unwrap();
+    assert!(v["source"]["changed_during_backup"].is_null(), "{v}");
+    v["source"]["changed_during_backup"] = 7.into();
+    let altered = serde_json::to_vec_pretty(&v).unwrap();
+    assert_ne!(altered, signed);
+    std::fs::write(&mpath, &altered).unwrap();
+
+    let list = env.at(now, &["list", "f"]);
+    list.ok();
+    let line = list.stdout.lines().find(|l| l.starts_with(new)).unwrap();
+    assert!(
+        line.contains("UNTRUSTED") && line.contains("does not verify"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(old) && l.contains("newest")),
+        "{}",
+        list.stdout
+    );
+    let out = env.at(
+        now,
+        &[
+            "restore",
+            "f",
+            new,
+            "--to-dir",
+            env.path().join("r1").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+
+    // A listing that reports the MD5s of the signed bytes while the store
+    // serves the altered ones.
+    std::fs::write(&mpath, &signed).unwrap();
+    env.at(now, &["list", "f"]).ok();
+    std::fs::write(&mpath, &altered).unwrap();
+    let profile = cellar::commands::load_one(env.path(), "f").unwrap();
+    let md5 = [
+        (format!("f/{new}.manifest.json"), md5_hex(&signed)),
+        (format!("f/{new}.manifest.json.sig"), md5_hex(&sig)),
+    ]
+    .into_iter()
+    .collect();
+    let lying = LyingListing {
+        inner: cellar::store::open(&profile.store, env.path()).unwrap(),
+        md5,
+    };
+    let entries = cellar::catalog::backups(&lying, &profile, Some(env.path())).unwrap();
+    let e = entries.iter().find(|e| e.id == new).unwrap();
+    // The listing shows what the signer signed (the remembered bytes)...
+    let m = e.manifest().expect("the remembered, signed manifest");
+    assert_eq!(m.source.changed_during_backup, 0);
+    // ...and every path that reads a backup's contents reads the store's
+    // bytes and verifies them again.
+    let err = cellar::catalog::manifest(&lying, &profile, Some(new)).unwrap_err();
+    assert!(format!("{err:#}").contains("not trusted"), "{err:#}");
+    let err = cellar::catalog::manifest(&lying, &profile, None).unwrap();
+    assert_eq!(err.id, old, "the latest trusted backup is the old one");
+
+    // Another set of trusted signers forgets everything remembered.
+    let before = std::fs::read_to_string(&cache).unwrap();
+    assert!(before.contains(new));
+    cellar::keys::keygen_signing(&env.path().join("secrets"), "next", "next").unwrap();
+    env.edit(
+        "profiles/f.toml",
+        "[encryption]",
+        "[encryption]\ntrusted_signers = [\"secrets/host.sign.pub.asc\", \"secrets/next.sign.pub.asc\"]",
+    );
+    std::fs::write(&mpath, &signed).unwrap();
+    env.at(now, &["list", "f"]).ok();
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert!(after["signers"].as_str().unwrap().contains(','), "{after}");
+}
+
+/// On S3 the listing's ETags let `list` skip downloading manifests it
+/// verified before; a manifest overwritten in the bucket has another ETag,
+/// so it is downloaded and verified again.
+#[test]
+fn s3_list_verifies_an_overwritten_manifest_again() {
+    let m = s3harness::shared();
+    m.create_bucket("remembered", false);
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a.txt", b"real data")]);
+    env.files_profile("f", &[&data], "");
+    env.edit(
+        "profiles/f.toml",
+        &format!("[store]\n{FILE_STORE}\n"),
+        &store_toml(m, "remembered", ""),
+    );
+    env.at("2026-02-02T02:00:00Z", &["backup", "f"]).ok();
+    let id = "20260202T020000Z";
+    let now = "2026-02-04T00:00:00Z";
+    let list = env.at(now, &["list", "f"]);
+    list.ok();
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("newest")),
+        "{}",
+        list.stdout
+    );
+    let cache = std::fs::read_to_string(env.path().join("state/f.verified.json")).unwrap();
+    assert!(cache.contains(id), "{cache}");
+    // Twice: the second list uses what the first verified.
+    env.at(now, &["list", "f"]).ok();
+
+    let (rt, c) = m.client();
+    let key = m
+        .keys("remembered")
+        .into_iter()
+        .find(|k| k.ends_with(".manifest.json"))
+        .unwrap();
+    let body = rt
+        .block_on(c.get_object().bucket("remembered").key(&key).send())
+        .unwrap();
+    let signed = rt.block_on(body.body.collect()).unwrap().into_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&signed).unwrap();
+    let altered = serde_json::to_vec(&v).unwrap();
+    rt.block_on(
+        c.put_object()
+            .bucket("remembered")
+            .key(&key)
+            .body(altered.into())
+            .send(),
+    )
+    .unwrap();
+    let list = env.at(now, &["list", "f"]);
+    list.ok();
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("UNTRUSTED") && l.contains("does not verify")),
+        "{}",
+        list.stdout
+    );
+}
