@@ -454,46 +454,41 @@ impl Spawn for Command {
     }
 }
 
-#[test]
-fn s3_store_refuses_a_planted_backup_and_never_overwrites() {
+/// A files profile "f" over one small file, stored in a new bucket of the
+/// shared S3 server.
+fn s3_files_env(bucket: &str) -> (&'static s3harness::Moto, TestEnv) {
     let m = s3harness::shared();
-    m.create_bucket("planted", false);
+    m.create_bucket(bucket, false);
     let env = TestEnv::new();
     let data = env.data_dir(&[("a.txt", b"real data")]);
     env.files_profile("f", &[&data], "");
     env.edit(
         "profiles/f.toml",
         &format!("[store]\n{FILE_STORE}\n"),
-        &store_toml(m, "planted", ""),
+        &store_toml(m, bucket, ""),
     );
+    (m, env)
+}
+
+#[test]
+fn s3_store_refuses_a_planted_backup_and_never_overwrites() {
+    let (m, env) = s3_files_env("planted");
     env.at("2026-02-02T02:00:00Z", &["backup", "f"]).ok();
     let real = "20260202T020000Z";
     // Copy the real backup to a newer id without its signature, and
     // overwrite-attempt: the same id again.
-    let (rt, c) = m.client();
-    let keys = m.keys("planted");
-    for k in keys.iter().filter(|k| !k.ends_with(".sig")) {
-        let body = rt
-            .block_on(c.get_object().bucket("planted").key(k).send())
-            .unwrap();
-        let bytes = rt.block_on(body.body.collect()).unwrap().into_bytes();
+    for k in m.keys("planted").iter().filter(|k| !k.ends_with(".sig")) {
+        let bytes = m.get("planted", k);
         let newer = k.replace(real, "20260203T020000Z");
         let bytes = if newer.ends_with(".manifest.json") {
-            String::from_utf8(bytes.to_vec())
+            String::from_utf8(bytes)
                 .unwrap()
                 .replace(real, "20260203T020000Z")
                 .into_bytes()
         } else {
-            bytes.to_vec()
+            bytes
         };
-        rt.block_on(
-            c.put_object()
-                .bucket("planted")
-                .key(&newer)
-                .body(bytes.into())
-                .send(),
-        )
-        .unwrap();
+        m.put("planted", &newer, bytes);
     }
     let list = env.at("2026-02-04T00:00:00Z", &["list", "f"]);
     list.ok();
@@ -675,16 +670,7 @@ fn remembered_signatures_never_vouch_for_changed_bytes() {
 /// so it is downloaded and verified again.
 #[test]
 fn s3_list_verifies_an_overwritten_manifest_again() {
-    let m = s3harness::shared();
-    m.create_bucket("remembered", false);
-    let env = TestEnv::new();
-    let data = env.data_dir(&[("a.txt", b"real data")]);
-    env.files_profile("f", &[&data], "");
-    env.edit(
-        "profiles/f.toml",
-        &format!("[store]\n{FILE_STORE}\n"),
-        &store_toml(m, "remembered", ""),
-    );
+    let (m, env) = s3_files_env("remembered");
     env.at("2026-02-02T02:00:00Z", &["backup", "f"]).ok();
     let id = "20260202T020000Z";
     let now = "2026-02-04T00:00:00Z";
@@ -702,26 +688,13 @@ fn s3_list_verifies_an_overwritten_manifest_again() {
     // Twice: the second list uses what the first verified.
     env.at(now, &["list", "f"]).ok();
 
-    let (rt, c) = m.client();
     let key = m
         .keys("remembered")
         .into_iter()
         .find(|k| k.ends_with(".manifest.json"))
         .unwrap();
-    let body = rt
-        .block_on(c.get_object().bucket("remembered").key(&key).send())
-        .unwrap();
-    let signed = rt.block_on(body.body.collect()).unwrap().into_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&signed).unwrap();
-    let altered = serde_json::to_vec(&v).unwrap();
-    rt.block_on(
-        c.put_object()
-            .bucket("remembered")
-            .key(&key)
-            .body(altered.into())
-            .send(),
-    )
-    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&m.get("remembered", &key)).unwrap();
+    m.put("remembered", &key, serde_json::to_vec(&v).unwrap());
     let list = env.at(now, &["list", "f"]);
     list.ok();
     assert!(

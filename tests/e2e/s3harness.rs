@@ -144,6 +144,31 @@ impl Moto {
         keys
     }
 
+    /// The bytes of one object.
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let (rt, c) = self.client();
+        let out = rt
+            .block_on(c.get_object().bucket(bucket).key(key).send())
+            .unwrap();
+        rt.block_on(out.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+    }
+
+    /// Writes one object, as anyone holding the bucket's keys can.
+    pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let (rt, c) = self.client();
+        rt.block_on(
+            c.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(bytes.into())
+                .send(),
+        )
+        .unwrap();
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
