@@ -341,11 +341,8 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                     };
                     let (id, pid) = (snap.id.clone(), snap.pid);
                     // A custom archive's table of contents comes first.
-                    let mut head = postgres::Head {
-                        inner: w,
-                        head: Vec::new(),
-                        limit: if custom { TOC_HEAD } else { 0 },
-                    };
+                    let mut head =
+                        postgres::Head::new(w, conn, if custom { TOC_HEAD } else { 0 });
                     let (dumped, counted) = std::thread::scope(|s| {
                         let counting = s.spawn(|| snap.inventory());
                         let dumped = postgres::dump(conn, db, custom, args, Some(&id), &mut head);
@@ -357,13 +354,14 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                         (dumped, counting.join().expect("inventory thread panicked"))
                     });
                     dumped?;
+                    let toc = head.toc()?;
                     let mut inv = counted.with_context(|| format!("counting the rows of {db}"))?;
                     snap.close()?;
                     inv.filtered = postgres::filters_dump(args);
                     if custom && !inv.filtered {
                         // The dump canary: a table in the database whose
                         // data is not in the dump fails the backup.
-                        match postgres::missing_from_toc(conn, &head.head, &inv)? {
+                        match toc.map(|toc| postgres::missing_from_toc(&toc, &inv)) {
                             Some(missing) if !missing.is_empty() => {
                                 return Err(DumpCanary(format!(
                                     "the dump of {db} lacks the data of {} table(s) that the database holds: {}; if the backup role cannot read them, grant it SELECT (or exclude them in pg_dump_args on purpose)",

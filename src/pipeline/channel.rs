@@ -19,7 +19,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryR
 
 /// Chunk size and queue depth: 16 × 256 KiB = 4 MiB in flight per pipe.
 pub const CHUNK: usize = 256 * 1024;
-const DEPTH: usize = 16;
+pub const DEPTH: usize = 16;
 
 /// The marker error a reader returns when its writer was abandoned.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +32,15 @@ enum Msg {
 }
 
 pub fn pipe() -> (ChannelWriter, ChannelReader) {
-    let (tx, rx) = sync_channel(DEPTH);
+    pipe_of(DEPTH)
+}
+
+/// A pipe holding at most `depth` chunks in flight.
+pub fn pipe_of(depth: usize) -> (ChannelWriter, ChannelReader) {
+    let (tx, rx) = sync_channel(depth);
     // Room for every chunk that can be in flight, so returning one never
     // blocks the reader.
-    let (spent_tx, spent_rx) = sync_channel(DEPTH + 2);
+    let (spent_tx, spent_rx) = sync_channel(depth + 2);
     (
         ChannelWriter {
             tx: Some(tx),

@@ -63,8 +63,15 @@ pub fn backup_stream<F>(
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()> + Send,
 {
-    let (mut plain_w, plain_r) = channel::pipe();
-    let (hashed_w, hashed_r) = channel::pipe();
+    // xz is far slower than any source and takes its input a block (16 MiB
+    // at -6) per thread at a time: deeper pipes in front of it would only
+    // hold memory (6 MiB), as a whole block waits in liblzma anyway.
+    let depth = match compression.algorithm {
+        crate::profile::Algorithm::Xz => 4,
+        crate::profile::Algorithm::Zstd => channel::DEPTH,
+    };
+    let (mut plain_w, plain_r) = channel::pipe_of(depth);
+    let (hashed_w, hashed_r) = channel::pipe_of(depth);
     let (stored_w, stored_r) = channel::pipe();
 
     std::thread::scope(|s| {

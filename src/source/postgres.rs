@@ -981,24 +981,81 @@ pub fn check_archive(conn: &DbConn, input: &mut dyn Read) -> anyhow::Result<()> 
     }
 }
 
-/// The first bytes of a stream written through it: a custom archive's
-/// header and table of contents, which pg_dump writes before any data.
+/// Passes a custom archive through while keeping its first bytes, up to
+/// `limit`, until they hold the whole table of contents: pg_restore reads
+/// it at a few sizes on the way (256 KiB, 1, 4 and 16 MiB, and the limit
+/// at the end), and once it succeeds the bytes are dropped, so a dump holds
+/// about as much memory as its table of contents needs, not the limit.
 pub struct Head<'w> {
     pub inner: &'w mut dyn Write,
-    pub head: Vec<u8>,
-    pub limit: usize,
+    conn: &'w DbConn,
+    head: Vec<u8>,
+    limit: usize,
+    next_try: usize,
+    toc: Option<String>,
+}
+
+impl<'w> Head<'w> {
+    /// `limit` 0 keeps nothing (a plain dump has no table of contents).
+    pub fn new(inner: &'w mut dyn Write, conn: &'w DbConn, limit: usize) -> Self {
+        Head {
+            inner,
+            conn,
+            head: Vec::new(),
+            limit,
+            next_try: 256 << 10,
+            toc: None,
+        }
+    }
+
+    /// The archive's table of contents (`pg_restore --list`), once the
+    /// stream has ended; None when it did not fit in the limit.
+    pub fn toc(mut self) -> anyhow::Result<Option<String>> {
+        if self.toc.is_none() && self.limit > 0 {
+            self.toc = toc_list(self.conn, &self.head)?;
+        }
+        Ok(self.toc)
+    }
 }
 
 impl Write for Head<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        let room = self.limit.saturating_sub(self.head.len());
-        self.head.extend_from_slice(&buf[..n.min(room)]);
+        if self.toc.is_none() && self.limit > 0 {
+            let room = self.limit.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&buf[..n.min(room)]);
+            if self.head.len() >= self.next_try && self.head.len() < self.limit {
+                self.next_try = self.next_try.saturating_mul(4);
+                self.toc = toc_list(self.conn, &self.head).map_err(io::Error::other)?;
+                if self.toc.is_some() {
+                    self.head = Vec::new();
+                }
+            }
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// `pg_restore --list` of an archive's first bytes; None when they do not
+/// hold its whole table of contents.
+fn toc_list(conn: &DbConn, head: &[u8]) -> anyhow::Result<Option<String>> {
+    let mut tmp = tempfile::NamedTempFile::new()?;
+    tmp.write_all(head)?;
+    tmp.flush()?;
+    let out = Command::new(conn.tool("pg_restore"))
+        .arg("--list")
+        .arg(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("pg_restore: {e}; {HINT}"))?;
+    // A table of contents longer than the head cannot be read.
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// `"a b"` / `shop` (as `%I` quotes) back to the name itself.
@@ -1023,33 +1080,14 @@ pub fn split_qualified(q: &str) -> (String, String) {
 }
 
 /// The dump canary: every table of the inventory has its data in the
-/// archive's table of contents (`head`: the archive's first bytes).
-/// Returns the tables that are missing; `None` when the table of contents
-/// did not fit in `head` (nothing can be said).
-pub fn missing_from_toc(
-    conn: &DbConn,
-    head: &[u8],
-    inventory: &crate::manifest::Inventory,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let mut tmp = tempfile::NamedTempFile::new()?;
-    tmp.write_all(head)?;
-    tmp.flush()?;
-    let out = Command::new(conn.tool("pg_restore"))
-        .arg("--list")
-        .arg(tmp.path())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| anyhow::anyhow!("pg_restore: {e}; {HINT}"))?;
-    if !out.status.success() {
-        // A table of contents longer than the head cannot be read.
-        return Ok(None);
-    }
-    let toc = String::from_utf8_lossy(&out.stdout);
+/// archive's table of contents (`toc`, as `pg_restore --list` prints it).
+/// Returns the tables that are missing.
+pub fn missing_from_toc(toc: &str, inventory: &crate::manifest::Inventory) -> Vec<String> {
     let data: Vec<&str> = toc
         .lines()
         .filter(|l| !l.starts_with(';') && l.contains(" TABLE DATA "))
         .collect();
-    let missing = inventory
+    inventory
         .tables
         .keys()
         .filter(|q| {
@@ -1058,8 +1096,7 @@ pub fn missing_from_toc(
             !data.iter().any(|l| l.contains(&needle))
         })
         .cloned()
-        .collect();
-    Ok(Some(missing))
+        .collect()
 }
 
 /// Checks that a plain SQL dump is complete: pg_dump ends it with a fixed

@@ -189,3 +189,60 @@ fn a_dump_missing_a_table_fails_the_backup_and_names_it() {
     assert!(env.manifests("db").is_empty());
     assert!(env.payloads("db").is_empty());
 }
+
+/// The canary reads the table of contents from the archive's first bytes
+/// as they stream by, and stops keeping them once it is complete: a table
+/// of contents longer than the first look (256 KiB; here 1,500 tables,
+/// about 1 MB) followed by more data than the later looks (4 MiB) still
+/// has every table checked, and the table left out is still named.
+#[test]
+fn the_canary_reads_a_long_table_of_contents_while_the_dump_streams() {
+    let pg = pg();
+    let src = pg.filled_db(
+        "inv_long_toc",
+        "CREATE TABLE bulk (v text);
+         INSERT INTO bulk SELECT md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 150000) g;
+         CREATE TABLE audit (v int); INSERT INTO audit SELECT generate_series(1, 50);",
+    );
+    // 1,500 tables of five columns, 500 a transaction (each takes locks).
+    for part in 0..3 {
+        pg.psql(
+            &src,
+            &format!(
+                "DO $$ BEGIN FOR i IN {}..{} LOOP EXECUTE format('CREATE TABLE t%s (id int, name text, note text, at timestamptz, n numeric)', i); END LOOP; END $$",
+                part * 500 + 1,
+                part * 500 + 500
+            ),
+        );
+    }
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    let m = manifest(&env);
+    let inv = &m["payloads"][0]["inventory"]["tables"];
+    assert!(
+        inv["public.t1500"].is_number() && inv["public.audit"].is_number(),
+        "{inv}"
+    );
+
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!("#!/bin/sh\nexec {PG_BIN}/pg_dump --exclude-table-data=audit \"$@\"\n"),
+        )],
+    );
+    env.edit(
+        "profiles/db.toml",
+        "globals = false",
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+    );
+    let out = env.cellar(&["backup", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("lacks the data of 1 table(s)") && out.stderr.contains("public.audit"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("not checked"), "{}", out.stderr);
+}
