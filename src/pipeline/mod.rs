@@ -63,7 +63,7 @@ pub fn backup_stream<F>(
 where
     F: FnOnce(&mut dyn Write) -> anyhow::Result<()> + Send,
 {
-    // xz is far slower than any source and takes its input a block (16 MiB
+    // xz is far slower than any source and takes its input a block (12 MiB
     // at -6) per thread at a time: deeper pipes in front of it would only
     // hold memory (6 MiB), as a whole block waits in liblzma anyway.
     let depth = match compression.algorithm {
