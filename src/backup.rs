@@ -169,19 +169,34 @@ fn previous_manifest(store: &dyn Store, profile: &Profile) -> Option<Manifest> {
 }
 
 /// A fresh id for a backup starting now; never reuses one in the store.
+/// The id of a new backup: the start time to the second. When something
+/// in the store already uses that id (two backups in one second, or
+/// objects anyone could have written), a random suffix tells them apart;
+/// the time is never moved, so no one can push a backup's date ahead.
 fn new_id(store: &dyn Store, profile: &str) -> Result<String, crate::store::StoreError> {
-    let taken: Vec<String> = catalog::scan(store, profile)?
+    let taken: std::collections::HashSet<String> = catalog::scan(store, profile)?
         .into_iter()
         .map(|e| e.id)
         .collect();
-    let mut t = crate::schedule::now();
-    loop {
-        let id = manifest::id_for(t);
-        if !taken.contains(&id) {
-            return Ok(id);
-        }
-        t += chrono::Duration::seconds(1);
+    let base = manifest::id_for(crate::schedule::now());
+    if !taken.contains(&base) {
+        return Ok(base);
     }
+    (0u32..=0xffff)
+        .map(|n| {
+            let mut r = [0u8; 2];
+            let _ = sequoia_openpgp::crypto::random(&mut r);
+            // Random first; counting through every suffix if that fails.
+            let n = if n < 64 { u16::from_be_bytes(r) as u32 } else { n };
+            format!("{base}-{:04x}", n)
+        })
+        .find(|id| !taken.contains(id))
+        .ok_or_else(|| crate::store::StoreError::Remote {
+            op: "choosing an id for",
+            store: store.location(),
+            key: format!("{profile}/{base}"),
+            message: "every id of this second (and its suffixes) is taken: look for objects someone else wrote there".into(),
+        })
 }
 
 pub fn run(

@@ -28,5 +28,6 @@ fn main() {
             f.code
         }
     };
+    cellar::source::postgres::close_sessions();
     std::process::exit(code);
 }

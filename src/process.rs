@@ -257,6 +257,29 @@ pub fn pass_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::R
     }
 }
 
+/// The child is killed when cellar dies, even by `kill -9`: a pg_restore
+/// left running would keep the unnamed spool file alive and go on loading
+/// a scratch database that no one will swap in. Only for a child that the
+/// spawning thread waits for: the signal follows that thread's end.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: prctl, getppid and _exit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Gone already, before the line above took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` and streams its stdout into `out` (a dump into the
 /// pipeline). A quiet child (a dump waiting on a lock) does not hold off
 /// a SIGTERM; when `out` fails, the child is killed, and when the child

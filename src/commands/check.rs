@@ -190,8 +190,24 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
                 describe(conn)
             )),
             Ok(false) => {
-                if let Some(m) = marker {
-                    let _ = std::fs::remove_file(m);
+                // Killed right after its swap, a run leaves the target's
+                // old content under the previous name instead.
+                let previous = database::previous_name(target);
+                match (my, marker) {
+                    (false, Some(m)) => match postgres::database_exists(conn, &previous) {
+                        Ok(true) => found.push(format!(
+                            "{previous} on {} (the old content of {target}, left by a restore or mirror killed during its swap, or kept by --keep-previous; drop it with DROP DATABASE {previous} once it is not needed)",
+                            describe(conn)
+                        )),
+                        Ok(false) => {
+                            let _ = std::fs::remove_file(m);
+                        }
+                        Err(_) => {}
+                    },
+                    (_, Some(m)) => {
+                        let _ = std::fs::remove_file(m);
+                    }
+                    (_, None) => {}
                 }
             }
             Err(_) => {}

@@ -240,11 +240,12 @@ pub fn run(
                     )
                 };
                 println!(
-                    "  leftover scratch database {} on {} ({what} started at {} did not finish; it may hold un-anonymized data): {next} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone)",
+                    "  leftover scratch database {} on {} ({what} started at {} did not finish; it may hold un-anonymized data): {next} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone, and names {} instead if the run was killed during its swap)",
                     m.scratch,
                     m.server,
                     m.started_at.format("%Y-%m-%d %H:%M UTC"),
-                    m.scratch
+                    m.scratch,
+                    database::previous_name(&m.target)
                 );
                 if let Some(undo) = &m.undo {
                     println!(

@@ -257,6 +257,9 @@ pub struct Scratch<'a> {
     target: String,
     name: String,
     keep_previous: bool,
+    /// Whether a target with objects may be replaced (`--clean`, mirror);
+    /// without it, one that appeared while the restore ran is refused.
+    replace: bool,
     /// Database-level statements, applied just before the swap (so a
     /// restored `default_transaction_read_only` or `ALLOW_CONNECTIONS false`
     /// cannot get in the way of the restore or the mirror's statements).
@@ -283,6 +286,14 @@ impl Scratch<'_> {
                 "database properties",
                 postgres::psql_restricted(self.conn, "postgres", true, &mut sql.as_bytes()),
             )?;
+        }
+        if !self.replace {
+            if let Some(n @ 1..) = postgres::database_state(self.conn, &self.target)? {
+                bail!(
+                    "database {} was made while the restore ran and now holds {n} objects; it is not replaced without --clean",
+                    self.target
+                );
+            }
         }
         let kept = swap(self.conn, &self.target, &self.name, self.keep_previous)?;
         self.done = true;
@@ -496,6 +507,7 @@ pub fn prepare<'a>(
         target: t.database.to_string(),
         name,
         keep_previous: t.keep_previous,
+        replace: t.clean || t.mirror,
         properties: None,
         marker,
         done: false,

@@ -9,6 +9,7 @@
 pub mod database;
 pub mod mariadb;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -293,19 +294,57 @@ pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyho
     }
     let existed_empty = check_dir_target(dir)?;
     let parent = parent_of(dir);
+    // Folders made on the way are removed again if the restore fails.
+    let mut made = Vec::new();
+    let mut missing = parent.as_path();
+    while !missing.as_os_str().is_empty() && std::fs::symlink_metadata(missing).is_err() {
+        made.push(missing.to_path_buf());
+        missing = missing.parent().unwrap_or(Path::new(""));
+    }
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let r = to_dir_in(fetch, m, p, dir, &parent, existed_empty);
+    if r.is_err() {
+        for d in &made {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    r
+}
+
+fn to_dir_in(
+    fetch: &Fetch<'_>,
+    m: &Manifest,
+    p: &Payload,
+    dir: &Path,
+    parent: &Path,
+    existed_empty: bool,
+) -> anyhow::Result<()> {
     // Every folder on the way is resolved once and must be safe from other
     // users: one who could rename the hidden folder could redirect the
     // restore's writes and chmods elsewhere.
-    let parent = std::fs::canonicalize(&parent)
+    let parent = std::fs::canonicalize(parent)
         .with_context(|| format!("resolving {}", parent.display()))?;
     safe_folder(&parent)?;
     let dir = &parent.join(dir.file_name().expect("checked: a final name"));
+    // Only this user can enter the hidden folder until every byte is
+    // verified: the tree is written while the payload streams in, and a
+    // payload swapped in the store could hold a setuid file or a device
+    // that another local user must never reach before the hashes fail.
     let incoming = tempfile::Builder::new()
         .prefix(".cellar-incoming-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&parent)
         .with_context(|| format!("creating a folder in {}", parent.display()))?;
-    fetch.stream(m, p, |r| untar::extract(r, incoming.path()))?;
+    if let Err(e) = fetch.stream(m, p, |r| untar::extract(r, incoming.path())) {
+        // Folders restored read-only must not keep the tree from going.
+        let _ = untar::make_removable(incoming.path());
+        return Err(e.into());
+    }
+    std::fs::set_permissions(
+        incoming.path(),
+        std::fs::Permissions::from_mode(0o777 & !umask()),
+    )
+    .with_context(|| format!("setting the mode of {}", incoming.path().display()))?;
     if existed_empty {
         std::fs::remove_dir(dir)
             .with_context(|| format!("replacing the empty {}", dir.display()))?;
@@ -322,6 +361,18 @@ pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyho
     crate::state::sync_parent(dir)
         .with_context(|| format!("flushing the folder of {}", dir.display()))?;
     Ok(())
+}
+
+/// The process's umask (read from /proc, which does not change it).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Restores the roles and tablespaces (or MariaDB's users and grants)
@@ -342,11 +393,20 @@ pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result
         std::io::copy(r, &mut tmp)?;
         Ok(())
     })?;
-    use std::io::Seek;
+    use std::io::{Read, Seek};
     tmp.rewind()?;
-    // Roles that already exist are errors psql reports and carries past;
+    let mut sql = Vec::new();
+    tmp.read_to_end(&mut sql)?;
+    // Roles and tablespaces that exist are left exactly as they are: no
+    // password, attribute, setting or membership of theirs is changed.
+    let (roles, spaces) = postgres::existing_globals(conn)?;
+    let (sql, left) = postgres::globals_for_new_only(&sql, &roles, &spaces);
+    for name in &left {
+        warn!("globals: {name} exists on the server and was left as it is");
+    }
+    // Roles made in the meantime are errors psql reports and carries past;
     // any other error fails the restore before the database is touched.
-    let notes = postgres::psql_restricted(conn, "postgres", false, &mut tmp)?;
+    let notes = postgres::psql_restricted(conn, "postgres", false, &mut sql.as_slice())?;
     let mut failed = Vec::new();
     for line in notes.lines().filter(|l| l.contains("ERROR")) {
         if line.contains("already exists") {

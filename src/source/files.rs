@@ -92,6 +92,9 @@ struct Writer<'a, 'o> {
     stats: TarStats,
     root_user: bool,
     buf: Vec<u8>,
+    /// Files with more than one name: (device, inode) → the name their
+    /// content was archived under. Later names become hard link entries.
+    links: std::collections::HashMap<(u64, u64), PathBuf>,
 }
 
 /// Writes a tar stream of the profile's paths to `out`.
@@ -102,6 +105,7 @@ pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<Ta
         stats: TarStats::default(),
         root_user: unsafe { libc::geteuid() } == 0,
         buf: vec![0; COPY_BUFFER],
+        links: std::collections::HashMap::new(),
     };
     for root in &source.paths {
         w.root(root)?;
@@ -117,16 +121,28 @@ pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<Ta
 /// as much: it feeds the progress line and nothing else.
 pub fn tar_size(source: &FilesSource, stop: &AtomicBool) -> Option<u64> {
     let block = |n: u64| n.div_ceil(512) * 512;
-    let entry = |path: &Path, meta: &Metadata| -> u64 {
+    // A name over 100 bytes goes before its header as a GNU long name.
+    let long = |n: u64| if n > 100 { 512 + block(n + 1) } else { 0 };
+    let mut links: std::collections::HashMap<(u64, u64), u64> = std::collections::HashMap::new();
+    let mut entry = |path: &Path, meta: &Metadata| -> u64 {
         let name = archive_name(path).as_os_str().len() as u64;
         let ft = meta.file_type();
         if name == 0 || !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
             return 0;
         }
-        // A name over 100 bytes goes before its header as a GNU long name.
-        let long = if name > 100 { 512 + block(name + 1) } else { 0 };
+        if ft.is_file() && meta.nlink() > 1 {
+            match links.entry((meta.dev(), meta.ino())) {
+                // A hard link entry: its name and its target's.
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    return 512 + long(name) + long(*first.get());
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(name);
+                }
+            }
+        }
         let data = if ft.is_file() { block(meta.len()) } else { 0 };
-        512 + long + data
+        512 + long(name) + data
     };
     // The two zero blocks that end the archive.
     let mut total = 1024;
@@ -397,6 +413,19 @@ impl Writer<'_, '_> {
             self.replaced(path);
             return Ok(());
         }
+        let id = (before.dev(), before.ino());
+        if before.nlink() > 1 {
+            if let Some(first) = self.links.get(&id) {
+                // Another name of a file already in the archive.
+                let mut header = header_for(&before);
+                header.set_entry_type(tar::EntryType::Link);
+                self.builder
+                    .append_link(&mut header, name, first)
+                    .with_context(|| format!("archiving {}", path.display()))?;
+                self.stats.entries += 1;
+                return Ok(());
+            }
+        }
         let size = before.len();
         let mut header = header_for(&before);
         header.set_entry_type(tar::EntryType::Regular);
@@ -455,6 +484,9 @@ impl Writer<'_, '_> {
                 self.stats.changed_names.push(path.display().to_string());
             }
         }
+        if before.nlink() > 1 {
+            self.links.insert(id, name.to_path_buf());
+        }
         self.stats.entries += 1;
         self.stats.files += 1;
         Ok(())
@@ -508,6 +540,9 @@ mod tests {
         std::fs::write(deep.join("long-name-file"), vec![1u8; 70_000]).unwrap();
         std::fs::write(root.join("skip.tmp"), vec![0u8; 9_000]).unwrap();
         std::os::unix::fs::symlink("small", root.join("link")).unwrap();
+        // Hard links, one with long names on both ends.
+        std::fs::hard_link(root.join("small"), root.join("again")).unwrap();
+        std::fs::hard_link(deep.join("long-name-file"), deep.join("c".repeat(90))).unwrap();
         let source = FilesSource {
             paths: vec![root],
             exclude: vec![Exclude::parse("*.tmp").unwrap()],
@@ -518,6 +553,13 @@ mod tests {
         write_tar(&source, &mut tar).unwrap();
         let stop = AtomicBool::new(false);
         assert_eq!(tar_size(&source, &stop), Some(tar.len() as u64));
+        // Each content once: two hard link entries.
+        let links = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().header().entry_type() == tar::EntryType::Link)
+            .count();
+        assert_eq!(links, 2);
         stop.store(true, Ordering::Relaxed);
         assert_eq!(tar_size(&source, &stop), None);
     }

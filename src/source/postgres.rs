@@ -92,6 +92,25 @@ pub fn query(
     sql: &str,
     vars: &[(&str, &str)],
 ) -> anyhow::Result<String> {
+    if database == MAINTENANCE_DB {
+        if let Some(out) = session::query(conn, sql, vars) {
+            return out.with_context(|| format!("on {} database {database}", conn.describe()));
+        }
+    }
+    query_once(conn, database, sql, vars)
+}
+
+/// The database cellar's own statements about databases (exists, create,
+/// drop, swap) run on; it never restores into it.
+const MAINTENANCE_DB: &str = "postgres";
+
+/// [`query`] in a psql started for it alone.
+fn query_once(
+    conn: &DbConn,
+    database: &str,
+    sql: &str,
+    vars: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "psql", &env);
     cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
@@ -491,6 +510,33 @@ pub fn create_database(conn: &DbConn, database: &str) -> anyhow::Result<()> {
 /// Drops a database cellar made (a scratch or previous copy), even one
 /// that a restored `IS_TEMPLATE true` made a template.
 pub fn drop_database(conn: &DbConn, database: &str) -> anyhow::Result<()> {
+    // A logical-replication subscription (a dump carries them, disabled)
+    // keeps a database from being dropped until it is dropped itself,
+    // which can only be done from inside that database, and without its
+    // replication slot, which lives on a publisher cellar has nothing to
+    // do with.
+    let subscriptions = query(
+        conn,
+        "postgres",
+        "SELECT count(*) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid
+           WHERE d.datname = :'name';",
+        &[("name", database)],
+    )?;
+    if subscriptions.trim() != "0" {
+        query_once(
+            conn,
+            database,
+            "SELECT format('ALTER SUBSCRIPTION %I DISABLE', subname) FROM pg_subscription
+               WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND subenabled \\gexec
+             SELECT format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', subname) FROM pg_subscription
+               WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \\gexec
+             SELECT format('DROP SUBSCRIPTION %I', subname) FROM pg_subscription
+               WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \\gexec",
+            &[],
+        )
+        .with_context(|| format!("dropping the subscriptions of {database} before dropping it"))?;
+    }
     query(
         conn,
         "postgres",
@@ -533,6 +579,7 @@ pub fn restore_custom(
     cmd.arg(format!("--dbname={}", conninfo(conn, database)));
     cmd.arg("/dev/fd/3");
     pass_as_fd3(&mut cmd, spool);
+    process::die_with_parent(&mut cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     process::spawn_group(&mut cmd, "pg_restore", HINT)?
         .wait_or_cancel()
@@ -723,6 +770,123 @@ pub fn rename_database_sql(sql: &str, rename_to: &str) -> (String, String) {
         }
     }
     (create, rest)
+}
+
+/// Roles and tablespaces that exist on the server now.
+pub fn existing_globals(
+    conn: &DbConn,
+) -> anyhow::Result<(
+    std::collections::HashSet<String>,
+    std::collections::HashSet<String>,
+)> {
+    let out = query(
+        conn,
+        "postgres",
+        "SELECT json_build_array(
+           (SELECT coalesce(json_agg(rolname), '[]') FROM pg_roles),
+           (SELECT coalesce(json_agg(spcname), '[]') FROM pg_tablespace));",
+        &[],
+    )?;
+    let (roles, spaces): (Vec<String>, Vec<String>) =
+        serde_json::from_str(out.trim()).context("reading the server's roles")?;
+    Ok((roles.into_iter().collect(), spaces.into_iter().collect()))
+}
+
+/// `pg_dumpall --globals-only` output without the statements that would
+/// change a role or tablespace that already exists (its password, its
+/// attributes, its settings, comment or memberships, a tablespace's
+/// options or grants): those are left exactly as they are. Returns the
+/// SQL to run and the names left alone.
+pub fn globals_for_new_only(
+    sql: &[u8],
+    roles: &std::collections::HashSet<String>,
+    spaces: &std::collections::HashSet<String>,
+) -> (Vec<u8>, std::collections::BTreeSet<String>) {
+    let mut out = Vec::with_capacity(sql.len());
+    let mut kept = std::collections::BTreeSet::new();
+    let (mut continuing, mut in_quote, mut keep) = (false, false, true);
+    for raw in sql.split_inclusive(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(raw);
+        let text = line.trim_end_matches('\n');
+        if !continuing {
+            keep = match touches_existing(text, roles, spaces) {
+                Some(name) => {
+                    kept.insert(name);
+                    false
+                }
+                None => true,
+            };
+            if text.is_empty() || text.starts_with("--") || text.starts_with('\\') {
+                if keep {
+                    out.extend_from_slice(raw);
+                }
+                continue;
+            }
+        }
+        if keep {
+            out.extend_from_slice(raw);
+        }
+        in_quote = quote_state(text, in_quote);
+        continuing = in_quote || !text.trim_end().ends_with(';');
+    }
+    (out, kept)
+}
+
+/// The existing role or tablespace (as `role X` / `tablespace X`) that a
+/// globals statement would change, if any.
+fn touches_existing(
+    line: &str,
+    roles: &std::collections::HashSet<String>,
+    spaces: &std::collections::HashSet<String>,
+) -> Option<String> {
+    let role = |rest: &str| {
+        let name = unquote_ident(leading_identifier(rest));
+        roles.contains(&name).then(|| format!("role {name}"))
+    };
+    let space = |rest: &str| {
+        let name = unquote_ident(leading_identifier(rest));
+        spaces.contains(&name).then(|| format!("tablespace {name}"))
+    };
+    for p in [
+        "CREATE ROLE ",
+        "ALTER ROLE ",
+        "COMMENT ON ROLE ",
+        "ALTER USER ",
+    ] {
+        if let Some(rest) = line.strip_prefix(p) {
+            return role(rest);
+        }
+    }
+    for p in [
+        "CREATE TABLESPACE ",
+        "ALTER TABLESPACE ",
+        "COMMENT ON TABLESPACE ",
+    ] {
+        if let Some(rest) = line.strip_prefix(p) {
+            return space(rest);
+        }
+    }
+    if line.starts_with("SECURITY LABEL ") {
+        if let Some(at) = line.find(" ON ROLE ") {
+            return role(&line[at + " ON ROLE ".len()..]);
+        }
+        if let Some(at) = line.find(" ON TABLESPACE ") {
+            return space(&line[at + " ON TABLESPACE ".len()..]);
+        }
+        return None;
+    }
+    let grant = line
+        .strip_prefix("GRANT ")
+        .or_else(|| line.strip_prefix("REVOKE "))?;
+    if let Some(at) = grant.find(" ON TABLESPACE ") {
+        return space(&grant[at + " ON TABLESPACE ".len()..]);
+    }
+    // A membership: GRANT role TO member ...; the member is changed.
+    let granted = leading_identifier(grant);
+    let rest = grant[granted.len()..]
+        .strip_prefix(" TO ")
+        .or_else(|| grant[granted.len()..].strip_prefix(" FROM "))?;
+    role(rest)
 }
 
 /// Whether a string literal is still open after `line`, given whether one
@@ -1125,9 +1289,245 @@ pub fn check_sql(input: &mut dyn Read, globals: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// psql sessions on each server's maintenance database, kept open for
+/// the life of the process. A restore asks the server about a dozen short
+/// questions (does this database exist, drop it, swap): each costs a round
+/// trip on a session instead of a psql start and a backend start (30 to
+/// 60 ms). Sessions on any other database are never kept: a session left
+/// on a target would stop its rename.
+mod session {
+    use std::io::{self, BufRead, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+
+    use anyhow::bail;
+
+    use super::{client_env, command, conninfo, ClientEnv, DbConn, HINT, MAINTENANCE_DB};
+    use crate::process;
+
+    struct Session {
+        psql: process::Running,
+        stdin: std::process::ChildStdin,
+        stdout: io::BufReader<std::process::ChildStdout>,
+        /// The line psql echoes after each script: nothing a query prints
+        /// can equal it.
+        end: String,
+        _env: ClientEnv,
+    }
+
+    type Key = (std::path::PathBuf, String, Option<[u8; 32]>);
+    type Slot = Arc<Mutex<Option<Session>>>;
+    static SESSIONS: Mutex<Vec<(Key, Slot)>> = Mutex::new(Vec::new());
+
+    fn key(conn: &DbConn) -> Key {
+        let pw = conn.password.as_ref().map(|p| {
+            let h = blake2b_simd::Params::new()
+                .hash_length(32)
+                .hash(p.expose().as_bytes());
+            let mut k = [0u8; 32];
+            k.copy_from_slice(h.as_bytes());
+            k
+        });
+        (conn.tool("psql"), conninfo(conn, MAINTENANCE_DB), pw)
+    }
+
+    /// Hex of `v`, for a literal no server setting can reinterpret.
+    fn hex_literal(v: &str) -> String {
+        format!("convert_from(decode('{}', 'hex'), 'UTF8')", hex::encode(v))
+    }
+
+    impl Session {
+        fn open(conn: &DbConn) -> anyhow::Result<Session> {
+            use std::os::unix::process::CommandExt;
+            let env = client_env(conn)?;
+            let mut cmd = command(conn, "psql", &env);
+            cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+            cmd.arg(format!("--dbname={}", conninfo(conn, MAINTENANCE_DB)));
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+            // A Ctrl-C at the terminal goes to cellar alone, which still
+            // needs the session to drop what it made.
+            cmd.process_group(0);
+            let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
+            let stdin = psql.child.stdin.take().expect("stdin was piped");
+            let stdout = io::BufReader::new(psql.child.stdout.take().expect("stdout was piped"));
+            let mut r = [0u8; 16];
+            let _ = sequoia_openpgp::crypto::random(&mut r);
+            let mut s = Session {
+                psql,
+                stdin,
+                stdout,
+                end: format!("cellar-end-{}", hex::encode(r)),
+                _env: env,
+            };
+            // Notices of one statement must not read as part of a later
+            // statement's error.
+            match s.run("SET client_min_messages TO warning;", &[]) {
+                Ok(_) => Ok(s),
+                Err(e) => Err(s.end(e)),
+            }
+        }
+
+        /// Ends a session whose script failed; psql's own message (a
+        /// refused connection, an SQL error) is the better error.
+        fn end(self, e: anyhow::Error) -> anyhow::Error {
+            drop(self.stdin);
+            match self.psql.wait() {
+                Err(psql) => anyhow::Error::new(psql),
+                Ok(_) => e,
+            }
+        }
+
+        fn alive(&mut self) -> bool {
+            matches!(self.psql.child.try_wait(), Ok(None))
+        }
+
+        /// Runs `sql` with psql variables `vars`; an error ends the session
+        /// (ON_ERROR_STOP) and is returned with psql's message.
+        fn run(&mut self, sql: &str, vars: &[(&str, &str)]) -> anyhow::Result<String> {
+            let mut script = String::new();
+            for (k, v) in vars {
+                // Set from a query, so no value is ever parsed by psql.
+                script.push_str(&format!("SELECT {} AS \"{k}\" \\gset\n", hex_literal(v)));
+            }
+            script.push_str(sql);
+            script.push_str("\n;\n");
+            for (k, _) in vars {
+                script.push_str(&format!("\\unset {k}\n"));
+            }
+            script.push_str(&format!("\\echo {}\n", self.end));
+            let sent = self
+                .stdin
+                .write_all(script.as_bytes())
+                .and_then(|()| self.stdin.flush());
+            let mut out = String::new();
+            if sent.is_ok() {
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if self.stdout.read_line(&mut line)? == 0 {
+                        break;
+                    }
+                    if line.trim_end_matches('\n') == self.end {
+                        return Ok(out);
+                    }
+                    out.push_str(&line);
+                }
+            }
+            bail!("psql ended")
+        }
+    }
+
+    /// Whether psql's message says the connection, not the statement,
+    /// failed (a server restarted since the session began).
+    fn connection_lost(e: &anyhow::Error) -> bool {
+        let text = format!("{e:#}");
+        [
+            "server closed the connection unexpectedly",
+            "connection to server was lost",
+            "no connection to the server",
+            "terminating connection due to administrator command",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+    }
+
+    /// Runs `sql` on the kept session for `conn`'s server, or returns
+    /// `None` when the caller should start a psql of its own (the session
+    /// is busy on another thread, cannot start, or its connection was lost
+    /// before the statement ran).
+    pub(super) fn query(
+        conn: &DbConn,
+        sql: &str,
+        vars: &[(&str, &str)],
+    ) -> Option<anyhow::Result<String>> {
+        let key = key(conn);
+        let slot = {
+            let mut all = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+            match all.iter().find(|(k, _)| *k == key) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s: Slot = Arc::default();
+                    all.push((key, s.clone()));
+                    s
+                }
+            }
+        };
+        let mut guard = slot.try_lock().ok()?;
+        let fresh = !guard.as_mut().is_some_and(|s| s.alive());
+        if fresh {
+            // A server that cannot be reached fails here, once.
+            match Session::open(conn) {
+                Ok(s) => *guard = Some(s),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let session = guard.as_mut().expect("opened above");
+        match session.run(sql, vars) {
+            Ok(out) => Some(Ok(out)),
+            Err(e) => {
+                let e = guard.take().expect("the session ran").end(e);
+                // A kept session whose server restarted meanwhile: the
+                // statement never ran, so a psql of its own may run it.
+                if !fresh && connection_lost(&e) {
+                    return None;
+                }
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Ends every kept session (psql sees the end of its input and quits).
+    pub fn close_all() {
+        let all = std::mem::take(&mut *SESSIONS.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, slot) in all {
+            if let Some(s) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = s.end(anyhow::anyhow!("closed"));
+            }
+        }
+    }
+}
+
+pub use session::close_all as close_sessions;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globals_leave_existing_roles_and_tablespaces_alone() {
+        let sql = "SET default_transaction_read_only = off;\n\
+--\n-- Roles\n--\n\n\
+CREATE ROLE app;\n\
+ALTER ROLE app WITH NOSUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$old';\n\
+CREATE ROLE \"New \"\"one\";\n\
+ALTER ROLE \"New \"\"one\" WITH LOGIN;\n\
+COMMENT ON ROLE app IS 'two\nlines;\n still';\n\
+ALTER ROLE app SET search_path TO x;\n\
+GRANT reader TO app GRANTED BY postgres;\n\
+GRANT app TO \"New \"\"one\" GRANTED BY postgres;\n\
+CREATE TABLESPACE fast OWNER app LOCATION '/x';\n\
+GRANT CREATE ON TABLESPACE fast TO \"New \"\"one\";\n\
+CREATE TABLESPACE slow OWNER app LOCATION '/y';\n";
+        let roles: std::collections::HashSet<String> = ["app", "reader", "postgres"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let spaces: std::collections::HashSet<String> = ["fast".to_string()].into();
+        let (out, left) = globals_for_new_only(sql.as_bytes(), &roles, &spaces);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "SET default_transaction_read_only = off;\n--\n-- Roles\n--\n\n\
+CREATE ROLE \"New \"\"one\";\n\
+ALTER ROLE \"New \"\"one\" WITH LOGIN;\n\
+GRANT app TO \"New \"\"one\" GRANTED BY postgres;\n\
+CREATE TABLESPACE slow OWNER app LOCATION '/y';\n"
+        );
+        assert_eq!(
+            left.into_iter().collect::<Vec<_>>(),
+            ["role app", "tablespace fast"]
+        );
+    }
 
     #[test]
     fn conninfo_quotes_odd_names() {

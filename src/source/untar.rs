@@ -423,6 +423,23 @@ fn drain<R: Read>(entry: &mut tar::Entry<R>, buf: &mut [u8]) -> anyhow::Result<(
 
 /// Flushes the file system holding `dir`: every file and folder written
 /// there, in one call.
+/// Gives the owner full access to every folder under `dir` (restored
+/// read-only ones included), so a failed restore's tree can be removed.
+pub fn make_removable(dir: &Path) -> io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_dir() {
+            let mode = entry
+                .metadata()
+                .map_err(io::Error::other)?
+                .permissions()
+                .mode();
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode | 0o700))?;
+        }
+    }
+    Ok(())
+}
+
 fn sync_fs(dir: &Path) -> anyhow::Result<()> {
     let f = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     use std::os::fd::AsRawFd;

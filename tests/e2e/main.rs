@@ -19,6 +19,7 @@ mod profiles;
 mod progress;
 mod restore_engine;
 mod retention;
+mod review;
 mod s3;
 mod s3harness;
 mod sftp;

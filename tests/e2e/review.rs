@@ -1,0 +1,327 @@
+//! What a hostile review of the restore engine, the files restore and the
+//! id scheme found (2026-12-07), each as the attack that found it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use cellar::restore::database::{marker_path, previous_name, scratch_name};
+
+use crate::harness::{db_name, fake_bin_dir, pg, TestEnv, PG_BIN};
+
+/// `--globals` creates the roles a backup needs and leaves every role
+/// that exists exactly as it is: a password rotated since the backup, an
+/// account locked after a compromise, rights granted or taken away.
+#[test]
+fn globals_never_change_a_role_that_exists() {
+    let own = crate::harness::private_pg();
+    own.psql(
+        "postgres",
+        "CREATE ROLE app LOGIN PASSWORD 'old secret'; CREATE ROLE reader NOLOGIN;
+         CREATE ROLE owner_new NOLOGIN; GRANT reader TO owner_new;",
+    );
+    own.psql("postgres", "CREATE DATABASE shop");
+    own.psql(
+        "shop",
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (7); ALTER TABLE t OWNER TO owner_new;",
+    );
+    let env = TestEnv::new();
+    env.pg_profile("g", "shop", "globals = true", "");
+    env.edit(
+        "profiles/g.toml",
+        &format!("port = {}", pg().port),
+        &format!("port = {}", own.port),
+    );
+    env.cellar(&["backup", "g"]).ok();
+    // Since the backup: app's password rotated and the account locked,
+    // reader made a superuser, owner_new gone.
+    own.psql(
+        "postgres",
+        "ALTER ROLE app PASSWORD 'new secret' NOLOGIN CREATEDB; ALTER ROLE reader SUPERUSER;",
+    );
+    own.psql("postgres", "DROP DATABASE shop");
+    own.psql("postgres", "DROP ROLE owner_new");
+    let roles = || {
+        own.psql(
+            "postgres",
+            "SELECT rolname, rolcanlogin, rolcreatedb, rolsuper, md5(coalesce(rolpassword, ''))
+               FROM pg_authid WHERE rolname IN ('app', 'reader', 'postgres') ORDER BY 1",
+        )
+    };
+    let before = roles();
+    let out = env.cellar(&["restore", "g", "--to-database", "shop", "--globals"]);
+    out.ok();
+    assert_eq!(roles(), before, "an existing role was changed");
+    assert!(
+        out.stderr
+            .contains("role app exists on the server and was left as it is"),
+        "{}",
+        out.stderr
+    );
+    // The missing role came back, with its membership, and owns its table.
+    assert_eq!(
+        own.psql(
+            "shop",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 't'"
+        )
+        .trim(),
+        "owner_new"
+    );
+    assert_eq!(
+        own.psql(
+            "postgres",
+            "SELECT pg_has_role('owner_new', 'reader', 'MEMBER')"
+        )
+        .trim(),
+        "t"
+    );
+}
+
+/// A database that subscribes to a publication brings its subscription
+/// along in the dump; a database holding one cannot be dropped until the
+/// subscription is. Neither the scratch database of a failed mirror nor the
+/// previous copy after a swap may be stranded by it.
+#[test]
+fn a_subscription_in_the_dump_strands_no_database() {
+    let pg = pg();
+    let src = pg.filled_db(
+        "subscribed_src",
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1);
+         CREATE SUBSCRIPTION sub_review CONNECTION 'host=127.0.0.1 port=1 dbname=x'
+           PUBLICATION p WITH (connect = false, slot_name = 'sub_review', enabled = false);",
+    );
+    let target = db_name("subscribed_mirror");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {target}"));
+    let env = TestEnv::new();
+    env.pg_profile(
+        "db",
+        &src,
+        "globals = false",
+        &format!("[mirror]\ndatabase = \"{target}\"\nchecks = [\"SELECT false\"]\n"),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    // A failing check: the scratch database goes, subscription and all.
+    let out = env.cellar(&["mirror", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(!pg.exists(&scratch_name(&target)), "{}", out.all());
+    // Two restores in a row: the second drops the first's copy.
+    let dst = db_name("subscribed_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "--clean"]);
+    out.ok();
+    assert!(
+        !out.stderr.contains("could not be dropped"),
+        "{}",
+        out.all()
+    );
+    assert!(!pg.exists(&previous_name(&dst)));
+    assert!(!pg.exists(&scratch_name(&dst)));
+    assert_eq!(
+        pg.psql(&dst, "SELECT count(*) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()")
+            .trim(),
+        "1"
+    );
+    pg.psql(
+        &dst,
+        "ALTER SUBSCRIPTION sub_review SET (slot_name = NONE); DROP SUBSCRIPTION sub_review;",
+    );
+    pg.psql(
+        &src,
+        "ALTER SUBSCRIPTION sub_review SET (slot_name = NONE); DROP SUBSCRIPTION sub_review;",
+    );
+}
+
+/// Without `--clean`, a target that someone creates and fills while the
+/// restore runs is not swapped out (and dropped) at the end.
+#[test]
+fn a_target_made_during_the_restore_is_not_replaced_without_clean() {
+    let pg = pg();
+    let (env, dst) = (TestEnv::new(), db_name("appeared_dst"));
+    let src = pg.filled_db(
+        "appeared_src",
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1);",
+    );
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    // pg_restore into the scratch database first makes the target, with
+    // a table in it, as another user at work would.
+    let make = format!(
+        "#!/bin/sh\ncase \"$*\" in *--dbname*) {PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'CREATE DATABASE {dst}' && {PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d {dst} -c 'CREATE TABLE precious (v text); INSERT INTO precious VALUES ($$x$$)' ;; esac\nexec {PG_BIN}/pg_restore \"$@\"\n",
+        port = pg.port
+    );
+    let bin = fake_bin_dir(&env, &[("pg_restore", &make)]);
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let out = env.cellar(&["restore", "db", "--to-database", &dst]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("--clean"), "{}", out.stderr);
+    assert_eq!(pg.psql(&dst, "SELECT v FROM precious").trim(), "x");
+    assert!(!pg.exists(&scratch_name(&dst)));
+    assert!(!pg.exists(&previous_name(&dst)));
+}
+
+/// A run killed right after its swap leaves the target's old content
+/// under the previous name: `check` and `status` say so (instead of
+/// forgetting it), and forget it once it is dropped.
+#[test]
+fn a_swap_cut_short_leaves_a_copy_that_check_and_status_name() {
+    let pg = pg();
+    let src = pg.filled_db("cutswap_src", "CREATE TABLE t (v int);");
+    let dst = db_name("cutswap_dst");
+    let previous = previous_name(&dst);
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {previous}"));
+    pg.psql("postgres", &format!("CREATE DATABASE {previous}"));
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    // The marker a killed restore leaves (its pid is gone).
+    let marker = marker_path(env.path(), &dst);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(
+        &marker,
+        serde_json::json!({
+            "profile": "db",
+            "server": format!("postgresql://postgres@127.0.0.1:{}", pg.port),
+            "target": dst,
+            "scratch": scratch_name(&dst),
+            "pid": 999_999_999u32,
+            "started_at": "2026-12-01T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = env.cellar(&["check", "db"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.all().contains(&previous), "{}", out.all());
+    assert!(marker.exists());
+    let out = env.cellar(&["status", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains(&previous), "{}", out.all());
+    pg.psql("postgres", &format!("DROP DATABASE {previous}"));
+    let out = env.cellar(&["check", "db"]);
+    assert!(!out.all().contains(&previous), "{}", out.all());
+    assert!(!marker.exists());
+}
+
+/// The folder a files restore writes into can be entered by no one else
+/// until every byte is verified: a payload swapped in the store may hold a
+/// setuid file or a device. After a failed restore nothing is left, not
+/// the read-only folders, not the parents it made.
+#[test]
+fn a_files_restore_is_private_until_verified_and_leaves_nothing_on_failure() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("big.bin", &crate::harness::noise(24 << 20, 7))]);
+    std::fs::create_dir(data.join("ro")).unwrap();
+    std::fs::write(data.join("ro/f"), b"x").unwrap();
+    std::fs::set_permissions(data.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    env.files_profile("f", &[&data], "");
+    env.cellar(&["backup", "f"]).ok();
+    std::fs::set_permissions(data.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // While the restore runs, the hidden folder is private.
+    let parent = env.path().join("out");
+    std::fs::create_dir(&parent).unwrap();
+    let mut child = env
+        .cmd()
+        .args(["restore", "f", "--to-dir"])
+        .arg(parent.join("dest"))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = 0;
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+        for e in std::fs::read_dir(&parent).unwrap().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".cellar-incoming-")
+            {
+                if let Ok(md) = std::fs::symlink_metadata(e.path()) {
+                    assert_eq!(md.permissions().mode() & 0o077, 0, "others can enter it");
+                    seen += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(seen > 0, "the restore was over before it could be watched");
+    let mode = std::fs::metadata(parent.join("dest"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o700, 0o700);
+
+    // A damaged payload, read-only folders in it, parents to make.
+    crate::harness::flip_byte(&env.payloads("f")[0]);
+    let dest = env.path().join("made/a/b/dest");
+    let out = env.cellar(&["restore", "f", "--to-dir", dest.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(!env.path().join("made").exists(), "{}", out.all());
+}
+
+/// Objects anyone can write into the store, named like the coming
+/// seconds' backups, cannot move a new backup's id (its date) ahead.
+#[test]
+fn objects_named_like_coming_backups_do_not_move_an_id_ahead() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a.txt", b"a")]);
+    env.files_profile("f", &[&data], "");
+    let store = env.store("f");
+    std::fs::create_dir_all(&store).unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z").unwrap();
+    for s in 0..120 {
+        let id = (start + chrono::Duration::seconds(s)).format("%Y%m%dT%H%M%SZ");
+        std::fs::write(store.join(format!("{id}.junk")), b"").unwrap();
+    }
+    let out = env.at("2026-12-01T00:00:00Z", &["backup", "f"]);
+    out.ok();
+    let ids: Vec<String> = env
+        .manifests("f")
+        .iter()
+        .map(|m| {
+            m.file_name().unwrap().to_string_lossy()[..]
+                .split('.')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(ids[0].starts_with("20261201T000000Z-"), "{ids:?}");
+    assert_eq!(ids[0].len(), "20261201T000000Z-abcd".len(), "{ids:?}");
+}
+
+/// Hard links come back as hard links (one content, several names), and
+/// `verify` agrees with the restore.
+#[test]
+fn hard_links_come_back_as_hard_links() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("one", b"shared content")]);
+    std::fs::create_dir(data.join("sub")).unwrap();
+    std::fs::hard_link(data.join("one"), data.join("two")).unwrap();
+    std::fs::hard_link(data.join("one"), data.join("sub/three")).unwrap();
+    env.files_profile("f", &[&data], "");
+    env.cellar(&["backup", "f"]).ok();
+    env.cellar(&["verify", "f"]).ok();
+    let dest = env.path().join("back");
+    env.cellar(&["restore", "f", "--to-dir", dest.to_str().unwrap()])
+        .ok();
+    let inside = dest.join(data.strip_prefix("/").unwrap());
+    let one = std::fs::metadata(inside.join("one")).unwrap();
+    assert_eq!(one.nlink(), 3);
+    for other in ["two", "sub/three"] {
+        assert_eq!(
+            std::fs::metadata(inside.join(other)).unwrap().ino(),
+            one.ino()
+        );
+    }
+    assert_eq!(
+        std::fs::read(inside.join("sub/three")).unwrap(),
+        b"shared content"
+    );
+}
