@@ -322,8 +322,8 @@ fn to_dir_in(
     // Every folder on the way is resolved once and must be safe from other
     // users: one who could rename the hidden folder could redirect the
     // restore's writes and chmods elsewhere.
-    let parent = std::fs::canonicalize(parent)
-        .with_context(|| format!("resolving {}", parent.display()))?;
+    let parent =
+        std::fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
     safe_folder(&parent)?;
     let dir = &parent.join(dir.file_name().expect("checked: a final name"));
     // Only this user can enter the hidden folder until every byte is

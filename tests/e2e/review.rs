@@ -325,3 +325,88 @@ fn hard_links_come_back_as_hard_links() {
         b"shared content"
     );
 }
+
+/// pg_restore dies with cellar, even when cellar is killed with `kill -9`:
+/// it must not keep the decrypted spool open and go on loading a scratch
+/// database that no one will swap in.
+#[test]
+fn pg_restore_dies_with_a_killed_cellar() {
+    let pg = pg();
+    let src = db_name("orphan_src");
+    pg.create_db(&src);
+    pg.psql(
+        &src,
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('z', 200) AS v
+           FROM generate_series(1, 300000) g;
+         CREATE INDEX big_v ON big (v);",
+    );
+    let env = TestEnv::new();
+    let pidfile = env.path().join("pg_restore.pid");
+    let wrapper = format!(
+        "#!/bin/sh\ncase \"$*\" in *--dbname*) echo $$ > '{}' ;; esac\nexec {PG_BIN}/pg_restore \"$@\"\n",
+        pidfile.display()
+    );
+    let bin = fake_bin_dir(&env, &[("pg_restore", &wrapper)]);
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("orphan_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    let mut child = env
+        .cmd()
+        .args(["restore", "db", "--to-database", &dst])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended first"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    // Gone (or a zombie waiting for init to reap it) at once: the kernel
+    // kills it as cellar ends.
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let killed = Instant::now();
+    while !gone() && killed.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone(), "pg_restore {pid} outlived cellar");
+    // The next restore drops the leftover and succeeds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = env.cellar(&["restore", "db", "--to-database", &dst]);
+        if out.code == 0 || Instant::now() > deadline {
+            out.ok();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!pg.exists(&scratch_name(&dst)));
+}
