@@ -462,6 +462,8 @@ pub struct Scratch<'a> {
     target: String,
     name: String,
     keep_previous: bool,
+    /// `--clean` or a mirror: a target with tables may be replaced.
+    replace: bool,
     marker: std::path::PathBuf,
     started_at: chrono::DateTime<chrono::Utc>,
     /// The target's old definitions, written by the swap.
@@ -525,6 +527,7 @@ pub fn prepare<'a>(
         target: t.database.to_string(),
         name,
         keep_previous: t.keep_previous,
+        replace: t.clean || t.mirror,
         marker,
         started_at: chrono::Utc::now(),
         journal: None,
@@ -705,6 +708,15 @@ impl Scratch<'_> {
         database::step("drop the previous copy", drop_database(conn, &previous))?;
         let new = database::step("read the backup's definitions", definitions(conn, &scratch))?;
         let exists = my::exists(conn, &target)?;
+        if exists && !self.replace {
+            // Without --clean, a target that someone made and filled while
+            // the restore ran is not replaced.
+            if let Some(n @ 1..) = my::database_state(conn, &target)? {
+                bail!(
+                    "database {target} was made while the restore ran and now holds {n} objects; it is not replaced without --clean"
+                );
+            }
+        }
         let old = if exists {
             database::step("read the target's definitions", definitions(conn, &target))?
         } else {
