@@ -168,35 +168,54 @@ fn previous_manifest(store: &dyn Store, profile: &Profile) -> Option<Manifest> {
         })
 }
 
-/// A fresh id for a backup starting now; never reuses one in the store.
 /// The id of a new backup: the start time to the second. When something
 /// in the store already uses that id (two backups in one second, or
-/// objects anyone could have written), a random suffix tells them apart;
-/// the time is never moved, so no one can push a backup's date ahead.
+/// objects anyone could have written), a suffix of 4 hex digits tells them
+/// apart: past every suffix of that second already in the store, and
+/// growing with the milliseconds, so ids keep sorting by time. The time is
+/// never moved, so no one can push a backup's date ahead.
 fn new_id(store: &dyn Store, profile: &str) -> Result<String, crate::store::StoreError> {
     let taken: std::collections::HashSet<String> = catalog::scan(store, profile)?
         .into_iter()
         .map(|e| e.id)
         .collect();
-    let base = manifest::id_for(crate::schedule::now());
+    let now = crate::schedule::now();
+    let base = manifest::id_for(now);
     if !taken.contains(&base) {
         return Ok(base);
     }
-    (0u32..=0xffff)
-        .map(|n| {
-            let mut r = [0u8; 2];
-            let _ = sequoia_openpgp::crypto::random(&mut r);
-            // Random first; counting through every suffix if that fails.
-            let n = if n < 64 { u16::from_be_bytes(r) as u32 } else { n };
-            format!("{base}-{:04x}", n)
-        })
-        .find(|id| !taken.contains(id))
-        .ok_or_else(|| crate::store::StoreError::Remote {
-            op: "choosing an id for",
-            store: store.location(),
-            key: format!("{profile}/{base}"),
-            message: "every id of this second (and its suffixes) is taken: look for objects someone else wrote there".into(),
-        })
+    suffixed(&base, now, &taken).ok_or_else(|| crate::store::StoreError::Remote {
+        op: "choosing an id for",
+        store: store.location(),
+        key: format!("{profile}/{base}"),
+        message: "every id of this second (and its suffixes) is taken: look for objects someone else wrote there".into(),
+    })
+}
+
+/// `base` with the first free suffix at or after the later of: the
+/// milliseconds of `now` (times 65, plus a little randomness) and one past
+/// the largest suffix of `base` in `taken`; any free one if none is left
+/// after those.
+fn suffixed(
+    base: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    taken: &std::collections::HashSet<String>,
+) -> Option<String> {
+    let mut r = [0u8; 1];
+    let _ = sequoia_openpgp::crypto::random(&mut r);
+    let ms = now.timestamp_subsec_millis().min(999);
+    let clock = ms * 65 + (r[0] as u32 % 65);
+    let past = taken
+        .iter()
+        .filter_map(|id| id.strip_prefix(base)?.strip_prefix('-'))
+        .filter_map(|x| u32::from_str_radix(x, 16).ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    let id = |n: u32| format!("{base}-{n:04x}");
+    (clock.max(past)..=0xffff)
+        .chain(0..0xffff)
+        .map(id)
+        .find(|i| !taken.contains(i))
 }
 
 pub fn run(
@@ -228,10 +247,9 @@ pub fn run(
             Err(BackupError::Payload { cause, .. })
                 if matches!(*cause, PipelineError::Store(StoreError::Exists { .. })) =>
             {
-                let mut r = [0u8; 2];
-                let _ = sequoia_openpgp::crypto::random(&mut r);
                 let base = id.split('-').next().unwrap_or(&id).to_string();
-                id = format!("{base}-{}", hex::encode(r));
+                let mine = std::collections::HashSet::from([id.clone()]);
+                id = suffixed(&base, crate::schedule::now(), &mine).unwrap_or(id);
                 warn!(
                     "{}: another backup took this id at the same moment; starting again as {id}",
                     profile.name
@@ -619,4 +637,30 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_sort_after_what_the_second_already_holds() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00.500Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let base = "20261201T000000Z";
+        let taken: std::collections::HashSet<String> =
+            [base.to_string(), format!("{base}-f000")].into();
+        let id = suffixed(base, now, &taken).unwrap();
+        assert!(id.as_str() > "20261201T000000Z-f000", "{id}");
+        // Later milliseconds, later suffixes.
+        let early = suffixed(base, now - chrono::Duration::milliseconds(400), &[].into()).unwrap();
+        let late = suffixed(base, now + chrono::Duration::milliseconds(400), &[].into()).unwrap();
+        assert!(early < late, "{early} {late}");
+        // Every later suffix taken: any free one.
+        let full: std::collections::HashSet<String> = (0x8000..=0xffffu32)
+            .map(|n| format!("{base}-{n:04x}"))
+            .collect();
+        assert!(suffixed(base, now, &full).unwrap().as_str() < "20261201T000000Z-8000");
+    }
 }

@@ -307,7 +307,16 @@ impl Drop for Scratch<'_> {
         if self.done {
             return;
         }
-        match postgres::drop_database(self.conn, &self.name) {
+        // A server that is restarting refuses for a moment: try again.
+        let mut dropped = postgres::drop_database(self.conn, &self.name);
+        for _ in 0..4 {
+            if dropped.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            dropped = postgres::drop_database(self.conn, &self.name);
+        }
+        match dropped {
             Ok(()) => {
                 let _ = std::fs::remove_file(&self.marker);
             }
@@ -749,7 +758,7 @@ impl Prepared for Scratch<'_> {
         self.tables_compared
     }
     fn execute(&self, sql: &str) -> anyhow::Result<String> {
-        let out = postgres::query(self.conn, &self.name, &format!("{sql};"), &[])?;
+        let out = postgres::user_query(self.conn, &self.name, &format!("{sql};"))?;
         Ok(out.lines().next().unwrap_or("").trim().to_string())
     }
     fn is_true(&self, answer: &str) -> bool {

@@ -9,7 +9,7 @@
 pub mod database;
 pub mod mariadb;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -301,7 +301,13 @@ pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyho
         made.push(missing.to_path_buf());
         missing = missing.parent().unwrap_or(Path::new(""));
     }
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Not writable by others whatever the umask (002 is common): the
+    // folders on the way must pass the check below.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
     let r = to_dir_in(fetch, m, p, dir, &parent, existed_empty);
     if r.is_err() {
         for d in &made {

@@ -68,6 +68,17 @@ fn client_env(conn: &DbConn) -> io::Result<ClientEnv> {
     })
 }
 
+/// cellar's own statements find only the system catalog's functions and
+/// operators: a database owner who puts a `count(*)` of their own ahead of
+/// `pg_catalog` (`ALTER DATABASE ... SET search_path`) must not have it run
+/// by cellar's session, which is often a superuser's. A setting given at
+/// connection time overrides the database's and the role's.
+fn catalog_only(cmd: &mut Command) {
+    let mut options = std::env::var("PGOPTIONS").unwrap_or_default();
+    options.push_str(" -c search_path=pg_catalog,pg_temp");
+    cmd.env("PGOPTIONS", options.trim_start());
+}
+
 fn command(conn: &DbConn, tool: &str, env: &ClientEnv) -> Command {
     let mut cmd = Command::new(conn.tool(tool));
     cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
@@ -97,7 +108,13 @@ pub fn query(
             return out.with_context(|| format!("on {} database {database}", conn.describe()));
         }
     }
-    query_once(conn, database, sql, vars)
+    query_once(conn, database, sql, vars, true)
+}
+
+/// Runs the operator's own SQL (the mirror's `after_restore` and
+/// `checks`) on `database` with that database's own `search_path`.
+pub fn user_query(conn: &DbConn, database: &str, sql: &str) -> anyhow::Result<String> {
+    query_once(conn, database, sql, &[], false)
 }
 
 /// The database cellar's own statements about databases (exists, create,
@@ -110,9 +127,15 @@ fn query_once(
     database: &str,
     sql: &str,
     vars: &[(&str, &str)],
+    catalog: bool,
 ) -> anyhow::Result<String> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "psql", &env);
+    if catalog {
+        catalog_only(&mut cmd);
+    }
+    // Waited for below, on this thread: it ends with cellar.
+    process::die_with_parent(&mut cmd);
     cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     for (k, v) in vars {
         cmd.arg("-v").arg(format!("{k}={v}"));
@@ -147,6 +170,7 @@ pub struct ServerLock {
 pub fn try_server_lock(conn: &DbConn, name: &str) -> anyhow::Result<Option<ServerLock>> {
     let env = client_env(conn)?;
     let mut cmd = command(conn, "psql", &env);
+    catalog_only(&mut cmd);
     cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     cmd.arg("-v").arg(format!("lockname={name}"));
     cmd.arg(format!("--dbname={}", conninfo(conn, "postgres")));
@@ -327,6 +351,7 @@ impl Snapshot {
     pub fn open(conn: &DbConn, database: &str) -> anyhow::Result<Snapshot> {
         let env = client_env(conn)?;
         let mut cmd = command(conn, "psql", &env);
+        catalog_only(&mut cmd);
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
         cmd.arg(format!("--dbname={}", conninfo(conn, database)));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -523,6 +548,15 @@ pub fn drop_database(conn: &DbConn, database: &str) -> anyhow::Result<()> {
         &[("name", database)],
     )?;
     if subscriptions.trim() != "0" {
+        // Only from inside: a copy restored with ALLOW_CONNECTIONS false
+        // is opened first (it is dropped right after).
+        query(
+            conn,
+            "postgres",
+            "SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS true', datname) FROM pg_database
+               WHERE datname = :'name' AND NOT datallowconn \\gexec",
+            &[("name", database)],
+        )?;
         query_once(
             conn,
             database,
@@ -534,6 +568,7 @@ pub fn drop_database(conn: &DbConn, database: &str) -> anyhow::Result<()> {
              SELECT format('DROP SUBSCRIPTION %I', subname) FROM pg_subscription
                WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \\gexec",
             &[],
+            true,
         )
         .with_context(|| format!("dropping the subscriptions of {database} before dropping it"))?;
     }
@@ -722,13 +757,13 @@ pub fn rename_database_sql(sql: &str, rename_to: &str) -> (String, String) {
     let from = format!("DATABASE {original}");
     let to = format!("DATABASE {rename_to}");
     let mut continuing = false;
-    let mut in_quote = false;
+    let mut in_quote = Quote::Out;
     for line in sql.lines() {
         if continuing {
             rest.push_str(line);
             rest.push('\n');
             in_quote = quote_state(line, in_quote);
-            continuing = in_quote || !line.trim_end().ends_with(';');
+            continuing = in_quote != Quote::Out || !line.trim_end().ends_with(';');
             continue;
         }
         if line.is_empty() || line.starts_with("--") || line.starts_with('\\') {
@@ -765,8 +800,8 @@ pub fn rename_database_sql(sql: &str, rename_to: &str) -> (String, String) {
         } else if allowed.iter().any(|a| renamed.starts_with(a)) {
             rest.push_str(&renamed);
             rest.push('\n');
-            in_quote = quote_state(&renamed, false);
-            continuing = in_quote || !renamed.trim_end().ends_with(';');
+            in_quote = quote_state(&renamed, Quote::Out);
+            continuing = in_quote != Quote::Out || !renamed.trim_end().ends_with(';');
         }
     }
     (create, rest)
@@ -804,7 +839,7 @@ pub fn globals_for_new_only(
 ) -> (Vec<u8>, std::collections::BTreeSet<String>) {
     let mut out = Vec::with_capacity(sql.len());
     let mut kept = std::collections::BTreeSet::new();
-    let (mut continuing, mut in_quote, mut keep) = (false, false, true);
+    let (mut continuing, mut in_quote, mut keep) = (false, Quote::Out, true);
     for raw in sql.split_inclusive(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(raw);
         let text = line.trim_end_matches('\n');
@@ -827,7 +862,7 @@ pub fn globals_for_new_only(
             out.extend_from_slice(raw);
         }
         in_quote = quote_state(text, in_quote);
-        continuing = in_quote || !text.trim_end().ends_with(';');
+        continuing = in_quote != Quote::Out || !text.trim_end().ends_with(';');
     }
     (out, kept)
 }
@@ -875,24 +910,89 @@ fn touches_existing(
         }
         return None;
     }
-    let grant = line
-        .strip_prefix("GRANT ")
-        .or_else(|| line.strip_prefix("REVOKE "))?;
-    if let Some(at) = grant.find(" ON TABLESPACE ") {
-        return space(&grant[at + " ON TABLESPACE ".len()..]);
+    let (grant, word) = match (line.strip_prefix("GRANT "), line.strip_prefix("REVOKE ")) {
+        (Some(g), _) => (g, " TO "),
+        (_, Some(r)) => (r, " FROM "),
+        _ => return None,
+    };
+    if let Some(at) = find_outside_quotes(grant, " ON TABLESPACE ") {
+        if let Some(t) = space(&grant[at + " ON TABLESPACE ".len()..]) {
+            return Some(t);
+        }
     }
-    // A membership: GRANT role TO member ...; the member is changed.
-    let granted = leading_identifier(grant);
-    let rest = grant[granted.len()..]
-        .strip_prefix(" TO ")
-        .or_else(|| grant[granted.len()..].strip_prefix(" FROM "))?;
-    role(rest)
+    // Whoever receives (or loses) a membership or a privilege, on a
+    // tablespace or a parameter (`GRANT SET ON PARAMETER work_mem TO r`),
+    // is changed by it.
+    let at = find_outside_quotes(grant, word)?;
+    identifier_list(&grant[at + word.len()..])
+        .into_iter()
+        .find(|r| roles.contains(r))
+        .map(|r| format!("role {r}"))
 }
 
-/// Whether a string literal is still open after `line`, given whether one
-/// was open before it (pg_dump doubles quotes inside literals).
-fn quote_state(line: &str, open: bool) -> bool {
-    (line.bytes().filter(|&b| b == b'\'').count() % 2 == 1) != open
+/// Where `needle` first occurs in `s` outside quotes.
+fn find_outside_quotes(s: &str, needle: &str) -> Option<usize> {
+    let mut q = Quote::Out;
+    for (i, c) in s.char_indices() {
+        if q == Quote::Out && s[i..].starts_with(needle) {
+            return Some(i);
+        }
+        q = quote_state(c.encode_utf8(&mut [0; 4]), q);
+    }
+    None
+}
+
+/// The comma-separated identifiers at the start of `s` (`a, "B c", d`),
+/// unquoted.
+fn identifier_list(mut s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        s = s.trim_start();
+        let id = if s.starts_with('"') {
+            leading_identifier(s)
+        } else {
+            s.split([' ', ';', ',']).next().unwrap_or("")
+        };
+        if id.is_empty() {
+            break;
+        }
+        out.push(unquote_ident(id));
+        s = s[id.len()..].trim_start();
+        match s.strip_prefix(',') {
+            Some(rest) => s = rest,
+            None => break,
+        }
+    }
+    out
+}
+
+/// What a line of SQL ends inside of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Quote {
+    Out,
+    /// A string literal: `'...'`.
+    Literal,
+    /// A quoted identifier: `"..."`, which may hold `'` (a role `a'b`).
+    Ident,
+}
+
+/// What is still open after `line`, given what was open before it
+/// (pg_dump doubles quotes inside literals and identifiers; `--` outside
+/// them starts a comment).
+fn quote_state(line: &str, mut q: Quote) -> Quote {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        q = match (q, b[i]) {
+            (Quote::Out, b'-') if b.get(i + 1) == Some(&b'-') => return q,
+            (Quote::Out, b'\'') => Quote::Literal,
+            (Quote::Out, b'"') => Quote::Ident,
+            (Quote::Literal, b'\'') | (Quote::Ident, b'"') => Quote::Out,
+            (q, _) => q,
+        };
+        i += 1;
+    }
+    q
 }
 
 /// The identifier at the start of `s`, as written (quoted or not).
@@ -1302,7 +1402,9 @@ mod session {
 
     use anyhow::bail;
 
-    use super::{client_env, command, conninfo, ClientEnv, DbConn, HINT, MAINTENANCE_DB};
+    use super::{
+        catalog_only, client_env, command, conninfo, ClientEnv, DbConn, HINT, MAINTENANCE_DB,
+    };
     use crate::process;
 
     struct Session {
@@ -1341,6 +1443,7 @@ mod session {
             use std::os::unix::process::CommandExt;
             let env = client_env(conn)?;
             let mut cmd = command(conn, "psql", &env);
+            catalog_only(&mut cmd);
             cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
             cmd.arg(format!("--dbname={}", conninfo(conn, MAINTENANCE_DB)));
             cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -1497,11 +1600,15 @@ mod tests {
     fn globals_leave_existing_roles_and_tablespaces_alone() {
         let sql = "SET default_transaction_read_only = off;\n\
 --\n-- Roles\n--\n\n\
+CREATE ROLE \"a'b\";\n\
+COMMENT ON ROLE \"a'b\" IS 'x';\n\
 CREATE ROLE app;\n\
 ALTER ROLE app WITH NOSUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$old';\n\
 CREATE ROLE \"New \"\"one\";\n\
 ALTER ROLE \"New \"\"one\" WITH LOGIN;\n\
-COMMENT ON ROLE app IS 'two\nlines;\n still';\n\
+COMMENT ON ROLE app IS 'two\nALTER ROLE app WITH SUPERUSER;\n still';\n\
+GRANT SET ON PARAMETER work_mem TO app;\n\
+GRANT ALTER SYSTEM ON PARAMETER shared_buffers TO \"New \"\"one\", app;\n\
 ALTER ROLE app SET search_path TO x;\n\
 GRANT reader TO app GRANTED BY postgres;\n\
 GRANT app TO \"New \"\"one\" GRANTED BY postgres;\n\
@@ -1518,6 +1625,8 @@ CREATE TABLESPACE slow OWNER app LOCATION '/y';\n";
         assert_eq!(
             out,
             "SET default_transaction_read_only = off;\n--\n-- Roles\n--\n\n\
+CREATE ROLE \"a'b\";\n\
+COMMENT ON ROLE \"a'b\" IS 'x';\n\
 CREATE ROLE \"New \"\"one\";\n\
 ALTER ROLE \"New \"\"one\" WITH LOGIN;\n\
 GRANT app TO \"New \"\"one\" GRANTED BY postgres;\n\

@@ -46,7 +46,7 @@ fn source_with_large_object(test: &str, format: &str) -> (TestEnv, String, Strin
 }
 
 /// `t_<test>_src` holding `sql`, a profile "db" for it, and one backup.
-fn backed_up(test: &str, sql: &str) -> (TestEnv, String) {
+pub(crate) fn backed_up(test: &str, sql: &str) -> (TestEnv, String) {
     let src = pg().filled_db(&format!("{test}_src"), sql);
     let env = TestEnv::new();
     env.pg_profile("db", &src, "globals = false", "");

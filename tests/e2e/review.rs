@@ -131,6 +131,22 @@ fn a_subscription_in_the_dump_strands_no_database() {
     );
 }
 
+/// A profile "db" for `src` whose pg_restore runs `shell` (as a shell
+/// command) before it restores into a database, and one backup.
+fn backed_up_with_pg_restore_doing(env: &TestEnv, src: &str, shell: &str) {
+    let wrapper = format!(
+        "#!/bin/sh\ncase \"$*\" in *--dbname*) {shell} ;; esac\nexec {PG_BIN}/pg_restore \"$@\"\n"
+    );
+    let bin = fake_bin_dir(env, &[("pg_restore", &wrapper)]);
+    env.pg_profile(
+        "db",
+        src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+}
+
 /// Without `--clean`, a target that someone creates and fills while the
 /// restore runs is not swapped out (and dropped) at the end.
 #[test]
@@ -144,18 +160,14 @@ fn a_target_made_during_the_restore_is_not_replaced_without_clean() {
     pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
     // pg_restore into the scratch database first makes the target, with
     // a table in it, as another user at work would.
-    let make = format!(
-        "#!/bin/sh\ncase \"$*\" in *--dbname*) {PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'CREATE DATABASE {dst}' && {PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d {dst} -c 'CREATE TABLE precious (v text); INSERT INTO precious VALUES ($$x$$)' ;; esac\nexec {PG_BIN}/pg_restore \"$@\"\n",
-        port = pg.port
-    );
-    let bin = fake_bin_dir(&env, &[("pg_restore", &make)]);
-    env.pg_profile(
-        "db",
+    backed_up_with_pg_restore_doing(
+        &env,
         &src,
-        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
-        "",
+        &format!(
+            "{PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'CREATE DATABASE {dst}' && {PG_BIN}/psql -X -q -h 127.0.0.1 -p {port} -U postgres -d {dst} -c 'CREATE TABLE precious (v text); INSERT INTO precious VALUES ($$x$$)'",
+            port = pg.port
+        ),
     );
-    env.cellar(&["backup", "db"]).ok();
     let out = env.cellar(&["restore", "db", "--to-database", &dst]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("--clean"), "{}", out.stderr);
@@ -342,18 +354,7 @@ fn pg_restore_dies_with_a_killed_cellar() {
     );
     let env = TestEnv::new();
     let pidfile = env.path().join("pg_restore.pid");
-    let wrapper = format!(
-        "#!/bin/sh\ncase \"$*\" in *--dbname*) echo $$ > '{}' ;; esac\nexec {PG_BIN}/pg_restore \"$@\"\n",
-        pidfile.display()
-    );
-    let bin = fake_bin_dir(&env, &[("pg_restore", &wrapper)]);
-    env.pg_profile(
-        "db",
-        &src,
-        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
-        "",
-    );
-    env.cellar(&["backup", "db"]).ok();
+    backed_up_with_pg_restore_doing(&env, &src, &format!("echo $$ > '{}'", pidfile.display()));
     let dst = db_name("orphan_dst");
     pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
     let mut child = env
@@ -409,4 +410,86 @@ fn pg_restore_dies_with_a_killed_cellar() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(!pg.exists(&scratch_name(&dst)));
+}
+
+/// A database owner who puts a `count(*)` of their own ahead of
+/// `pg_catalog` cannot have cellar's (superuser) session run it: not when
+/// cellar asks whether a restore target is empty, not during a backup.
+#[test]
+fn a_database_owner_cannot_run_code_in_cellars_session() {
+    let pg = pg();
+    let evil_db = db_name("evil_owned");
+    pg.psql("postgres", "DROP ROLE IF EXISTS evil_review");
+    pg.psql("postgres", "CREATE ROLE evil_review LOGIN");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {evil_db}"));
+    pg.psql(
+        "postgres",
+        &format!("CREATE DATABASE {evil_db} OWNER evil_review"),
+    );
+    pg.psql(
+        &evil_db,
+        &format!(
+            "SET ROLE evil_review;
+             CREATE TABLE precious (x int); INSERT INTO precious VALUES (42);
+             CREATE FUNCTION public.f(s int8) RETURNS int8 LANGUAGE plpgsql AS $$
+               BEGIN BEGIN EXECUTE 'ALTER ROLE evil_review SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
+               RETURN 0; END $$;
+             CREATE AGGREGATE public.count(*) (sfunc = public.f, stype = int8, initcond = '0');
+             ALTER DATABASE {evil_db} SET search_path = public, pg_catalog;"
+        ),
+    );
+    let superuser = || {
+        pg.psql(
+            "postgres",
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'evil_review'",
+        )
+        .trim()
+            == "t"
+    };
+    let (env, _src) = crate::restore_engine::backed_up("evil_src", "CREATE TABLE t (v int);");
+    // The target holds a table: refused, whatever count(*) says.
+    let out = env.cellar(&["restore", "db", "--to-database", &evil_db]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(pg.psql(&evil_db, "SELECT x FROM precious").trim(), "42");
+    assert!(!superuser(), "a restore ran the owner's count(*)");
+    // A backup of that database neither runs it nor finds it empty.
+    env.pg_profile("evil", &evil_db, "globals = false", "");
+    let out = env.cellar(&["backup", "evil"]);
+    out.ok();
+    assert!(!out.stderr.contains("empty"), "{}", out.stderr);
+    assert!(!superuser(), "a backup ran the owner's count(*)");
+    pg.psql("postgres", &format!("DROP DATABASE {evil_db}"));
+    pg.psql("postgres", "DROP ROLE evil_review");
+}
+
+/// Under a umask of 002 (common on desktops), the parent folders a files
+/// restore makes for DIR pass its own check on folders others could change.
+#[test]
+fn parents_made_under_umask_002_pass_the_restore_check() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a.txt", b"a")]);
+    env.files_profile("f", &[&data], "");
+    env.cellar(&["backup", "f"]).ok();
+    let dest = env.path().join("made/u002/dest");
+    let mut cmd = env.cmd();
+    cmd.args(["restore", "f", "--to-dir", dest.to_str().unwrap()]);
+    // SAFETY: umask(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o002);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(env.path().join("made/u002"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o022, 0, "{mode:o}");
 }
