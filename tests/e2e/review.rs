@@ -226,7 +226,7 @@ fn a_swap_cut_short_leaves_a_copy_that_check_and_status_name() {
 #[test]
 fn a_files_restore_is_private_until_verified_and_leaves_nothing_on_failure() {
     let env = TestEnv::new();
-    let data = env.data_dir(&[("big.bin", &crate::harness::noise(24 << 20, 7))]);
+    let data = env.data_dir(&[("big.bin", &crate::harness::noise(40 << 20, 7))]);
     std::fs::create_dir(data.join("ro")).unwrap();
     std::fs::write(data.join("ro/f"), b"x").unwrap();
     std::fs::set_permissions(data.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
