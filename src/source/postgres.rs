@@ -79,6 +79,17 @@ fn catalog_only(cmd: &mut Command) {
     cmd.env("PGOPTIONS", options.trim_start());
 }
 
+/// psql for cellar's own statements on `database`, read from stdin:
+/// catalog-only search path, unaligned rows only, stop at the first error.
+fn own_psql(conn: &DbConn, env: &ClientEnv, database: &str) -> Command {
+    let mut cmd = command(conn, "psql", env);
+    catalog_only(&mut cmd);
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    cmd.arg(format!("--dbname={}", conninfo(conn, database)));
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    cmd
+}
+
 fn command(conn: &DbConn, tool: &str, env: &ClientEnv) -> Command {
     let mut cmd = Command::new(conn.tool(tool));
     cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
@@ -169,12 +180,8 @@ pub struct ServerLock {
 /// session holds it.
 pub fn try_server_lock(conn: &DbConn, name: &str) -> anyhow::Result<Option<ServerLock>> {
     let env = client_env(conn)?;
-    let mut cmd = command(conn, "psql", &env);
-    catalog_only(&mut cmd);
-    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    let mut cmd = own_psql(conn, &env, "postgres");
     cmd.arg("-v").arg(format!("lockname={name}"));
-    cmd.arg(format!("--dbname={}", conninfo(conn, "postgres")));
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
     let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
     let mut stdin = psql.child.stdin.take().unwrap();
     let stdout = psql.child.stdout.take().unwrap();
@@ -350,11 +357,7 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn open(conn: &DbConn, database: &str) -> anyhow::Result<Snapshot> {
         let env = client_env(conn)?;
-        let mut cmd = command(conn, "psql", &env);
-        catalog_only(&mut cmd);
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
-        cmd.arg(format!("--dbname={}", conninfo(conn, database)));
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut cmd = own_psql(conn, &env, database);
         let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
         let mut stdin = psql.child.stdin.take().unwrap();
         let mut stdout = io::BufReader::new(psql.child.stdout.take().unwrap());
@@ -1397,14 +1400,11 @@ pub fn check_sql(input: &mut dyn Read, globals: bool) -> anyhow::Result<()> {
 /// on a target would stop its rename.
 mod session {
     use std::io::{self, BufRead, Write};
-    use std::process::Stdio;
     use std::sync::{Arc, Mutex};
 
     use anyhow::bail;
 
-    use super::{
-        catalog_only, client_env, command, conninfo, ClientEnv, DbConn, HINT, MAINTENANCE_DB,
-    };
+    use super::{client_env, conninfo, own_psql, ClientEnv, DbConn, HINT, MAINTENANCE_DB};
     use crate::process;
 
     struct Session {
@@ -1442,11 +1442,7 @@ mod session {
         fn open(conn: &DbConn) -> anyhow::Result<Session> {
             use std::os::unix::process::CommandExt;
             let env = client_env(conn)?;
-            let mut cmd = command(conn, "psql", &env);
-            catalog_only(&mut cmd);
-            cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
-            cmd.arg(format!("--dbname={}", conninfo(conn, MAINTENANCE_DB)));
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+            let mut cmd = own_psql(conn, &env, MAINTENANCE_DB);
             // A Ctrl-C at the terminal goes to cellar alone, which still
             // needs the session to drop what it made.
             cmd.process_group(0);
