@@ -630,11 +630,7 @@ fn coverage_lists_the_databases_no_profile_backs_up() {
     let env = TestEnv::new();
     let on_own = |name: &str, db: &str, rest: &str| {
         env.pg_profile(name, db, "globals = false", rest);
-        env.edit(
-            &format!("profiles/{name}.toml"),
-            &format!("port = {}", pg().port),
-            &format!("port = {}", own.port),
-        );
+        env.move_to(name, &own);
     };
     on_own("cov_a", "cov_a", "[mirror]\ndatabase = \"cov_test\"");
     env.cellar(&["backup", "cov_a"]).ok();

@@ -629,11 +629,7 @@ fn globals_are_applied_only_after_the_dump_is_checked() {
     );
     let env = TestEnv::new();
     env.pg_profile("g", "shop", "globals = true", "");
-    env.edit(
-        "profiles/g.toml",
-        &format!("port = {}", crate::harness::pg().port),
-        &format!("port = {}", own.port),
-    );
+    env.move_to("g", &own);
     env.cellar(&["backup", "g"]).ok();
     own.psql("postgres", "DROP DATABASE shop");
     own.psql("postgres", "DROP ROLE shop_owner");

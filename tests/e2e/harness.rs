@@ -343,6 +343,16 @@ impl TestEnv {
         );
     }
 
+    /// Points profile `name` (made by [`TestEnv::pg_profile`] or
+    /// [`TestEnv::pg_profile_with`]) at `cluster` instead of the shared one.
+    pub fn move_to(&self, name: &str, cluster: &Pg) {
+        self.edit(
+            &format!("profiles/{name}.toml"),
+            &format!("port = {}", pg().port),
+            &format!("port = {}", cluster.port),
+        );
+    }
+
     /// A postgres profile on the test cluster; `source` chooses the
     /// database(s) and anything else in [source].
     pub fn pg_profile_with(&self, name: &str, source: &str, rest: &str) {

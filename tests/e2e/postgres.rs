@@ -272,11 +272,7 @@ fn all_databases_and_globals_are_dumped() {
         &format!("all = true\npg_bin_dir = {:?}", bin.to_str().unwrap()),
         "",
     );
-    env.edit(
-        "profiles/every.toml",
-        &format!("port = {}", pg().port),
-        &format!("port = {}", own.port),
-    );
+    env.move_to("every", &own);
     env.cellar(&["backup", "every"]).ok();
     let names = env.payload_names("every");
     assert!(

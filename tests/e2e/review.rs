@@ -26,11 +26,7 @@ fn globals_never_change_a_role_that_exists() {
     );
     let env = TestEnv::new();
     env.pg_profile("g", "shop", "globals = true", "");
-    env.edit(
-        "profiles/g.toml",
-        &format!("port = {}", pg().port),
-        &format!("port = {}", own.port),
-    );
+    env.move_to("g", &own);
     env.cellar(&["backup", "g"]).ok();
     // Since the backup: app's password rotated and the account locked,
     // reader made a superuser, owner_new gone.
