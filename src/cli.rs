@@ -239,7 +239,7 @@ pub enum DbCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
 pub struct RestoreArgs {
     pub profile: String,

@@ -17,6 +17,16 @@ pub fn run(dir: &Path, args: &RestoreArgs, progress: SharedProgress) -> Result<i
             "--table and --schema restore into a new database: add --to-database NAME (for a file, use --to-file and `pg_restore -t` on it)"
         )));
     }
+    // `dir/`, `dir/.` and `dir` are one path: a trailing slash must not
+    // make a symlink's target the one checked.
+    let normal = |p: &std::path::PathBuf| p.components().collect::<std::path::PathBuf>();
+    let to_file = args.to_file.as_ref().map(normal);
+    let to_dir = args.to_dir.as_ref().map(normal);
+    let args = &RestoreArgs {
+        to_file,
+        to_dir,
+        ..args.clone()
+    };
     if let Some(file) = &args.to_file {
         restore::check_file_target(file).map_err(Failure::config)?;
     }

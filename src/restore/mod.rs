@@ -155,6 +155,29 @@ fn safe_folder(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `path` is where a file system is mounted (a bind mount of the
+/// same file system too, which device numbers do not show).
+fn mount_root(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(name) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statx is plain data; zero is a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated name and a live statx buffer.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            &mut st,
+        )
+    };
+    let flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    r == 0 && st.stx_attributes_mask & flag != 0 && st.stx_attributes & flag != 0
+}
+
 /// A `--to-dir` target: missing, or an empty folder. Returns whether it
 /// exists.
 pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
@@ -176,7 +199,7 @@ pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
             );
         }
         let parent = std::fs::metadata(parent_of(dir)).ok();
-        if md.is_dir() && parent.is_some_and(|p| p.dev() != md.dev()) {
+        if md.is_dir() && (parent.is_some_and(|p| p.dev() != md.dev()) || mount_root(dir)) {
             bail!(
                 "{} is a mount point, which cellar cannot replace; restore into a new folder inside it",
                 dir.display()
@@ -317,6 +340,52 @@ pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyho
     r
 }
 
+/// The hidden folder a `--to-dir` restore writes into, then `PID-`.
+const INCOMING: &str = ".cellar-incoming-";
+
+/// Removes what restores killed with `kill -9` left in `parent`: hidden
+/// folders of ours whose process is gone. A folder whose process still
+/// runs (another restore into the same parent) is left alone.
+fn sweep_incoming(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = unsafe { libc::geteuid() };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(INCOMING))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours = e
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if ours && gone {
+            let path = e.path();
+            let _ = untar::make_removable(&path);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::warn!(
+                    "removed {}, left by a restore that was killed (process {pid})",
+                    path.display()
+                ),
+                Err(err) => tracing::warn!(
+                    "cannot remove {}, left by a restore that was killed: {err}",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
 fn to_dir_in(
     fetch: &Fetch<'_>,
     m: &Manifest,
@@ -336,8 +405,9 @@ fn to_dir_in(
     // verified: the tree is written while the payload streams in, and a
     // payload swapped in the store could hold a setuid file or a device
     // that another local user must never reach before the hashes fail.
+    sweep_incoming(&parent);
     let incoming = tempfile::Builder::new()
-        .prefix(".cellar-incoming-")
+        .prefix(&format!("{INCOMING}{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&parent)
         .with_context(|| format!("creating a folder in {}", parent.display()))?;

@@ -11,13 +11,14 @@
 //! to still hold a moment later:
 //!
 //! - A regular file is opened first (`O_NOFOLLOW | O_NONBLOCK`, so a file
-//!   swapped for a FIFO cannot hang the backup), and its header takes the
+//!   swapped for a FIFO cannot hang the backup; below a listed folder,
+//!   from that folder with no symlink followed on the way), and its header takes the
 //!   size `fstat` reports on the open file. Exactly that many bytes follow:
 //!   a file that grew is cut there, one that shrank is padded with zeros.
 //!   Either, or an mtime or ctime that moved while it was read, makes the
 //!   file "changed during the backup": a warning naming it, counted in
 //!   [`TarStats::changed`]. The archive stays valid in every case.
-//! - FIFOs and sockets are skipped with a warning and never opened.
+//! - FIFOs and sockets are skipped with a warning and never read.
 //!   Character and block devices are archived as device entries when run
 //!   as root, else skipped with a warning.
 //! - A file or folder that vanishes during the walk is a warning. An
@@ -48,6 +49,8 @@ pub struct TarStats {
     pub vanished: u64,
     /// Unreadable files skipped (`skip_unreadable = true`).
     pub unreadable: u64,
+    /// Paths longer than a restore accepts, left out.
+    pub too_long: u64,
     /// Files that changed while they were read, by path (the first 100).
     pub changed_names: Vec<String>,
     pub changed: u64,
@@ -77,6 +80,12 @@ impl TarStats {
                 self.unreadable
             ));
         }
+        if self.too_long > 0 {
+            out.push(format!(
+                "{} path(s) longer than {MAX_NAME} bytes skipped",
+                self.too_long
+            ));
+        }
         out
     }
 }
@@ -93,8 +102,31 @@ struct Writer<'a, 'o> {
     root_user: bool,
     buf: Vec<u8>,
     /// Files with more than one name: (device, inode) → the name their
-    /// content was archived under. Later names become hard link entries.
-    links: std::collections::HashMap<(u64, u64), PathBuf>,
+    /// content was archived under, and the file's state then. Later names
+    /// become hard link entries.
+    links: std::collections::HashMap<(u64, u64), (PathBuf, Stamp)>,
+    /// The listed folder being walked, open: files below it are opened
+    /// relative to it without following any symlink.
+    dir: Option<(File, PathBuf)>,
+}
+
+/// What says a file is still the one archived: an inode number freed by a
+/// delete and given to a new file during the backup has another ctime.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+    size: u64,
+}
+
+impl Stamp {
+    fn of(m: &Metadata) -> Stamp {
+        Stamp {
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            size: m.len(),
+        }
+    }
 }
 
 /// Writes a tar stream of the profile's paths to `out`.
@@ -106,6 +138,7 @@ pub fn write_tar(source: &FilesSource, out: &mut dyn Write) -> anyhow::Result<Ta
         root_user: unsafe { libc::geteuid() } == 0,
         buf: vec![0; COPY_BUFFER],
         links: std::collections::HashMap::new(),
+        dir: None,
     };
     for root in &source.paths {
         w.root(root)?;
@@ -186,6 +219,19 @@ impl Writer<'_, '_> {
         if !meta.is_dir() {
             return self.entry(root, meta, true);
         }
+        self.dir = File::open(root)
+            .ok()
+            .filter(|f| {
+                f.metadata()
+                    .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+            })
+            .map(|f| (f, root.to_path_buf()));
+        let result = self.walk(root, &meta);
+        self.dir = None;
+        result
+    }
+
+    fn walk(&mut self, root: &Path, meta: &Metadata) -> anyhow::Result<()> {
         let exclude = &self.source.exclude;
         let mut walker = walkdir::WalkDir::new(root)
             .follow_links(false)
@@ -246,14 +292,23 @@ impl Writer<'_, '_> {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         self.vanished(path);
+                        if entry.file_type().is_dir() {
+                            walker.skip_current_dir();
+                        }
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                         self.unreadable(path, e)?;
+                        if entry.file_type().is_dir() {
+                            walker.skip_current_dir();
+                        }
                         continue;
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
                         self.replaced(path.parent().unwrap_or(root));
+                        if entry.file_type().is_dir() {
+                            walker.skip_current_dir();
+                        }
                         continue;
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
@@ -292,7 +347,7 @@ impl Writer<'_, '_> {
             "{:.200}... has a path longer than {MAX_NAME} bytes, which no restore could write; it is not in this backup",
             path.display()
         );
-        self.stats.special += 1;
+        self.stats.too_long += 1;
     }
 
     fn vanished(&mut self, path: &Path) {
@@ -340,6 +395,11 @@ impl Writer<'_, '_> {
                     self.vanished(path);
                     return Ok(());
                 }
+                // No longer a symlink.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.replaced(path);
+                    return Ok(());
+                }
                 Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
             };
             header.set_entry_type(tar::EntryType::Symlink);
@@ -382,11 +442,7 @@ impl Writer<'_, '_> {
         root: bool,
         listed: (u64, u64),
     ) -> anyhow::Result<()> {
-        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
-        if !root {
-            flags |= libc::O_NOFOLLOW;
-        }
-        let mut file = match File::options().read(true).custom_flags(flags).open(path) {
+        let mut file = match self.open(path, root) {
             Ok(f) => f,
             Err(e) => {
                 return match e.kind() {
@@ -395,8 +451,14 @@ impl Writer<'_, '_> {
                         Ok(())
                     }
                     io::ErrorKind::PermissionDenied => self.unreadable(path, e),
-                    // ELOOP: it became a symlink since the listing.
-                    _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                    // It, or a folder on its way, became a symlink (ELOOP,
+                    // EXDEV) or something else (ENOTDIR; ENXIO: a socket)
+                    // since the listing.
+                    _ if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR | libc::ENXIO)
+                    ) =>
+                    {
                         self.replaced(path);
                         Ok(())
                     }
@@ -415,7 +477,11 @@ impl Writer<'_, '_> {
         }
         let id = (before.dev(), before.ino());
         if before.nlink() > 1 {
-            if let Some(first) = self.links.get(&id) {
+            if let Some((first, _)) = self
+                .links
+                .get(&id)
+                .filter(|(_, then)| *then == Stamp::of(&before))
+            {
                 // Another name of a file already in the archive.
                 let mut header = header_for(&before);
                 header.set_entry_type(tar::EntryType::Link);
@@ -485,11 +551,45 @@ impl Writer<'_, '_> {
             }
         }
         if before.nlink() > 1 {
-            self.links.insert(id, name.to_path_buf());
+            self.links
+                .insert(id, (name.to_path_buf(), Stamp::of(&before)));
         }
         self.stats.entries += 1;
         self.stats.files += 1;
         Ok(())
+    }
+
+    /// Opens a regular file for reading. Below a listed folder, the name
+    /// is resolved from that folder without following any symlink
+    /// (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`), so a folder
+    /// on the way swapped for a symlink cannot lead out of the tree; on
+    /// kernels without `openat2`, the last component only is not followed.
+    /// `O_NONBLOCK` keeps a file swapped for a FIFO from hanging the
+    /// backup; a file under a lease (EWOULDBLOCK) is opened again without
+    /// it once it is known to be a regular file, which waits for the
+    /// lease to be broken, as GNU tar does.
+    fn open(&self, path: &Path, root: bool) -> io::Result<File> {
+        let flags = libc::O_NONBLOCK | libc::O_NOCTTY | if root { 0 } else { libc::O_NOFOLLOW };
+        let beneath = |flags: i32| -> Option<io::Result<File>> {
+            let (dir, base) = self.dir.as_ref().filter(|_| !root)?;
+            open_beneath(dir, path.strip_prefix(base).ok()?, flags)
+        };
+        let plain = |flags: i32| File::options().read(true).custom_flags(flags).open(path);
+        match beneath(flags).unwrap_or_else(|| plain(flags)) {
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                let at = beneath(libc::O_PATH | libc::O_NOFOLLOW)
+                    .unwrap_or_else(|| plain(libc::O_PATH | libc::O_NOFOLLOW))?;
+                if !at.metadata()?.is_file() {
+                    return Err(io::Error::from_raw_os_error(libc::ENXIO));
+                }
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&at);
+                File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOCTTY)
+                    .open(format!("/proc/self/fd/{fd}"))
+            }
+            other => other,
+        }
     }
 
     /// Replaced by something of another type between the listing and the open.
@@ -500,6 +600,45 @@ impl Writer<'_, '_> {
         );
         self.stats.vanished += 1;
     }
+}
+
+/// `rel` opened below the folder `dir` with `flags` (read only), never
+/// through a symlink and never outside it; `None` when the kernel has no
+/// `openat2` (before Linux 5.6, or a sandbox that forbids it).
+fn open_beneath(dir: &File, rel: &Path, flags: i32) -> Option<io::Result<File>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    if MISSING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let Ok(name) = std::ffi::CString::new(rel.as_os_str().as_bytes()) else {
+        return Some(Err(io::Error::from_raw_os_error(libc::EINVAL)));
+    };
+    // SAFETY: open_how is plain data; zero is its "nothing asked" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid descriptor, a NUL-terminated name and a live open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+            MISSING.store(true, Ordering::Relaxed);
+            return None;
+        }
+        return Some(Err(e));
+    }
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Some(Ok(unsafe { File::from_raw_fd(fd as i32) }))
 }
 
 fn header_for(meta: &Metadata) -> tar::Header {
@@ -562,5 +701,132 @@ mod tests {
         assert_eq!(links, 2);
         stop.store(true, Ordering::Relaxed);
         assert_eq!(tar_size(&source, &stop), None);
+    }
+
+    fn source(root: PathBuf) -> FilesSource {
+        FilesSource {
+            paths: vec![root],
+            exclude: Vec::new(),
+            fail_on_change: false,
+            skip_unreadable: false,
+        }
+    }
+
+    /// A tar sink that runs `hook` once, when a write equal to `when`
+    /// comes by (a file's content, written in one piece).
+    struct Hooked<F: FnMut()> {
+        tar: Vec<u8>,
+        when: &'static [u8],
+        hook: Option<F>,
+    }
+
+    impl<F: FnMut()> Write for Hooked<F> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.tar.extend_from_slice(buf);
+            if buf == self.when {
+                if let Some(mut hook) = self.hook.take() {
+                    hook();
+                }
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn contents(tar: &[u8]) -> Vec<(String, tar::EntryType, String)> {
+        let mut out = Vec::new();
+        for e in tar::Archive::new(tar).entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let kind = e.header().entry_type();
+            let mut text = String::new();
+            e.read_to_string(&mut text).unwrap();
+            out.push((name, kind, text));
+        }
+        out
+    }
+
+    /// A file's second name links to the first only while the file is
+    /// the one archived then: one changed in between (or an inode number
+    /// given to a new file) is archived in full under its second name.
+    #[test]
+    fn a_second_name_links_only_to_the_same_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::write(root.join("a/x"), b"first").unwrap();
+        std::fs::hard_link(root.join("a/x"), root.join("b/x")).unwrap();
+        let b = root.join("b/x");
+        let mut out = Hooked {
+            tar: Vec::new(),
+            when: b"first",
+            hook: Some(|| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&b).unwrap();
+                f.write_all(b" and more").unwrap();
+            }),
+        };
+        write_tar(&source(root.clone()), &mut out).unwrap();
+        let got = contents(&out.tar);
+        let x = |n: &str| got.iter().find(|e| e.0.ends_with(n)).unwrap().clone();
+        assert_eq!(x("a/x").1, tar::EntryType::Regular);
+        assert_eq!(x("a/x").2, "first");
+        assert_eq!(x("b/x").1, tar::EntryType::Regular);
+        assert_eq!(x("b/x").2, "first and more");
+
+        // Unchanged: a link, as before.
+        let mut tar = Vec::new();
+        write_tar(&source(root), &mut tar).unwrap();
+        let got = contents(&tar);
+        let b = got.iter().find(|e| e.0.ends_with("b/x")).unwrap();
+        assert_eq!(b.1, tar::EntryType::Link);
+    }
+
+    /// A folder on the way to a file swapped for a symlink between the
+    /// walk's checks and the open: the file is opened from the listed
+    /// folder without following it, so nothing outside is read.
+    #[test]
+    fn files_below_a_listed_folder_are_never_opened_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), b"inside").unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/f"), b"SECRET").unwrap();
+        std::fs::rename(root.join("d"), dir.path().join("d.real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("d")).unwrap();
+        let folder = File::open(&root).unwrap();
+        let Some(r) = open_beneath(&folder, Path::new("d/f"), libc::O_NOFOLLOW) else {
+            eprintln!("no openat2 on this kernel: nothing to test");
+            return;
+        };
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        // The writer maps it to "replaced": left out, never read.
+        let mut sink = io::sink();
+        let src = source(root.clone());
+        let mut w = Writer {
+            builder: tar::Builder::new(&mut sink as &mut dyn Write),
+            source: &src,
+            stats: TarStats::default(),
+            root_user: false,
+            buf: vec![0; 64],
+            links: std::collections::HashMap::new(),
+            dir: Some((folder, root.clone())),
+        };
+        let listed = std::fs::metadata(root.join("d/f")).unwrap();
+        w.file(
+            &root.join("d/f"),
+            Path::new("t/d/f"),
+            false,
+            (listed.dev(), listed.ino()),
+        )
+        .unwrap();
+        assert_eq!((w.stats.files, w.stats.vanished), (0, 1));
+        // `..` cannot climb out either.
+        let folder = File::open(&root).unwrap();
+        let e = open_beneath(&folder, Path::new("../outside/f"), 0).unwrap();
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EXDEV));
     }
 }

@@ -610,12 +610,174 @@ fn restore_refuses_targets_another_user_could_redirect() {
     // A target that is a symlink, or `.`: refused before anything is fetched.
     let link = env.path().join("link");
     std::os::unix::fs::symlink(env.path().join("elsewhere"), &link).unwrap();
-    for target in [link.to_str().unwrap(), "."] {
+    // With a trailing `/` or `/.` too, and a link to an empty folder.
+    let empty = env.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let to_empty = env.path().join("to-empty");
+    std::os::unix::fs::symlink(&empty, &to_empty).unwrap();
+    let (link_s, to_empty_s) = (link.to_str().unwrap(), to_empty.to_str().unwrap());
+    for target in [
+        link_s,
+        ".",
+        &format!("{link_s}/"),
+        &format!("{to_empty_s}/"),
+        &format!("{to_empty_s}/."),
+    ] {
         let out = env.cellar(&["restore", "f", "--to-dir", target]);
         assert_eq!(out.code, 2, "{target}: {}", out.all());
+        assert!(
+            out.stderr.contains("is a symlink") || target == ".",
+            "{}",
+            out.stderr
+        );
     }
     assert!(!env.path().join("elsewhere").exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    // A bind mount of a folder on the same file system is a mount point.
+    if root() {
+        let (from, at) = (env.path().join("bind-from"), env.path().join("bind-at"));
+        std::fs::create_dir_all(&from).unwrap();
+        std::fs::create_dir_all(&at).unwrap();
+        let mounted = Command::new("mount")
+            .arg("--bind")
+            .arg(&from)
+            .arg(&at)
+            .status();
+        if mounted.is_ok_and(|s| s.success()) {
+            let out = env.cellar(&["restore", "f", "--to-dir", at.to_str().unwrap()]);
+            let _ = Command::new("umount").arg(&at).status();
+            assert_eq!(out.code, 2, "{}", out.all());
+            assert!(out.stderr.contains("mount point"), "{}", out.stderr);
+        }
+    }
     // `paths = ["."]` would back up the config dir itself.
     env.files_profile("dot", &[Path::new(".")], "");
     assert_eq!(env.cellar(&["check", "dot"]).code, 2);
+}
+
+/// Folders exchanged with symlinks to a folder outside the tree, files
+/// with sockets and symlinks with files, in a tight loop (`renameat2`
+/// with `RENAME_EXCHANGE`) while backups run: every backup succeeds, and
+/// no content from outside the tree is ever archived.
+#[test]
+fn entries_exchanged_in_a_loop_never_fail_a_backup_or_bring_in_outside_content() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = TestEnv::new();
+    let (data, side, outside) = (
+        env.path().join("data"),
+        env.path().join("side"),
+        env.path().join("outside"),
+    );
+    for d in [&data, &side, &outside] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(outside.join("secret"), "OUTSIDE-CONTENT").unwrap();
+    let mut sockets = Vec::new();
+    let mut pairs = Vec::new();
+    for i in 0..30 {
+        let d = data.join(format!("d{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("secret"), "inside").unwrap();
+        std::os::unix::fs::symlink(&outside, side.join(format!("d{i}"))).unwrap();
+        std::fs::write(data.join(format!("f{i}")), "a file").unwrap();
+        sockets.push(std::os::unix::net::UnixListener::bind(side.join(format!("f{i}"))).unwrap());
+        std::os::unix::fs::symlink("f0", data.join(format!("l{i}"))).unwrap();
+        std::fs::write(side.join(format!("l{i}")), "a plain file").unwrap();
+        for n in ["d", "f", "l"] {
+            let c =
+                |p: &Path| CString::new(p.join(format!("{n}{i}")).as_os_str().as_bytes()).unwrap();
+            pairs.push((c(&data), c(&side)));
+        }
+    }
+    for i in 0..100 {
+        std::fs::write(data.join(format!("stable{i}")), format!("stable {i}")).unwrap();
+    }
+    env.files_profile("x", &[&data], "");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (a, b) in &pairs {
+                    // SAFETY: two NUL-terminated paths.
+                    unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                }
+            }
+        })
+    };
+    let mut outs = Vec::new();
+    for run in 0..30 {
+        let out = env.cellar(&["backup", "x"]);
+        let tar = env.path().join(format!("run{run}.tar"));
+        let restored = (out.code == 0).then(|| {
+            env.cellar(&["restore", "x", "--to-file", tar.to_str().unwrap()])
+                .ok();
+            std::fs::read(&tar).unwrap()
+        });
+        outs.push((out, restored));
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    drop(sockets);
+    for (out, tar) in outs {
+        out.ok();
+        let tar = tar.unwrap();
+        assert!(
+            !tar.windows(15).any(|w| w == b"OUTSIDE-CONTENT"),
+            "a backup holds content from outside the tree: {}",
+            out.stderr
+        );
+        assert!(tar.windows(9).any(|w| w == b"stable 99"));
+    }
+}
+
+/// A file under a write lease (as Samba and NFS servers take them) is read
+/// once its holder gives the lease up, instead of failing the backup.
+#[test]
+fn a_file_under_a_lease_is_read_once_the_lease_is_given_up() {
+    use std::io::{BufRead, BufReader};
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("leased", b"leased content"), ("other", b"other")]);
+    let file = data.join("leased");
+    // The holder gives the lease up when the kernel asks (SIGIO).
+    let script = format!(
+        "import fcntl, os, signal, sys, time\n\
+         fd = os.open({file:?}, os.O_RDWR)\n\
+         def give_up(*_):\n    fcntl.fcntl(fd, 1024, fcntl.F_UNLCK); print('released', flush=True)\n\
+         signal.signal(signal.SIGIO, give_up)\n\
+         fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)\n\
+         print('held', flush=True)\n\
+         time.sleep(60)\n",
+        file = file.to_str().unwrap()
+    );
+    let mut holder = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "held");
+    env.files_profile("l", &[&data], "");
+    let out = env.cellar(&["backup", "l"]);
+    let released = lines.next().map(|l| l.unwrap());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    out.ok();
+    assert_eq!(released.as_deref(), Some("released"));
+    let to = env.path().join("r");
+    restore_to(&env, "l", &to).ok();
+    assert_eq!(
+        std::fs::read(restored(&to, &data).join("leased")).unwrap(),
+        b"leased content"
+    );
 }

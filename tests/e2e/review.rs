@@ -489,3 +489,68 @@ fn parents_made_under_umask_002_pass_the_restore_check() {
         .mode();
     assert_eq!(mode & 0o022, 0, "{mode:o}");
 }
+
+/// A files restore killed with `kill -9` leaves its hidden folder; the
+/// next restore into the same parent removes it (its process is gone)
+/// and leaves a running restore's folder alone.
+#[test]
+fn a_killed_files_restore_is_cleaned_up_by_the_next_one() {
+    let env = TestEnv::new();
+    let data = env.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("big"), crate::harness::noise(40 << 20, 9)).unwrap();
+    env.files_profile("f", &[&data], "");
+    env.cellar(&["backup", "f"]).ok();
+    let parent = env.path().join("out");
+    std::fs::create_dir(&parent).unwrap();
+    let hidden = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".cellar-incoming-")
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let mut child = env
+        .cmd()
+        .args(["restore", "f", "--to-dir"])
+        .arg(parent.join("first"))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while hidden().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "over before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = hidden();
+    assert_eq!(left.len(), 1);
+    // A folder of a restore still running (this test's own pid) stays.
+    let alive = parent.join(format!(".cellar-incoming-{}-x", std::process::id()));
+    std::fs::create_dir(&alive).unwrap();
+    std::fs::set_permissions(&alive, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = env.cellar(&[
+        "restore",
+        "f",
+        "--to-dir",
+        parent.join("second").to_str().unwrap(),
+    ]);
+    out.ok();
+    assert!(
+        out.stderr.contains("left by a restore that was killed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!left[0].exists());
+    assert!(alive.exists());
+    assert!(!parent.join("first").exists());
+}
