@@ -175,7 +175,13 @@ pub fn tar_size(source: &FilesSource, stop: &AtomicBool) -> Option<u64> {
             }
         }
         let data = if ft.is_file() { block(meta.len()) } else { 0 };
-        512 + long(name) + data
+        // A symlink's target over 100 bytes goes in a long-link entry.
+        let target = if ft.is_symlink() {
+            std::fs::read_link(path).map_or(0, |t| long(t.as_os_str().len() as u64))
+        } else {
+            0
+        };
+        512 + long(name) + data + target
     };
     // The two zero blocks that end the archive.
     let mut total = 1024;
@@ -403,9 +409,18 @@ impl Writer<'_, '_> {
                 Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
             };
             header.set_entry_type(tar::EntryType::Symlink);
-            self.builder
-                .append_link(&mut header, &name, &target)
-                .with_context(|| format!("archiving {}", path.display()))?;
+            // The target byte for byte (`set_link_name` would tidy `a//b`
+            // and `./a`); a long one goes in a GNU long-link entry as is.
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = target.as_os_str().as_bytes();
+            let appended = if bytes.len() <= 100 {
+                header
+                    .set_link_name_literal(bytes)
+                    .and_then(|()| self.builder.append_data(&mut header, &name, io::empty()))
+            } else {
+                self.builder.append_link(&mut header, &name, &target)
+            };
+            appended.with_context(|| format!("archiving {}", path.display()))?;
         } else if (ft.is_char_device() || ft.is_block_device()) && self.root_user {
             header.set_entry_type(if ft.is_char_device() {
                 tar::EntryType::Char
@@ -828,5 +843,35 @@ mod tests {
         let folder = File::open(&root).unwrap();
         let e = open_beneath(&folder, Path::new("../outside/f"), 0).unwrap();
         assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+    }
+
+    /// Symlink targets are kept byte for byte, short and long.
+    #[test]
+    fn symlink_targets_are_archived_as_they_are() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        std::fs::create_dir_all(&root).unwrap();
+        let long = format!("./{}//x/./", "d".repeat(120));
+        let hundred = "e".repeat(100);
+        let targets = ["./x//y/./z", "/", "a/", &long, &hundred];
+        for (i, t) in targets.iter().enumerate() {
+            std::os::unix::fs::symlink(t, root.join(format!("l{i}"))).unwrap();
+        }
+        let mut tar = Vec::new();
+        write_tar(&source(root.clone()), &mut tar).unwrap();
+        let mut got = std::collections::BTreeMap::new();
+        for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let e = e.unwrap();
+            if let Some(l) = e.link_name_bytes() {
+                let name = e.path().unwrap().file_name().unwrap().as_bytes().to_vec();
+                got.insert(name, l.into_owned());
+            }
+        }
+        for (i, t) in targets.iter().enumerate() {
+            assert_eq!(got[format!("l{i}").as_bytes()], t.as_bytes(), "l{i}");
+        }
+        let stop = AtomicBool::new(false);
+        assert_eq!(tar_size(&source(root), &stop), Some(tar.len() as u64));
     }
 }
