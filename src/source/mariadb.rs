@@ -68,7 +68,9 @@ fn options(conn: &DbConn) -> io::Result<std::fs::File> {
     text.push_str("default-character-set=utf8mb4\n");
     // Read by the mariadb (mysql) client only: mariadb-dump has no such
     // option.
-    text.push_str("[mysql]\nconnect-timeout=15\n");
+    // No `LOAD DATA LOCAL INFILE`: SQL from a backup must not make the
+    // client read a file on this host (cellar's secret key, /etc/shadow).
+    text.push_str("[mysql]\nconnect-timeout=15\nlocal-infile=0\n");
     process::secret_file(c"cellar-mariadb", &text)
 }
 
@@ -365,13 +367,27 @@ pub fn dump(
 }
 
 /// A statement that leaves the database a dump is restored into: `USE`,
-/// `CREATE DATABASE`, `DROP DATABASE` at the start of a line.
+/// `CREATE DATABASE`/`SCHEMA`, `DROP DATABASE`/`SCHEMA` at the start of a
+/// line (after blanks and an executable comment's `/*!NNNNN `), as dumps
+/// made with `--databases` or `--all-databases` hold them. A guard
+/// against the wrong dump, not a sandbox: see the README.
 fn leaves_database(line: &[u8]) -> Option<&'static str> {
-    let line = line.strip_prefix(b"/*!40000 ").unwrap_or(line);
+    let blank = |l: &[u8]| -> usize { l.iter().take_while(|b| b.is_ascii_whitespace()).count() };
+    let mut line = &line[blank(line)..];
+    for open in [&b"/*!"[..], b"/*M!"] {
+        if let Some(rest) = line.strip_prefix(open) {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            line = &rest[digits..];
+            line = &line[blank(line)..];
+        }
+    }
     [
         ("USE ", "USE"),
+        ("USE`", "USE"),
         ("CREATE DATABASE", "CREATE DATABASE"),
+        ("CREATE SCHEMA", "CREATE DATABASE"),
         ("DROP DATABASE", "DROP DATABASE"),
+        ("DROP SCHEMA", "DROP DATABASE"),
     ]
     .into_iter()
     .find(|(p, _)| {
@@ -404,7 +420,7 @@ impl<'w> Tail<'w> {
         }
     }
 
-    const HEAD: usize = 24;
+    const HEAD: usize = 64;
 
     fn scan(&mut self, buf: &[u8]) {
         let mut start = 0;
@@ -647,6 +663,11 @@ mod tests {
             "use shop;\n",
             "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `x`;\n",
             "/*!40000 DROP DATABASE IF EXISTS `x`*/;\n",
+            " USE shop;\n",
+            "\t/*!50000 USE shop */;\n",
+            "/*M!100101 use`shop`*/;\n",
+            "DROP SCHEMA IF EXISTS victim;\n",
+            "create schema x;\n",
         ] {
             let mut out = Vec::new();
             let mut tail = Tail::new(&mut out);

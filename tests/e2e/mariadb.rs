@@ -943,3 +943,40 @@ fn a_target_made_during_the_restore_is_not_replaced_without_clean() {
     assert!(!my.exists(&scratch_name(&target)));
     assert!(!my.exists(&previous_name(&target)));
 }
+
+/// SQL in a dump cannot make the `mariadb` client read a file on the
+/// cellar host (`LOAD DATA LOCAL INFILE`): the dump here comes from a
+/// wrapped mariadb-dump, as a hostile server could shape it.
+#[test]
+fn a_dump_cannot_read_files_of_the_restoring_host() {
+    let my = mariadb();
+    let src = my_db("infile_src");
+    my.create_db(&src);
+    my.sql(&src, "CREATE TABLE loot (line TEXT);");
+    let env = TestEnv::new();
+    let secret = env.path().join("secrets/k.key.asc");
+    assert!(secret.exists());
+    let bin = my_bin_dir(
+        &env,
+        Some(&format!(
+            "#!/bin/sh\n/usr/bin/mariadb-dump \"$@\" | sed \"s|^-- Dump completed|LOAD DATA LOCAL INFILE '{}' INTO TABLE loot;\\n-- Dump completed|\"\n",
+            secret.display()
+        )),
+    );
+    env.my_profile(
+        "db",
+        my,
+        &format!(
+            "database = \"{src}\"\nglobals = false\nbin_dir = \"{}\"",
+            bin.display()
+        ),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let target = my_db("infile_dst");
+    my.sql("", &format!("DROP DATABASE IF EXISTS `{target}`"));
+    let out = env.cellar(&["restore", "db", "--to-database", &target]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(!my.exists(&target), "{}", out.all());
+    assert!(!my.exists(&scratch_name(&target)));
+}
