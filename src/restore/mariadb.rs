@@ -154,6 +154,10 @@ fn definitions(conn: &DbConn, db: &str) -> anyhow::Result<Definitions> {
             .and_then(|r| r.get(1))
             .cloned()
             .unwrap_or_default();
+        // A view its definer has no rights to read here is shown as
+        // stored, with names qualified by this database: unqualified, it
+        // is made again wherever it goes.
+        let stmt = stmt.replace(&format!("{}.", ident(db)), "");
         d.views.push((v, stmt));
     }
     for r in my::rows(

@@ -980,3 +980,45 @@ fn a_dump_cannot_read_files_of_the_restoring_host() {
     assert!(!my.exists(&target), "{}", out.all());
     assert!(!my.exists(&scratch_name(&target)));
 }
+
+/// A view whose definer is an ordinary account, with rights on its own
+/// database only: MariaDB shows such a view with names qualified by the
+/// scratch database, which must not follow it into the target.
+#[test]
+fn a_view_made_by_an_ordinary_account_restores() {
+    let my = mariadb();
+    let src = my_db("definer");
+    my.create_db(&src);
+    let user = format!("u_{}", src.len());
+    my.sql(
+        "",
+        &format!(
+            "CREATE USER IF NOT EXISTS '{user}'@'localhost'; GRANT ALL ON `{src}`.* TO '{user}'@'localhost';"
+        ),
+    );
+    my.sql(
+        &src,
+        &format!(
+            "CREATE TABLE t (id INT); INSERT INTO t VALUES (1);
+             CREATE DEFINER = '{user}'@'localhost' VIEW v AS SELECT id FROM t;"
+        ),
+    );
+    let env = TestEnv::new();
+    env.my_profile(
+        "db",
+        my,
+        &format!("database = \"{src}\"\nglobals = false"),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let copy = my_db("definer_copy");
+    my.sql("", &format!("DROP DATABASE IF EXISTS `{copy}`"));
+    env.cellar(&["restore", "db", "--to-database", &copy]).ok();
+    let shown = my.sql(&copy, "SHOW CREATE VIEW v");
+    assert!(!shown.contains("cellar_scratch"), "{shown}");
+    // Over itself, where the definer has its rights: the view reads.
+    env.cellar(&["restore", "db", "--to-database", &src, "--clean"])
+        .ok();
+    assert_eq!(my.sql(&src, "SELECT id FROM v").trim(), "1");
+    my.sql("", &format!("DROP USER '{user}'@'localhost'"));
+}
