@@ -731,6 +731,14 @@ impl Scratch<'_> {
         } else {
             Vec::new()
         };
+        // Asked once more, from what is about to move: a table made right
+        // after the question above is not moved out and dropped either.
+        if exists && !self.replace && (!old_tables.is_empty() || old.count() > 0) {
+            bail!(
+                "database {target} was made while the restore ran and now holds {} objects; it is not replaced without --clean",
+                old_tables.len() + old.count()
+            );
+        }
         let new_tables = tables(conn, &scratch)?;
         // What the target held besides its tables, on disk before any of
         // it is dropped: a swap cut short by kill -9 can be finished by

@@ -1022,3 +1022,43 @@ fn a_view_made_by_an_ordinary_account_restores() {
     assert_eq!(my.sql(&src, "SELECT id FROM v").trim(), "1");
     my.sql("", &format!("DROP USER '{user}'@'localhost'"));
 }
+
+/// Without `--clean`, an empty target that someone fills just after the
+/// swap asked whether it is still empty: what it holds then is not moved
+/// out and dropped. (A wrapped client fills it at the next question.)
+#[test]
+fn a_target_filled_just_after_the_last_question_is_not_replaced_without_clean() {
+    use std::os::unix::fs::PermissionsExt;
+    let (env, my, _src) = rich("late_src", "");
+    let target = my_db("late_dst");
+    my.create_db(&target);
+    let bin = my_bin_dir(&env, None);
+    let mariadb = bin.join("mariadb");
+    std::fs::remove_file(&mariadb).unwrap();
+    std::fs::write(
+        &mariadb,
+        format!(
+            "#!/bin/bash\ncase \"$*\" in *--skip-column-names\\ --binary-mode*)\n  sql=$(cat)\n  case \"$sql\" in *\"information_schema.VIEWS WHERE TABLE_SCHEMA = '{target}'\"*)\n    /usr/bin/mariadb --no-defaults --socket={sock} -uroot -e \"CREATE TABLE \\`{target}\\`.precious (v TEXT); INSERT INTO \\`{target}\\`.precious VALUES ('x');\" || exit 9 ;;\n  esac\n  printf '%s\\n' \"$sql\" | exec /usr/bin/mariadb \"$@\" ;;\nesac\nexec /usr/bin/mariadb \"$@\"\n",
+            sock = my.sock().display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&mariadb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.cellar(&["backup", "db"]).ok();
+    let profile = env.path().join("profiles/db.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace(
+            "globals = false",
+            &format!("globals = false\nbin_dir = \"{}\"", bin.display()),
+        ),
+    )
+    .unwrap();
+    let out = env.cellar(&["restore", "db", "--to-database", &target]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("--clean"), "{}", out.stderr);
+    assert_eq!(my.sql(&target, "SELECT v FROM precious").trim(), "x");
+    assert!(!my.exists(&scratch_name(&target)));
+    assert!(!my.exists(&previous_name(&target)));
+}
