@@ -603,6 +603,16 @@ pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result
     })?;
     my::check_dump(&mut text.as_slice(), true)?;
     let existing = accounts(conn)?;
+    // Statements about an existing account are found line by line: one
+    // whose name holds a line break could not be told apart, and would be
+    // changed. Nothing is applied then.
+    if let Some((name, _)) = existing.iter().find(|(n, _)| n.contains(['\n', '\r'])) {
+        bail!(
+            "account {} on {} has a line break in its name, so cellar cannot keep the backup's users and grants from changing it; restore without --globals, or rename that account",
+            name.escape_debug(),
+            conn.describe()
+        );
+    }
     let (script, kept) = new_accounts_only(&String::from_utf8_lossy(&text), &existing);
     if !kept.is_empty() {
         warn!(
