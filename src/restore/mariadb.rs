@@ -796,9 +796,18 @@ impl Scratch<'_> {
         // triggers back: the tables never moved.
         let moved = run_all(conn, &target, &old.drop_triggers_and_views())
             .and_then(|()| rename_all(conn, &moves));
+        // A target made just now goes again on a failure.
+        let unmake = || {
+            if exists {
+                Ok(())
+            } else {
+                drop_database(conn, &target)
+            }
+        };
         if let Err(e) = moved {
             let undone = run_all(conn, &target, &old.drop_triggers_and_views())
-                .and_then(|()| run_all(conn, &target, &old.views_and_triggers()));
+                .and_then(|()| run_all(conn, &target, &old.views_and_triggers()))
+                .and_then(|()| unmake());
             return self.failed(e, undone, &target, &previous, exists);
         }
         // Stage 3: the target's old routines and events off, the backup's
@@ -816,13 +825,7 @@ impl Scratch<'_> {
                 .and_then(|()| rename_all(conn, &back))
                 .and_then(|()| run_all(conn, &target, &old.drop_routines_and_events()))
                 .and_then(|()| run_all(conn, &target, &old.creates()))
-                .and_then(|()| {
-                    if exists {
-                        Ok(())
-                    } else {
-                        drop_database(conn, &target)
-                    }
-                });
+                .and_then(|()| unmake());
             return self.failed(e, undone, &target, &previous, exists);
         }
         self.done = true;

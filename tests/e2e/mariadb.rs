@@ -1078,3 +1078,26 @@ fn a_target_filled_just_after_the_last_question_is_not_replaced_without_clean() 
     assert!(!my.exists(&scratch_name(&target)));
     assert!(!my.exists(&previous_name(&target)));
 }
+
+/// A swap into a new name that fails (InnoDB compares foreign key names
+/// without regard to case, so the source's name in capitals collides)
+/// leaves no empty database behind.
+#[test]
+fn a_failed_swap_into_a_new_name_leaves_no_database() {
+    let (env, my, src) = rich("fk_case", "");
+    env.cellar(&["backup", "db"]).ok();
+    let target = src.to_uppercase();
+    assert_ne!(target, src);
+    my.sql("", &format!("DROP DATABASE IF EXISTS `{target}`"));
+    let out = env.cellar(&["restore", "db", "--to-database", &target]);
+    if out.code == 0 {
+        // This server tells foreign key names apart by case: nothing to see.
+        my.sql("", &format!("DROP DATABASE `{target}`"));
+        return;
+    }
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("undone"), "{}", out.stderr);
+    assert!(!my.exists(&target), "{}", out.all());
+    assert!(!my.exists(&scratch_name(&target)));
+    assert!(!my.exists(&previous_name(&target)));
+}
