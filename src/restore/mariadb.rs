@@ -123,6 +123,10 @@ struct Definitions {
     routines: Vec<(String, String, String)>,
     triggers: Vec<(String, String)>,
     events: Vec<(String, String)>,
+    /// Grants on the routines, (type, name, `GRANT` statement): dropping a
+    /// routine revokes them (`automatic_sp_privileges`), so they are given
+    /// again with it.
+    grants: Vec<(String, String, String)>,
 }
 
 /// The statement with the session's sql_mode it was made under.
@@ -198,7 +202,61 @@ fn definitions(conn: &DbConn, db: &str) -> anyhow::Result<Definitions> {
         };
         d.events.push((e, with_mode(&mode, &stmt)));
     }
+    if !d.routines.is_empty() {
+        match routine_grants(conn, db) {
+            Ok(g) => d.grants = g,
+            Err(e) => warn!(
+                "cannot read the grants on the routines of {db} (the restoring user needs SELECT on mysql.procs_priv); a swap that drops them does not give them back: {e:#}"
+            ),
+        }
+    }
     Ok(d)
+}
+
+/// `GRANT` statements for the grants on `db`'s routines (unqualified).
+fn routine_grants(conn: &DbConn, db: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    let rows = my::rows(
+        conn,
+        None,
+        &format!(
+            "SELECT Routine_type, Routine_name, User, Host, Proc_priv FROM mysql.procs_priv WHERE Db = {} ORDER BY 1, 2, 3, 4;",
+            literal(db)
+        ),
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        let Ok([kind, name, user, host, privs]) = <[String; 5]>::try_from(r) else {
+            continue;
+        };
+        let mut what: Vec<&str> = Vec::new();
+        for p in privs.split(',') {
+            match p {
+                "Execute" => what.push("EXECUTE"),
+                "Alter Routine" => what.push("ALTER ROUTINE"),
+                _ => {}
+            }
+        }
+        if what.is_empty() {
+            continue;
+        }
+        let grantee = if host.is_empty() {
+            literal(&user)
+        } else {
+            format!("{}@{}", literal(&user), literal(&host))
+        };
+        let option = if privs.split(',').any(|p| p == "Grant") {
+            " WITH GRANT OPTION"
+        } else {
+            ""
+        };
+        let stmt = format!(
+            "GRANT {} ON {kind} {} TO {grantee}{option}",
+            what.join(", "),
+            ident(&name)
+        );
+        out.push((kind, name, stmt));
+    }
+    Ok(out)
 }
 
 /// A delimiter no definition holds, for a script of compound statements.
@@ -361,9 +419,20 @@ impl Definitions {
     /// triggers and events.
     fn creates(&self) -> Vec<String> {
         let mut out: Vec<String> = self.routines.iter().map(|(_, _, s)| s.clone()).collect();
+        out.extend(self.grants.iter().map(|(_, _, s)| s.clone()));
         out.extend(self.views_and_triggers());
         out.extend(self.events.iter().map(|(_, s)| s.clone()));
         out
+    }
+
+    /// The grants of `old` on routines this one has too (same type and
+    /// name): what a swap gives back to the routines that replace them.
+    fn kept_grants(&self, old: &Definitions) -> Vec<String> {
+        old.grants
+            .iter()
+            .filter(|(kind, name, _)| self.routines.iter().any(|(k, n, _)| k == kind && n == name))
+            .map(|(_, _, s)| s.clone())
+            .collect()
     }
 
     fn views_and_triggers(&self) -> Vec<String> {
@@ -827,6 +896,10 @@ impl Scratch<'_> {
                 .and_then(|()| run_all(conn, &target, &old.creates()))
                 .and_then(|()| unmake());
             return self.failed(e, undone, &target, &previous, exists);
+        }
+        // The target's grants on routines that the backup has too.
+        if let Err(e) = run_all(conn, &target, &new.kept_grants(&old)) {
+            warn!("{target}: the grants on its routines could not all be given back: {e:#}");
         }
         self.done = true;
         let _ = std::fs::remove_file(&self.marker);

@@ -674,8 +674,29 @@ fn a_swap_that_fails_late_is_undone_and_foreign_keys_from_elsewhere_are_refused(
          CREATE VIEW kv AS SELECT * FROM keepme;
          CREATE TRIGGER kt BEFORE INSERT ON keepme FOR EACH ROW SET NEW.v = UPPER(NEW.v);
          CREATE FUNCTION old_fn() RETURNS INT RETURN 7;
+         CREATE FUNCTION twice(x INT) RETURNS INT RETURN x;
          CREATE EVENT old_ev ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM keepme;",
     );
+    // Grants on its routines, which a dropped routine loses.
+    let user = format!("'g_{}'@'%'", target.len());
+    my.sql(
+        "",
+        &format!(
+            "CREATE USER IF NOT EXISTS {user}; GRANT EXECUTE ON FUNCTION `{target}`.old_fn TO {user}; GRANT EXECUTE, ALTER ROUTINE ON FUNCTION `{target}`.twice TO {user} WITH GRANT OPTION;"
+        ),
+    );
+    let grants = || {
+        let mut g: Vec<String> = my
+            .sql("", &format!("SHOW GRANTS FOR {user}"))
+            .lines()
+            .filter(|l| l.contains(" ON FUNCTION "))
+            .map(String::from)
+            .collect();
+        g.sort();
+        g
+    };
+    let granted = grants();
+    assert_eq!(granted.len(), 2, "{granted:?}");
     let before = my.fingerprint(&target);
     // The mirror's after_restore makes a view on a table elsewhere and
     // then drops that table: the view is made in the scratch database, but
@@ -696,6 +717,7 @@ fn a_swap_that_fails_late_is_undone_and_foreign_keys_from_elsewhere_are_refused(
     assert!(out.stderr.contains("was undone"), "{}", out.stderr);
     assert!(out.stderr.contains("left as it was"), "{}", out.stderr);
     assert_eq!(my.fingerprint(&target), before);
+    assert_eq!(grants(), granted, "the undo lost grants on the routines");
     assert_eq!(my.sql(&target, "SELECT v FROM kv").trim(), "old content");
     assert_eq!(my.sql(&target, "SELECT v FROM customers").trim(), "old");
     assert!(!my.exists(&scratch_name(&target)));
@@ -712,6 +734,20 @@ fn a_swap_that_fails_late_is_undone_and_foreign_keys_from_elsewhere_are_refused(
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("foreign keys into"), "{}", out.stderr);
     assert_eq!(my.fingerprint(&target), before);
+
+    // A swap that succeeds gives the target's grants back to the routines
+    // the backup has too (`twice`); `old_fn` is gone, and its grant too.
+    my.sql(&other, "DROP TABLE child");
+    env.cellar(&["restore", "db", "--to-database", &target, "--clean"])
+        .ok();
+    let now = grants();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(
+        now[0].contains("`twice`") && now[0].contains("WITH GRANT OPTION"),
+        "{now:?}"
+    );
+    assert_eq!(my.sql(&target, "SELECT twice(2)").trim(), "4");
+    my.sql("", &format!("DROP USER {user}"));
 }
 
 /// A session that holds a lock until dropped: `sql` runs in an open
