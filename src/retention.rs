@@ -98,7 +98,12 @@ pub fn decide(
 
     let mut tiers: BTreeMap<&str, Vec<Tier>> = BTreeMap::new();
     let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    if let Some((id, _)) = sorted.first() {
+    // A backup dated after now is kept, but takes no other backup's place:
+    // the newest and the periods are chosen among the others, so a clock
+    // that ran ahead once never makes later backups look old.
+    let present: Vec<&(String, DateTime<Utc>)> =
+        sorted.iter().copied().filter(|(_, t)| *t <= now).collect();
+    if let Some((id, _)) = present.first() {
         tiers.entry(id).or_default().push(Tier::Newest);
         reasons
             .entry(id)
@@ -128,7 +133,7 @@ pub fn decide(
     ];
     for (tier, count, period) in buckets {
         let mut seen: Vec<String> = Vec::new();
-        for (id, t) in &sorted {
+        for (id, t) in &present {
             if seen.len() as u32 >= count {
                 break;
             }
@@ -299,6 +304,31 @@ mod tests {
         let d = decide(&b, &POLICY, now);
         assert!(d.iter().all(|d| d.keep()));
         assert!(d[0].tiers.contains(&Tier::Future));
+        assert!(d[1].tiers.contains(&Tier::Newest));
+    }
+
+    /// A backup made while the clock ran months ahead takes no other
+    /// backup's place: the real ones keep their days, and each new one is
+    /// the newest.
+    #[test]
+    fn a_backup_far_in_the_future_takes_no_place() {
+        let policy = Retention {
+            daily: 1,
+            weekly: 1,
+            monthly: 1,
+            ..POLICY
+        };
+        let ahead = at(2027, 6, 1, 2);
+        let mut b = vec![(id(ahead), ahead)];
+        for day in 5..=8 {
+            let t = at(2026, 12, day, 2);
+            b.push((id(t), t));
+        }
+        let d = decide(&b, &policy, at(2026, 12, 8, 3));
+        let kept: Vec<&str> = d.iter().filter(|d| d.keep()).map(|d| d.id.as_str()).collect();
+        assert_eq!(kept, [id(ahead).as_str(), id(at(2026, 12, 8, 2)).as_str()]);
+        assert!(d[1].tiers.contains(&Tier::Newest));
+        assert!(d[1].tiers.contains(&Tier::Daily));
     }
 
     /// Two years of nightly backups with missed nights, extra runs and a
