@@ -325,7 +325,11 @@ mod tests {
             b.push((id(t), t));
         }
         let d = decide(&b, &policy, at(2026, 12, 8, 3));
-        let kept: Vec<&str> = d.iter().filter(|d| d.keep()).map(|d| d.id.as_str()).collect();
+        let kept: Vec<&str> = d
+            .iter()
+            .filter(|d| d.keep())
+            .map(|d| d.id.as_str())
+            .collect();
         assert_eq!(kept, [id(ahead).as_str(), id(at(2026, 12, 8, 2)).as_str()]);
         assert!(d[1].tiers.contains(&Tier::Newest));
         assert!(d[1].tiers.contains(&Tier::Daily));

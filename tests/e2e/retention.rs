@@ -123,3 +123,32 @@ fn a_second_cellar_waits_for_the_lock_then_gives_up_and_a_killed_holder_frees_it
     env.edit("profiles/l.toml", "level = 9\nthreads = 1", "level = 0");
     env.cellar(&["--lock-wait", "1s", "backup", "l"]).ok();
 }
+
+/// One backup made while the clock ran months ahead: later nightly runs
+/// keep their own backups (the newest is the newest of today), and the
+/// one from the future stays too.
+#[test]
+fn a_backup_from_a_clock_ahead_does_not_make_later_ones_old() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile(
+        "r",
+        &[&data],
+        "[retention]\ndaily = 1\nweekly = 1\nmonthly = 1\n",
+    );
+    for day in ["2026-12-05", "2026-12-06"] {
+        env.at(&format!("{day}T02:00:00Z"), &["backup", "r"]).ok();
+    }
+    env.at("2027-06-01T02:00:00Z", &["backup", "r"]).ok();
+    env.at("2026-12-07T02:00:00Z", &["run", "r"]).ok();
+    env.at("2026-12-08T02:00:00Z", &["run", "r"]).ok();
+    let mut kept = ids(&env, "r");
+    kept.sort();
+    assert_eq!(kept, ["20261208T020000Z", "20270601T020000Z"]);
+    let out = env.at(
+        "2026-12-08T03:00:00Z",
+        &["restore", "r", "--to-dir", "back"],
+    );
+    out.ok();
+    assert!(out.stdout.contains("20261208T020000Z"), "{}", out.stdout);
+}
