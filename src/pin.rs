@@ -75,9 +75,20 @@ pub fn pin(store: &dyn Store, profile: &str, id: &str) -> Result<Done, StoreErro
         host: hostname(),
     };
     let bytes = serde_json::to_vec_pretty(&pin).expect("a pin serializes");
-    let changed = match store.put(&key(profile, id), &mut bytes.as_slice()) {
+    let k = key(profile, id);
+    let changed = match store.put(&k, &mut bytes.as_slice()) {
         Ok(_) => true,
-        Err(StoreError::Exists { .. }) => false,
+        // Something is there: a pin only if the listing shows one (a
+        // folder planted under the name is not, and would keep nothing).
+        Err(StoreError::Exists { .. }) if store.list(&k)?.iter().any(|o| o.key == k) => false,
+        Err(StoreError::Exists { store: s, key }) => {
+            return Err(StoreError::Remote {
+                op: "pin",
+                store: s,
+                key,
+                message: "something that is not a pin (a folder?) is in the way under the pin's name; remove it from the store and pin again".into(),
+            })
+        }
         Err(e) => return Err(e),
     };
     Ok(Done {

@@ -152,3 +152,26 @@ fn a_backup_from_a_clock_ahead_does_not_make_later_ones_old() {
     out.ok();
     assert!(out.stdout.contains("20261208T020000Z"), "{}", out.stdout);
 }
+
+/// A folder planted under a pin's name is not a pin: `pin` says so (exit
+/// 1) instead of "pinned already", and the backup is not left to prune.
+#[test]
+fn a_folder_in_the_way_of_a_pin_is_reported() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile(
+        "r",
+        &[&data],
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    env.at("2026-12-05T02:00:00Z", &["backup", "r"]).ok();
+    env.at("2026-12-06T02:00:00Z", &["backup", "r"]).ok();
+    std::fs::create_dir(env.path().join("store/r/20261205T020000Z.pin")).unwrap();
+    let out = env.cellar(&["pin", "r", "20261205T020000Z"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("not a pin"), "{}", out.stderr);
+    std::fs::remove_dir(env.path().join("store/r/20261205T020000Z.pin")).unwrap();
+    env.cellar(&["pin", "r", "20261205T020000Z"]).ok();
+    env.at("2026-12-06T03:00:00Z", &["prune", "r"]).ok();
+    assert_eq!(ids(&env, "r").len(), 2);
+}
