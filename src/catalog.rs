@@ -109,6 +109,16 @@ pub fn scan(store: &dyn Store, profile: &str) -> Result<Vec<Entry>, StoreError> 
         if manifest::parse_id(id).is_none() {
             continue;
         }
+        // A name cellar never writes, which every store refuses to touch
+        // (`..`, a backslash, a control character): anyone may have put it
+        // there. It is no part of any backup, and prune leaves it alone.
+        if crate::store::check_key(&obj.key).is_err() {
+            tracing::warn!(
+                "the store holds {:?}, a name cellar never writes and will not touch; remove it by hand",
+                obj.key
+            );
+            continue;
+        }
         let e = by_id.entry(id.to_string()).or_insert_with(|| Entry {
             id: id.to_string(),
             objects: Vec::new(),

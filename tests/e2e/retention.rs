@@ -175,3 +175,29 @@ fn a_folder_in_the_way_of_a_pin_is_reported() {
     env.at("2026-12-06T03:00:00Z", &["prune", "r"]).ok();
     assert_eq!(ids(&env, "r").len(), 2);
 }
+
+/// Objects planted with names no store would touch (a backslash, a
+/// control character), one beside a backup that is due for deletion:
+/// prune and run go on, delete what they should, and name the objects.
+#[test]
+fn objects_with_names_no_store_touches_do_not_stop_prune() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"x")]);
+    env.files_profile(
+        "r",
+        &[&data],
+        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
+    );
+    env.at("2026-12-05T02:00:00Z", &["backup", "r"]).ok();
+    env.at("2026-12-06T02:00:00Z", &["backup", "r"]).ok();
+    let store = env.path().join("store/r");
+    std::fs::write(store.join("20200101T000000Z.a\\b"), "x").unwrap();
+    std::fs::write(store.join("20261205T020000Z.x\u{1}"), "x").unwrap();
+    let out = env.at("2026-12-07T02:00:00Z", &["run", "r"]);
+    out.ok();
+    assert!(!out.stderr.contains("pruning failed"), "{}", out.stderr);
+    assert!(out.stderr.contains("remove it by hand"), "{}", out.stderr);
+    assert_eq!(ids(&env, "r"), ["20261207T020000Z"]);
+    assert!(!store.join("20261205T020000Z.manifest.json").exists());
+    assert!(store.join("20200101T000000Z.a\\b").exists());
+}
