@@ -366,29 +366,37 @@ impl S3Store {
 
     fn abort(&self, key: &str, upload_id: &str) {
         let object = self.object(key);
-        // The server may be what failed: keep trying for about a minute.
+        // The server may be what failed: keep trying for about a minute,
+        // whatever the per-request timeout and attempts (a frozen server
+        // would otherwise hold the backup for attempts × timeout each).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut delay = Duration::from_millis(500);
-        for attempt in 1..=8 {
-            let r = self.rt.block_on(
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.opts.bucket)
-                    .key(&object)
-                    .upload_id(upload_id)
-                    .send(),
-            );
-            match r {
-                Ok(_) => return,
-                Err(e) if e.code() == Some("NoSuchUpload") => return,
-                Err(e) => {
-                    tracing::warn!(
-                        "aborting the upload of {key} (attempt {attempt}): {}",
-                        explain(&self.opts, &e)
-                    );
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(15));
-                }
+        for attempt in 1.. {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
             }
+            let send = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.opts.bucket)
+                .key(&object)
+                .upload_id(upload_id)
+                .send();
+            // The timer is made inside the runtime.
+            let r = self.rt.block_on(async {
+                tokio::time::timeout(left.min(Duration::from_secs(20)), send).await
+            });
+            let why = match r {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) if e.code() == Some("NoSuchUpload") => return,
+                Ok(Err(e)) => explain(&self.opts, &e),
+                Err(_) => "the server did not answer".to_string(),
+            };
+            tracing::warn!("aborting the upload of {key} (attempt {attempt}): {why}");
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            std::thread::sleep(delay.min(left));
+            delay = (delay * 2).min(Duration::from_secs(15));
         }
         tracing::error!(
             "could not abort the multipart upload {upload_id} of {key}; a bucket lifecycle rule \

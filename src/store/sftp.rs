@@ -218,11 +218,34 @@ impl SftpStore {
     }
 
     fn err(&self, op: &'static str, key: &str, e: SftpError) -> StoreError {
+        self.remote(op, key, e.to_string())
+    }
+
+    /// A failure of the server or of the connection to it, said so: the
+    /// client's own words for a connection that went away ("Background
+    /// task failed") name neither.
+    fn remote(&self, op: &'static str, key: &str, message: String) -> StoreError {
+        let lost = [
+            "Background task failed",
+            "read/flush task failed",
+            "connection",
+            "EOF",
+        ]
+        .iter()
+        .any(|m| message.contains(m));
+        let message = if lost {
+            format!(
+                "the connection to the SFTP server was lost, or the server stopped answering ({message}); check that {} is up and reachable, then run again",
+                self.target.host
+            )
+        } else {
+            message
+        };
         StoreError::Remote {
             op,
             store: self.location(),
             key: key.to_string(),
-            message: e.to_string(),
+            message,
         }
     }
 
@@ -328,12 +351,7 @@ impl Store for SftpStore {
                 };
                 self.rt
                     .block_on(file.write_all(&buf[..n]))
-                    .map_err(|e| StoreError::Remote {
-                        op: "write",
-                        store: self.location(),
-                        key: key.to_string(),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| self.remote("write", key, e.to_string()))?;
                 total += n as u64;
             }
             self.rt
@@ -343,12 +361,7 @@ impl Store for SftpStore {
                     let _ = file.as_mut().as_mut_file().sync_all().await;
                     Ok::<(), io::Error>(())
                 })
-                .map_err(|e| StoreError::Remote {
-                    op: "finish",
-                    store: self.location(),
-                    key: key.to_string(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| self.remote("finish", key, e.to_string()))?;
             Ok(total)
         })();
         drop(file);

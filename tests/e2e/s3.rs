@@ -462,3 +462,53 @@ fn pins_on_s3_are_kept_by_prune_and_released_by_unpin() {
     out.ok();
     assert!(out.stdout.contains("is pinned"), "{}", out.stdout);
 }
+
+/// A server that freezes for good mid-upload: the backup fails within the
+/// request attempts plus about a minute of trying to abort, not attempts
+/// × timeout for every abort attempt; nothing is listed afterwards.
+#[test]
+fn a_server_frozen_for_good_fails_the_backup_within_bounds() {
+    let m = s3harness::start();
+    m.create_bucket("gone", false);
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("big", &noise(48 << 20, 4))]);
+    env.files_profile("f", &[&data], "");
+    env.edit(
+        "profiles/f.toml",
+        FILE_STORE,
+        &store_toml(
+            &m,
+            "gone",
+            "part_size_mib = 5\ntimeout = \"5s\"\nmax_attempts = 3",
+        ),
+    );
+    env.edit("profiles/f.toml", "level = 1", "level = 0");
+    let child = env
+        .cmd()
+        .args(["backup", "f"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while m.open_uploads("gone") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = frozen.elapsed();
+    m.signal(libc::SIGCONT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // 3 attempts of 5 s with backoff, then at most a minute of aborting
+    // (before, 8 abort attempts of 3 x 5 s each: over 150 s).
+    assert!(took < Duration::from_secs(120), "took {took:?}: {stderr}");
+    assert!(
+        !m.keys("gone").iter().any(|k| k.ends_with(".manifest.json")),
+        "{stderr}"
+    );
+}

@@ -159,6 +159,10 @@ fn server_killed_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("sftp://"), "{stderr}");
+    assert!(
+        stderr.contains("connection to the SFTP server was lost"),
+        "{stderr}"
+    );
     let before = sshd.store_toml("client_key", "known_hosts");
     sshd.resume();
     // The old port may have been taken meanwhile: the server may be on a new one.
