@@ -316,7 +316,6 @@ mod tests {
             daily: 1,
             weekly: 1,
             monthly: 1,
-            ..POLICY
         };
         let ahead = at(2027, 6, 1, 2);
         let mut b = vec![(id(ahead), ahead)];
