@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use openssh::{KnownHosts, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, SessionBuilder};
 use openssh_sftp_client::error::SftpErrorKind;
 use openssh_sftp_client::file::TokioCompatFile;
 use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
@@ -179,7 +179,13 @@ impl SftpStore {
             .control_directory(control.path())
             .config_file(&config)
             .connect_timeout(Duration::from_secs(15))
-            .server_alive_interval(Duration::from_secs(15));
+            .server_alive_interval(Duration::from_secs(15))
+            // The ssh master goes 30 s after its last channel closed: a
+            // cellar killed with kill -9 leaves no authenticated
+            // connection behind for long.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(30).expect("not zero"),
+            ));
         if let Some(u) = &target.user {
             b.user(u.clone());
         }

@@ -180,3 +180,58 @@ fn server_killed_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     env.cellar(&["restore", "f", "--to-dir", target.to_str().unwrap()])
         .ok();
 }
+
+/// `kill -9` of cellar mid-upload: its ssh master (an authenticated
+/// connection) goes within ControlPersist's 30 s, not never.
+#[test]
+fn a_killed_cellar_leaves_no_ssh_master_behind() {
+    let sshd = Sshd::start();
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("big", &crate::harness::noise(48 << 20, 12))]);
+    env.files_profile("f", &[&data], "");
+    env.edit(
+        "profiles/f.toml",
+        FILE_STORE,
+        &sshd.store_toml("client_key", "known_hosts"),
+    );
+    env.edit("profiles/f.toml", "level = 1", "level = 9\nthreads = 1");
+    // ssh masters of this test's server: `-M` and its port.
+    let port = format!("{}", sshd.port);
+    let masters = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"ssh"))
+                    && args.contains(&&b"-M"[..])
+                    && args.contains(&port.as_bytes())
+            })
+            .collect()
+    };
+    let mut child = env.cmd().args(["backup", "f"]).spawn().unwrap();
+    let started = Instant::now();
+    let dir = sshd.root().join("f");
+    while !std::fs::read_dir(&dir)
+        .is_ok_and(|mut d| d.any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp-")))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!masters().is_empty(), "no ssh master found to watch");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while !masters().is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "ssh master still running a minute after cellar was killed"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
