@@ -164,11 +164,21 @@ impl ProfileState {
     }
 
     /// How old the newest good backup's data is: since its start (the
-    /// snapshot), not its end.
+    /// snapshot), not its end. None when the last success is dated after
+    /// `now` (see [`State::present_success`]).
     pub fn newest_backup_age_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        self.present_success(now)
+            .map(|r| (now - r.started_at).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+
+    /// The last success, unless it is dated after `now`: a backup made
+    /// while the clock ran ahead says nothing about how old the data is
+    /// now, and must not hold off the next scheduled backup for months.
+    pub fn present_success(&self, now: DateTime<Utc>) -> Option<&Run> {
+        let slack = chrono::Duration::minutes(crate::catalog::FUTURE_SLACK_MINUTES);
         self.last_success
             .as_ref()
-            .map(|r| (now - r.started_at).num_milliseconds().max(0) as f64 / 1000.0)
+            .filter(|r| r.started_at <= now + slack)
     }
 
     /// The newest backup id whose last drill passed.

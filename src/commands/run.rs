@@ -15,9 +15,23 @@ use crate::{catalog, manifest, schedule, state, Failure};
 /// When the profile last succeeded: the state file, or else the newest
 /// complete backup in the store (so a lost state folder cannot cause a
 /// burst of backups, nor hide a missing one).
-fn last_success(dir: &Path, p: &Profile) -> Option<chrono::DateTime<chrono::Utc>> {
-    if let Some(r) = state::load(dir, &p.name).last_success {
+/// A last success dated after `now` (made while the clock ran ahead) is
+/// passed over for the store's newest backup that is not.
+fn last_success(
+    dir: &Path,
+    p: &Profile,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let st = state::load(dir, &p.name);
+    if let Some(r) = st.present_success(now) {
         return Some(r.started_at);
+    }
+    if let Some(r) = &st.last_success {
+        warn!(
+            "{}: the last success ({}) is dated after now (the clock went back?); going by the store",
+            p.name,
+            r.started_at.format("%Y-%m-%d %H:%M UTC")
+        );
     }
     let store = crate::store::open(&p.store, dir).ok()?;
     // The newest trusted backup: a planted one must not suppress backups.
@@ -37,7 +51,7 @@ pub fn due(dir: &Path, p: &Profile, now: chrono::DateTime<chrono::Utc>) -> bool 
             false
         }
         Some(s) => {
-            if !schedule::is_due(&s.cron, last_success(dir, p), now) {
+            if !schedule::is_due(&s.cron, last_success(dir, p, now), now) {
                 return false;
             }
             // A failing profile is retried after `retry_after`, not on

@@ -70,6 +70,55 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
         }
     }
     println!("[store]\n  url = {}", p.store.url);
+    if let Some(o) = &p.store.s3 {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(default)".into());
+        println!(
+            "[store.s3]\n  bucket = {:?}\n  prefix = {:?}\n  region = {}\n  endpoint = {}\n  path_style = {}",
+            o.bucket,
+            o.prefix,
+            opt(&o.region),
+            opt(&o.endpoint),
+            o.path_style
+        );
+        let key = |s: &Option<crate::secret::Secret>| {
+            if s.is_some() {
+                "<redacted>"
+            } else {
+                "(from the environment or instance role)"
+            }
+        };
+        println!("  access_key_id = {}", key(&o.access_key_id));
+        println!("  secret_access_key = {}", key(&o.secret_access_key));
+        println!(
+            "  storage_class = {}\n  server_side_encryption = {}",
+            opt(&o.storage_class),
+            opt(&o.server_side_encryption)
+        );
+        if let Some((mode, days)) = &o.object_lock {
+            println!("  object_lock = {mode} for {days} day(s)");
+        }
+        println!(
+            "  part_size_mib = {}\n  timeout = {:?}\n  max_attempts = {}",
+            o.part_size >> 20,
+            humantime::format_duration(o.timeout).to_string(),
+            o.max_attempts
+        );
+    }
+    if let Some(t) = &p.store.sftp {
+        println!(
+            "[store.sftp]\n  server = {}{}:{}\n  root = {}",
+            t.user.as_ref().map_or(String::new(), |u| format!("{u}@")),
+            t.host,
+            t.port,
+            t.root.display()
+        );
+        if let Some(k) = &t.identity_file {
+            println!("  identity_file = {}", k.display());
+        }
+        if let Some(k) = &t.known_hosts {
+            println!("  known_hosts = {}", k.display());
+        }
+    }
     println!("[encryption]");
     for r in &p.encryption.recipients {
         println!("  recipient = {} ({})", r.path.display(), r.fingerprint());
@@ -79,6 +128,15 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
     }
     if p.encryption.passphrase.is_some() {
         println!("  passphrase = <redacted>");
+    }
+    if let Some(s) = &p.encryption.signer {
+        println!("  signer = {s:?}");
+    }
+    for c in &p.encryption.trusted_signers {
+        println!("  trusted signer = {}", c.fingerprint());
+    }
+    if let Some(id) = &p.encryption.allow_unsigned_before {
+        println!("  allow_unsigned_before = {id:?}");
     }
     let c = p.compression;
     println!(

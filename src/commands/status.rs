@@ -54,7 +54,7 @@ pub fn run(
             .last_run
             .as_ref()
             .is_some_and(|r| r.outcome == Outcome::Failure);
-        let stale = match (&st.last_success, max_age) {
+        let stale = match (st.present_success(now), max_age) {
             (None, _) => true,
             (Some(r), Some(max)) => (now - r.finished_at).to_std().unwrap_or_default() > max,
             (Some(_), None) => false,

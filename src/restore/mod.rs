@@ -9,7 +9,8 @@
 pub mod database;
 pub mod mariadb;
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -191,6 +192,16 @@ pub fn check_dir_target(dir: &Path) -> anyhow::Result<bool> {
             dir.display()
         );
     }
+    if dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(INCOMING))
+    {
+        bail!(
+            "{} is named like cellar's own hidden folders ({INCOMING}…), which a later restore may remove; choose another name",
+            dir.display()
+        );
+    }
     if let Ok(md) = std::fs::symlink_metadata(dir) {
         if md.file_type().is_symlink() {
             bail!(
@@ -343,9 +354,26 @@ pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyho
 /// The hidden folder a `--to-dir` restore writes into, then `PID-`.
 const INCOMING: &str = ".cellar-incoming-";
 
+/// Takes the exclusive `flock` of an open folder without waiting; false
+/// when another process holds it.
+fn lock_folder(f: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// Removes what restores killed with `kill -9` left in `parent`: hidden
-/// folders of ours whose process is gone. A folder whose process still
-/// runs (another restore into the same parent) is left alone.
+/// folders of ours that no process holds (each restore holds a `flock` on
+/// its folder for as long as it runs, whichever PID namespace or host it
+/// runs in). A folder whose process still runs is left alone.
 fn sweep_incoming(parent: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(parent) else {
@@ -362,14 +390,19 @@ fn sweep_incoming(parent: &Path) {
         else {
             continue;
         };
-        let ours = e
-            .metadata()
-            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o777 == 0o700);
+        // Ours (not a symlink: never followed), and verified or not.
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
         // SAFETY: signal 0 only asks whether the process exists.
-        let gone = pid > 0
-            && unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if ours && gone {
+        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+        let held = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(e.path())
+                .and_then(|f| lock_folder(&f))
+                .map_or(true, |got| !got)
+        };
+        if ours && !alive && !held() {
             let path = e.path();
             let _ = untar::make_removable(&path);
             match std::fs::remove_dir_all(&path) {
@@ -411,6 +444,11 @@ fn to_dir_in(
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(&parent)
         .with_context(|| format!("creating a folder in {}", parent.display()))?;
+    // Held while this restore lives (the kernel lets go when it dies, in
+    // any PID namespace): what tells a sweep that the folder is in use.
+    let _in_use = File::open(incoming.path())
+        .and_then(|f| lock_folder(&f).map(|_| f))
+        .with_context(|| format!("locking {}", incoming.path().display()))?;
     if let Err(e) = fetch.stream(m, p, |r| untar::extract(r, incoming.path())) {
         // Folders restored read-only must not keep the tree from going.
         let _ = untar::make_removable(incoming.path());

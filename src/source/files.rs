@@ -592,8 +592,9 @@ impl Writer<'_, '_> {
         let plain = |flags: i32| File::options().read(true).custom_flags(flags).open(path);
         match beneath(flags).unwrap_or_else(|| plain(flags)) {
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-                let at = beneath(libc::O_PATH | libc::O_NOFOLLOW)
-                    .unwrap_or_else(|| plain(libc::O_PATH | libc::O_NOFOLLOW))?;
+                // A listed path is followed, as above.
+                let path_flags = libc::O_PATH | if root { 0 } else { libc::O_NOFOLLOW };
+                let at = beneath(path_flags).unwrap_or_else(|| plain(path_flags))?;
                 if !at.metadata()?.is_file() {
                     return Err(io::Error::from_raw_os_error(libc::ENXIO));
                 }

@@ -987,7 +987,7 @@ impl Store for S3Store {
                 StoreError::Remote {
                     op: "reach",
                     store: self.location(),
-                    key: String::new(),
+                    key: "the bucket".into(),
                     message,
                 }
             })?;

@@ -1674,10 +1674,10 @@ impl Store for SwiftStore {
                     .head(inner.container_url(s))
                     .timeout(inner.opts.timeout)
             }))
-            .map_err(|f| inner.failed("reach", "", f))?;
+            .map_err(|f| inner.failed("reach", "the container", f))?;
         let status = r.status();
         if !status.is_success() {
-            return Err(inner.remote("reach", "", inner.explain(status, "")));
+            return Err(inner.remote("reach", "the container", inner.explain(status, "")));
         }
         // Then prove write, read and delete with a probe object.
         super::probe(self)

@@ -742,13 +742,18 @@ fn entries_exchanged_in_a_loop_never_fail_a_backup_or_bring_in_outside_content()
 }
 
 /// A file under a write lease (as Samba and NFS servers take them) is read
-/// once its holder gives the lease up, instead of failing the backup.
+/// once its holder gives the lease up, instead of failing the backup; the
+/// same through a listed path that is a symlink to it.
 #[test]
 fn a_file_under_a_lease_is_read_once_the_lease_is_given_up() {
     use std::io::{BufRead, BufReader};
     let env = TestEnv::new();
     let data = env.data_dir(&[("leased", b"leased content"), ("other", b"other")]);
     let file = data.join("leased");
+    let link = env.path().join("link-to-leased");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    env.files_profile("l", &[&data], "");
+    env.files_profile("s", &[&link], "");
     // The holder gives the lease up when the kernel asks (SIGIO).
     let script = format!(
         "import fcntl, os, signal, sys, time\n\
@@ -760,24 +765,28 @@ fn a_file_under_a_lease_is_read_once_the_lease_is_given_up() {
          time.sleep(60)\n",
         file = file.to_str().unwrap()
     );
-    let mut holder = Command::new("python3")
-        .args(["-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "held");
-    env.files_profile("l", &[&data], "");
-    let out = env.cellar(&["backup", "l"]);
-    let released = lines.next().map(|l| l.unwrap());
-    let _ = holder.kill();
-    let _ = holder.wait();
-    out.ok();
-    assert_eq!(released.as_deref(), Some("released"));
-    let to = env.path().join("r");
-    restore_to(&env, "l", &to).ok();
-    assert_eq!(
-        std::fs::read(restored(&to, &data).join("leased")).unwrap(),
-        b"leased content"
-    );
+    for profile in ["l", "s"] {
+        let mut holder = Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "held");
+        let out = env.cellar(&["backup", profile]);
+        let released = lines.next().map(|l| l.unwrap());
+        let _ = holder.kill();
+        let _ = holder.wait();
+        out.ok();
+        assert!(!out.stderr.contains("replaced"), "{}", out.stderr);
+        assert_eq!(released.as_deref(), Some("released"), "{profile}");
+        let to = env.path().join(format!("r-{profile}"));
+        restore_to(&env, profile, &to).ok();
+        let back = if profile == "l" {
+            restored(&to, &data).join("leased")
+        } else {
+            restored(&to, &link)
+        };
+        assert_eq!(std::fs::read(back).unwrap(), b"leased content", "{profile}");
+    }
 }

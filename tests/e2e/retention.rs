@@ -125,8 +125,9 @@ fn a_second_cellar_waits_for_the_lock_then_gives_up_and_a_killed_holder_frees_it
 }
 
 /// One backup made while the clock ran months ahead: later nightly runs
-/// keep their own backups (the newest is the newest of today), and the
-/// one from the future stays too.
+/// (`run --due`) still run and keep their own backups (the newest is the
+/// newest of today), the one from the future stays too, and `status`
+/// does not take the future one for a fresh backup.
 #[test]
 fn a_backup_from_a_clock_ahead_does_not_make_later_ones_old() {
     let env = TestEnv::new();
@@ -136,21 +137,33 @@ fn a_backup_from_a_clock_ahead_does_not_make_later_ones_old() {
         &[&data],
         "[retention]\ndaily = 1\nweekly = 1\nmonthly = 1\n",
     );
-    for day in ["2026-12-05", "2026-12-06"] {
-        env.at(&format!("{day}T02:00:00Z"), &["backup", "r"]).ok();
+    env.edit(
+        "profiles/r.toml",
+        "kind = \"files\"",
+        "kind = \"files\"\nschedule = \"0 2 * * *\"",
+    );
+    // (`backup` does not prune: all three stay.)
+    for day in ["2026-12-05", "2026-12-06", "2027-06-01"] {
+        env.at(&format!("{day}T02:06:00Z"), &["backup", "r"]).ok();
     }
-    env.at("2027-06-01T02:00:00Z", &["backup", "r"]).ok();
-    env.at("2026-12-07T02:00:00Z", &["run", "r"]).ok();
-    env.at("2026-12-08T02:00:00Z", &["run", "r"]).ok();
+    assert_eq!(ids(&env, "r").len(), 3);
+    let st = env.at("2026-12-06T12:00:00Z", &["status", "--max-age", "26h"]);
+    assert_eq!(st.code, 1, "{}", st.all());
+    assert!(st.stdout.contains("dated in the future"), "{}", st.stdout);
+    env.at("2026-12-07T02:06:00Z", &["run", "--due"]).ok();
+    env.at("2026-12-08T02:06:00Z", &["run", "--due"]).ok();
     let mut kept = ids(&env, "r");
     kept.sort();
-    assert_eq!(kept, ["20261208T020000Z", "20270601T020000Z"]);
+    assert_eq!(kept, ["20261208T020600Z", "20270601T020600Z"]);
+    env.at("2026-12-08T03:00:00Z", &["status", "--max-age", "26h"])
+        .ok();
+    let back = env.path().join("back");
     let out = env.at(
         "2026-12-08T03:00:00Z",
-        &["restore", "r", "--to-dir", "back"],
+        &["restore", "r", "--to-dir", back.to_str().unwrap()],
     );
     out.ok();
-    assert!(out.stdout.contains("20261208T020000Z"), "{}", out.stdout);
+    assert!(out.stdout.contains("20261208T020600Z"), "{}", out.stdout);
 }
 
 /// A folder planted under a pin's name is not a pin: `pin` says so (exit

@@ -534,10 +534,29 @@ fn a_killed_files_restore_is_cleaned_up_by_the_next_one() {
     child.wait().unwrap();
     let left = hidden();
     assert_eq!(left.len(), 1);
-    // A folder of a restore still running (this test's own pid) stays.
+    // A folder of a restore still running (this test's own pid) stays;
+    // so does one whose pid is gone here but whose lock is held, as by a
+    // restore in another PID namespace (a container on a shared volume).
     let alive = parent.join(format!(".cellar-incoming-{}-x", std::process::id()));
     std::fs::create_dir(&alive).unwrap();
     std::fs::set_permissions(&alive, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gone_pid = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let elsewhere = parent.join(format!(".cellar-incoming-{gone_pid}-ns"));
+    std::fs::create_dir(&elsewhere).unwrap();
+    let held = std::fs::File::open(&elsewhere).unwrap();
+    // SAFETY: a valid descriptor.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
+    // One killed after it was verified (its usual mode already) goes too.
+    let verified = parent.join(format!(".cellar-incoming-{gone_pid}-verified"));
+    std::fs::create_dir(&verified).unwrap();
+    std::fs::write(verified.join("f"), "x").unwrap();
     let out = env.cellar(&[
         "restore",
         "f",
@@ -551,6 +570,17 @@ fn a_killed_files_restore_is_cleaned_up_by_the_next_one() {
         out.stderr
     );
     assert!(!left[0].exists());
+    assert!(!verified.exists());
     assert!(alive.exists());
+    assert!(elsewhere.exists());
     assert!(!parent.join("first").exists());
+    drop(held);
+    // cellar's own hidden names are no target.
+    let out = env.cellar(&[
+        "restore",
+        "f",
+        "--to-dir",
+        parent.join(".cellar-incoming-1-mine").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
 }
