@@ -952,48 +952,48 @@ fn a_swap_cut_short_blocks_the_target_until_it_is_put_back_by_its_journal() {
     );
 }
 
+/// Backs up `db` with the real client tools, then restores it into
+/// `target` without `--clean` through a `mariadb` wrapper (`script`, a
+/// shell script) that makes or fills the target at some moment: the
+/// restore must exit 1 naming `--clean`, the table `precious` the wrapper
+/// made must stay, and no scratch or previous copy may be left.
+fn another_session_fills_the_target(env: &TestEnv, my: &My, target: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = my_bin_dir(env, None);
+    let mariadb = bin.join("mariadb");
+    std::fs::remove_file(&mariadb).unwrap();
+    std::fs::write(&mariadb, script).unwrap();
+    std::fs::set_permissions(&mariadb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.cellar(&["backup", "db"]).ok();
+    env.edit(
+        "profiles/db.toml",
+        "globals = false",
+        &format!("globals = false\nbin_dir = \"{}\"", bin.display()),
+    );
+    let out = env.cellar(&["restore", "db", "--to-database", target]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("--clean"), "{}", out.stderr);
+    assert_eq!(my.sql(target, "SELECT v FROM precious").trim(), "x");
+    assert!(!my.exists(&scratch_name(target)));
+    assert!(!my.exists(&previous_name(target)));
+}
+
 /// Without `--clean`, a target that someone creates and fills while the
 /// restore runs is not swapped out (and dropped) at the end.
 #[test]
 fn a_target_made_during_the_restore_is_not_replaced_without_clean() {
-    use std::os::unix::fs::PermissionsExt;
     let (env, my, _src) = rich("appeared_src", "");
     let target = my_db("appeared_dst");
     my.sql("", &format!("DROP DATABASE IF EXISTS `{target}`"));
     // The first client that works in the scratch database first makes the
     // target, with a table in it, as another user at work would.
-    let bin = my_bin_dir(&env, None);
-    let mariadb = bin.join("mariadb");
-    std::fs::remove_file(&mariadb).unwrap();
-    std::fs::write(
-        &mariadb,
-        format!(
-            "#!/bin/sh\ncase \"$*\" in *--database={scratch}*) if mkdir {once} 2>/dev/null; then\n  /usr/bin/mariadb --no-defaults --socket={sock} -uroot -e \"CREATE DATABASE \\`{target}\\`; CREATE TABLE \\`{target}\\`.precious (v TEXT); INSERT INTO \\`{target}\\`.precious VALUES ('x');\" || exit 9; fi ;;\nesac\nexec /usr/bin/mariadb \"$@\"\n",
-            scratch = scratch_name(&target),
-            sock = my.sock().display(),
-            once = env.path().join("made-once").display(),
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&mariadb, std::fs::Permissions::from_mode(0o755)).unwrap();
-    env.cellar(&["backup", "db"]).ok();
-    let profile = env.path().join("profiles/db.toml");
-    let text = std::fs::read_to_string(&profile).unwrap();
-    std::fs::write(
-        &profile,
-        text.replace(
-            "globals = false",
-            &format!("globals = false\nbin_dir = \"{}\"", bin.display()),
-        ),
-    )
-    .unwrap();
-
-    let out = env.cellar(&["restore", "db", "--to-database", &target]);
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(out.stderr.contains("--clean"), "{}", out.stderr);
-    assert_eq!(my.sql(&target, "SELECT v FROM precious").trim(), "x");
-    assert!(!my.exists(&scratch_name(&target)));
-    assert!(!my.exists(&previous_name(&target)));
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *--database={scratch}*) if mkdir {once} 2>/dev/null; then\n  /usr/bin/mariadb --no-defaults --socket={sock} -uroot -e \"CREATE DATABASE \\`{target}\\`; CREATE TABLE \\`{target}\\`.precious (v TEXT); INSERT INTO \\`{target}\\`.precious VALUES ('x');\" || exit 9; fi ;;\nesac\nexec /usr/bin/mariadb \"$@\"\n",
+        scratch = scratch_name(&target),
+        sock = my.sock().display(),
+        once = env.path().join("made-once").display(),
+    );
+    another_session_fills_the_target(&env, my, &target, &script);
 }
 
 /// SQL in a dump cannot make the `mariadb` client read a file on the
@@ -1080,39 +1080,14 @@ fn a_view_made_by_an_ordinary_account_restores() {
 /// out and dropped. (A wrapped client fills it at the next question.)
 #[test]
 fn a_target_filled_just_after_the_last_question_is_not_replaced_without_clean() {
-    use std::os::unix::fs::PermissionsExt;
     let (env, my, _src) = rich("late_src", "");
     let target = my_db("late_dst");
     my.create_db(&target);
-    let bin = my_bin_dir(&env, None);
-    let mariadb = bin.join("mariadb");
-    std::fs::remove_file(&mariadb).unwrap();
-    std::fs::write(
-        &mariadb,
-        format!(
-            "#!/bin/bash\ncase \"$*\" in *--skip-column-names\\ --binary-mode*)\n  sql=$(cat)\n  case \"$sql\" in *\"information_schema.VIEWS WHERE TABLE_SCHEMA = '{target}'\"*)\n    /usr/bin/mariadb --no-defaults --socket={sock} -uroot -e \"CREATE TABLE \\`{target}\\`.precious (v TEXT); INSERT INTO \\`{target}\\`.precious VALUES ('x');\" || exit 9 ;;\n  esac\n  printf '%s\\n' \"$sql\" | exec /usr/bin/mariadb \"$@\" ;;\nesac\nexec /usr/bin/mariadb \"$@\"\n",
-            sock = my.sock().display(),
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&mariadb, std::fs::Permissions::from_mode(0o755)).unwrap();
-    env.cellar(&["backup", "db"]).ok();
-    let profile = env.path().join("profiles/db.toml");
-    let text = std::fs::read_to_string(&profile).unwrap();
-    std::fs::write(
-        &profile,
-        text.replace(
-            "globals = false",
-            &format!("globals = false\nbin_dir = \"{}\"", bin.display()),
-        ),
-    )
-    .unwrap();
-    let out = env.cellar(&["restore", "db", "--to-database", &target]);
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(out.stderr.contains("--clean"), "{}", out.stderr);
-    assert_eq!(my.sql(&target, "SELECT v FROM precious").trim(), "x");
-    assert!(!my.exists(&scratch_name(&target)));
-    assert!(!my.exists(&previous_name(&target)));
+    let script = format!(
+        "#!/bin/bash\ncase \"$*\" in *--skip-column-names\\ --binary-mode*)\n  sql=$(cat)\n  case \"$sql\" in *\"information_schema.VIEWS WHERE TABLE_SCHEMA = '{target}'\"*)\n    /usr/bin/mariadb --no-defaults --socket={sock} -uroot -e \"CREATE TABLE \\`{target}\\`.precious (v TEXT); INSERT INTO \\`{target}\\`.precious VALUES ('x');\" || exit 9 ;;\n  esac\n  printf '%s\\n' \"$sql\" | exec /usr/bin/mariadb \"$@\" ;;\nesac\nexec /usr/bin/mariadb \"$@\"\n",
+        sock = my.sock().display(),
+    );
+    another_session_fills_the_target(&env, my, &target, &script);
 }
 
 /// A swap into a new name that fails (InnoDB compares foreign key names
