@@ -166,10 +166,8 @@ fn a_backup_from_a_clock_ahead_does_not_make_later_ones_old() {
     assert!(out.stdout.contains("20261208T020600Z"), "{}", out.stdout);
 }
 
-/// A folder planted under a pin's name is not a pin: `pin` says so (exit
-/// 1) instead of "pinned already", and the backup is not left to prune.
-#[test]
-fn a_folder_in_the_way_of_a_pin_is_reported() {
+/// A profile "r" keeping one day, backed up on two nights (12-05, 12-06).
+fn two_nights() -> TestEnv {
     let env = TestEnv::new();
     let data = env.data_dir(&[("x", b"x")]);
     env.files_profile(
@@ -179,6 +177,14 @@ fn a_folder_in_the_way_of_a_pin_is_reported() {
     );
     env.at("2026-12-05T02:00:00Z", &["backup", "r"]).ok();
     env.at("2026-12-06T02:00:00Z", &["backup", "r"]).ok();
+    env
+}
+
+/// A folder planted under a pin's name is not a pin: `pin` says so (exit
+/// 1) instead of "pinned already", and the backup is not left to prune.
+#[test]
+fn a_folder_in_the_way_of_a_pin_is_reported() {
+    let env = two_nights();
     std::fs::create_dir(env.path().join("store/r/20261205T020000Z.pin")).unwrap();
     let out = env.cellar(&["pin", "r", "20261205T020000Z"]);
     assert_eq!(out.code, 1, "{}", out.all());
@@ -194,15 +200,7 @@ fn a_folder_in_the_way_of_a_pin_is_reported() {
 /// prune and run go on, delete what they should, and name the objects.
 #[test]
 fn objects_with_names_no_store_touches_do_not_stop_prune() {
-    let env = TestEnv::new();
-    let data = env.data_dir(&[("x", b"x")]);
-    env.files_profile(
-        "r",
-        &[&data],
-        "[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\n",
-    );
-    env.at("2026-12-05T02:00:00Z", &["backup", "r"]).ok();
-    env.at("2026-12-06T02:00:00Z", &["backup", "r"]).ok();
+    let env = two_nights();
     let store = env.path().join("store/r");
     std::fs::write(store.join("20200101T000000Z.a\\b"), "x").unwrap();
     std::fs::write(store.join("20261205T020000Z.x\u{1}"), "x").unwrap();
