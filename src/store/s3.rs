@@ -8,7 +8,8 @@
 //! buckets with object lock require and every server checks. The object
 //! exists only once the upload is completed; a failed or interrupted upload
 //! is aborted (retried with backoff, since the server may be the thing that
-//! failed), so no orphan parts are billed. Requests are retried with
+//! failed), so no orphan parts are billed; so are uploads of the same key
+//! that a request without an answer made. Requests are retried with
 //! backoff by the SDK's standard retry policy.
 //!
 //! Downloads stream; a download that breaks mid-way resumes with a ranged
@@ -364,33 +365,55 @@ impl S3Store {
         }
     }
 
-    fn abort(&self, key: &str, upload_id: &str) {
+    /// Abort the upload cellar started, and any other upload of the same
+    /// key: a `CreateMultipartUpload` whose answer was lost (a timeout, a
+    /// dropped connection) may still have made one, then retried by the
+    /// SDK, and cellar never learnt its id. Keys are unique per backup, so
+    /// no other backup's upload is touched (two writers racing for one
+    /// key both fail at completion anyway; see `put`).
+    fn abort(&self, key: &str, upload_id: Option<&str>) {
         let object = self.object(key);
         // The server may be what failed: keep trying for about a minute,
         // whatever the per-request timeout and attempts (a frozen server
         // would otherwise hold the backup for attempts × timeout each).
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut delay = Duration::from_millis(500);
+        let mut known = upload_id.map(str::to_string);
         for attempt in 1.. {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
             }
-            let send = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.opts.bucket)
-                .key(&object)
-                .upload_id(upload_id)
-                .send();
-            // The timer is made inside the runtime.
             let r = self.rt.block_on(async {
-                tokio::time::timeout(left.min(Duration::from_secs(20)), send).await
+                // The timer is made inside the runtime.
+                tokio::time::timeout(left.min(Duration::from_secs(20)), async {
+                    if let Some(id) = &known {
+                        self.abort_one(&object, id).await?;
+                        known = None;
+                    }
+                    let others = match self.uploads_of(&object).await {
+                        // A policy that may write but not list uploads:
+                        // the upload cellar knew is gone, nothing to retry.
+                        Err((why, false)) => {
+                            tracing::warn!("could not look for other uploads of {key}: {why}");
+                            return Ok(());
+                        }
+                        r => r?,
+                    };
+                    for id in others {
+                        self.abort_one(&object, &id).await?;
+                    }
+                    Ok(())
+                })
+                .await
             });
             let why = match r {
-                Ok(Ok(_)) => return,
-                Ok(Err(e)) if e.code() == Some("NoSuchUpload") => return,
-                Ok(Err(e)) => explain(&self.opts, &e),
+                Ok(Ok(())) => return,
+                Ok(Err((why, true))) => why,
+                Ok(Err((why, false))) => {
+                    tracing::error!("could not abort the upload of {key}: {why}");
+                    break;
+                }
                 Err(_) => "the server did not answer".to_string(),
             };
             tracing::warn!("aborting the upload of {key} (attempt {attempt}): {why}");
@@ -399,9 +422,84 @@ impl S3Store {
             delay = (delay * 2).min(Duration::from_secs(15));
         }
         tracing::error!(
-            "could not abort the multipart upload {upload_id} of {key}; a bucket lifecycle rule \
-             (AbortIncompleteMultipartUpload) or `cellar prune` later will clean it up"
+            "could not abort the multipart upload{} of {key}; a bucket lifecycle rule \
+             (AbortIncompleteMultipartUpload) or `cellar prune` later will clean it up",
+            upload_id.map(|id| format!(" {id}")).unwrap_or_default()
         );
+    }
+
+    /// On failure: why, and whether trying again may help.
+    async fn abort_one(&self, object: &str, id: &str) -> Result<(), (String, bool)> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.opts.bucket)
+            .key(object)
+            .upload_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err((explain(&self.opts, &e), unanswered(&e))),
+        }
+    }
+
+    /// The incomplete multipart uploads of the objects under `prefix`.
+    async fn uploads_under(
+        &self,
+        prefix: &str,
+    ) -> Result<
+        Vec<aws_sdk_s3::types::MultipartUpload>,
+        SdkError<
+            aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsError,
+            aws_sdk_s3::config::http::HttpResponse,
+        >,
+    > {
+        let mut out = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.opts.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await?;
+            out.extend(page.uploads().iter().cloned());
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if page.is_truncated() != Some(true) || key_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The ids of the incomplete uploads of exactly `object`.
+    async fn uploads_of(&self, object: &str) -> Result<Vec<String>, (String, bool)> {
+        let all = self
+            .uploads_under(object)
+            .await
+            .map_err(|e| (explain(&self.opts, &e), unanswered(&e)))?;
+        Ok(all
+            .iter()
+            .filter(|u| u.key() == Some(object))
+            .filter_map(|u| u.upload_id().map(str::to_string))
+            .collect())
+    }
+}
+
+/// Whether a request failed without a clear answer from the server (no
+/// connection, no answer in time, a server error), so it may have been
+/// carried out, and trying again may help.
+fn unanswered<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => s.raw().status().is_server_error(),
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
     }
 }
 
@@ -592,17 +690,25 @@ impl Store for S3Store {
                 .mutate_request(self.headers())
                 .send(),
         ) {
-            Err(e) if self.lacks(not_implemented(&e)) => self
-                .rt
-                .block_on(
-                    create
-                        .set_tagging(None)
-                        .customize()
-                        .mutate_request(self.headers())
-                        .send(),
-                )
-                .map_err(|e| self.fail("start the upload of", key, &e))?,
-            r => r.map_err(|e| self.fail("start the upload of", key, &e))?,
+            Err(e) if self.lacks(not_implemented(&e)) => self.rt.block_on(
+                create
+                    .set_tagging(None)
+                    .customize()
+                    .mutate_request(self.headers())
+                    .send(),
+            ),
+            r => r,
+        };
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => {
+                // The server may have made the upload and lost the answer.
+                let err = self.fail("start the upload of", key, &e);
+                if unanswered(&e) {
+                    self.abort(key, None);
+                }
+                return Err(err);
+            }
         };
         let upload_id = created.upload_id().unwrap_or_default().to_string();
 
@@ -702,7 +808,7 @@ impl Store for S3Store {
             Ok(total)
         })();
         if result.is_err() {
-            self.abort(key, &upload_id);
+            self.abort(key, Some(&upload_id));
         }
         result
     }
@@ -821,54 +927,34 @@ impl Store for S3Store {
         // aborted: the bucket keeps (and bills) their parts until then.
         let full = self.object(prefix);
         let mut out = Vec::new();
-        let mut key_marker: Option<String> = None;
-        let mut id_marker: Option<String> = None;
-        loop {
-            let page = self
-                .rt
-                .block_on(
-                    self.client
-                        .list_multipart_uploads()
-                        .bucket(&self.opts.bucket)
-                        .prefix(&full)
-                        .set_key_marker(key_marker.clone())
-                        .set_upload_id_marker(id_marker.clone())
-                        .send(),
-                )
-                .map_err(|e| self.fail("list uploads under", prefix, &e))?;
-            for u in page.uploads() {
-                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
-                    continue;
-                };
-                let old = u
-                    .initiated()
-                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
-                    .is_some_and(|t| t < older_than);
-                if !old {
-                    continue;
-                }
-                if !dry_run {
-                    self.rt
-                        .block_on(
-                            self.client
-                                .abort_multipart_upload()
-                                .bucket(&self.opts.bucket)
-                                .key(key)
-                                .upload_id(id)
-                                .send(),
-                        )
-                        .map_err(|e| self.fail("abort the upload of", key, &e))?;
-                }
-                out.push(format!("incomplete multipart upload of {key} ({id})"));
+        let uploads = self
+            .rt
+            .block_on(self.uploads_under(&full))
+            .map_err(|e| self.fail("list uploads under", prefix, &e))?;
+        for u in uploads {
+            let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                continue;
+            };
+            let old = u
+                .initiated()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+                .is_some_and(|t| t < older_than);
+            if !old {
+                continue;
             }
-            if page.is_truncated() != Some(true) {
-                break;
+            if !dry_run {
+                self.rt
+                    .block_on(
+                        self.client
+                            .abort_multipart_upload()
+                            .bucket(&self.opts.bucket)
+                            .key(key)
+                            .upload_id(id)
+                            .send(),
+                    )
+                    .map_err(|e| self.fail("abort the upload of", key, &e))?;
             }
-            key_marker = page.next_key_marker().map(str::to_string);
-            id_marker = page.next_upload_id_marker().map(str::to_string);
-            if key_marker.is_none() {
-                break;
-            }
+            out.push(format!("incomplete multipart upload of {key} ({id})"));
         }
         Ok(out)
     }

@@ -175,24 +175,33 @@ fn missing_bucket_and_bad_endpoint_say_what_is_wrong() {
     assert!(out.stdout.contains("cannot reach"), "{}", out.stdout);
 }
 
-#[test]
-fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
-    // A private server: this test freezes it.
+/// A private server (the test freezes or fronts it) with one bucket, and a
+/// files profile `f` of `files` stored there uncompressed, in 5 MiB parts.
+fn private_files(
+    bucket: &str,
+    timeout: &str,
+    attempts: u32,
+    files: &[(&str, &[u8])],
+) -> (s3harness::Moto, TestEnv, std::path::PathBuf) {
     let m = s3harness::start();
-    m.create_bucket("frozen", false);
+    m.create_bucket(bucket, false);
     let env = TestEnv::new();
-    let data = env.data_dir(&[("small", b"first")]);
+    let data = env.data_dir(files);
     env.files_profile("f", &[&data], "");
+    let opts = format!("part_size_mib = 5\ntimeout = \"{timeout}\"\nmax_attempts = {attempts}");
     env.edit(
         "profiles/f.toml",
         FILE_STORE,
-        &store_toml(
-            &m,
-            "frozen",
-            "part_size_mib = 5\ntimeout = \"2s\"\nmax_attempts = 2",
-        ),
+        &store_toml(&m, bucket, &opts),
     );
     env.edit("profiles/f.toml", "level = 1", "level = 0");
+    (m, env, data)
+}
+
+#[test]
+fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
+    // A private server: this test freezes it.
+    let (m, env, data) = private_files("frozen", "2s", 2, &[("small", b"first")]);
     env.cellar(&["backup", "f"]).ok();
 
     std::fs::write(data.join("big"), noise(96 << 20, 3)).unwrap();
@@ -202,8 +211,10 @@ fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Freeze it once a part is in: cellar knows the upload by then (a
+    // freeze while the upload is being started is the test below).
     let started = Instant::now();
-    while m.open_uploads("frozen") == 0 {
+    while m.uploaded_parts("frozen") == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the upload never started"
@@ -238,6 +249,28 @@ fn server_stopped_mid_upload_fails_cleanly_and_keeps_earlier_backups() {
     let target = env.path().join("r");
     env.cellar(&["restore", "f", "--to-dir", target.to_str().unwrap()])
         .ok();
+}
+
+#[test]
+fn an_upload_started_without_an_answer_is_aborted_too() {
+    // The server makes the multipart upload but its answer is lost (a
+    // timeout, a dropped connection); the SDK tries again, and that answer
+    // is lost too. cellar never learns an id, yet nothing may stay billed.
+    let (m, env, _data) = private_files("lost", "2s", 2, &[("big", &noise(12 << 20, 5))]);
+    let proxy = m.losing_create_answers();
+    env.edit("profiles/f.toml", &m.endpoint(), &proxy.endpoint());
+    let out = env.cellar(&["backup", "f"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("did not answer within"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        proxy.creates.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the SDK did not try again"
+    );
+    assert_eq!(m.open_uploads("lost"), 0, "an upload was left behind");
 }
 
 #[test]
@@ -468,21 +501,7 @@ fn pins_on_s3_are_kept_by_prune_and_released_by_unpin() {
 /// × timeout for every abort attempt; nothing is listed afterwards.
 #[test]
 fn a_server_frozen_for_good_fails_the_backup_within_bounds() {
-    let m = s3harness::start();
-    m.create_bucket("gone", false);
-    let env = TestEnv::new();
-    let data = env.data_dir(&[("big", &noise(48 << 20, 4))]);
-    env.files_profile("f", &[&data], "");
-    env.edit(
-        "profiles/f.toml",
-        FILE_STORE,
-        &store_toml(
-            &m,
-            "gone",
-            "part_size_mib = 5\ntimeout = \"5s\"\nmax_attempts = 3",
-        ),
-    );
-    env.edit("profiles/f.toml", "level = 1", "level = 0");
+    let (m, env, _data) = private_files("gone", "5s", 3, &[("big", &noise(48 << 20, 4))]);
     let child = env
         .cmd()
         .args(["backup", "f"])

@@ -3,8 +3,10 @@
 //! `CELLAR_MOTO_SERVER` points). One shared server per test binary, plus
 //! private ones for tests that stop their server.
 
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -60,6 +62,22 @@ pub fn start_with(env: &[(&str, &str)]) -> Moto {
         std::thread::sleep(Duration::from_millis(100));
     }
     Moto { port, child }
+}
+
+pub struct LosingProxy {
+    pub port: u16,
+    /// Requests to start a multipart upload that went through.
+    pub creates: Arc<AtomicUsize>,
+}
+
+impl LosingProxy {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 static SHARED: OnceLock<Moto> = OnceLock::new();
@@ -127,6 +145,93 @@ impl Moto {
             .block_on(c.list_multipart_uploads().bucket(bucket).send())
             .unwrap();
         out.uploads().len()
+    }
+
+    /// How many parts the first incomplete upload in `bucket` holds
+    /// (moto names ListParts' answer so that the SDK cannot read it: the
+    /// request is made by hand; moto does not check signatures).
+    pub fn uploaded_parts(&self, bucket: &str) -> usize {
+        let (rt, c) = self.client();
+        let out = rt
+            .block_on(c.list_multipart_uploads().bucket(bucket).send())
+            .unwrap();
+        let Some(u) = out.uploads().first() else {
+            return 0;
+        };
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET /{bucket}/{}?uploadId={} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+            u.key().unwrap(),
+            u.upload_id().unwrap()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer.matches("<Part>").count()
+    }
+
+    /// A proxy in front of this server that passes every request on but
+    /// never passes on the answer to one that starts a multipart upload:
+    /// the server makes the upload, the client never learns its id.
+    pub fn losing_create_answers(&self) -> LosingProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let creates = Arc::new(AtomicUsize::new(0));
+        let server = self.port;
+        let seen = creates.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", server)) else {
+                    return;
+                };
+                let lost = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+                let (mut s_in, mut s_out) = (upstream.try_clone().unwrap(), upstream);
+                let (flag, seen) = (lost.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let creates = buf[..n]
+                            .split(|&b| b == b'\n')
+                            .filter(|l| {
+                                l.starts_with(b"POST /")
+                                    && contains(l, b"uploads")
+                                    && !contains(l, b"uploadId")
+                            })
+                            .count();
+                        if creates > 0 {
+                            flag.store(true, Ordering::SeqCst);
+                            seen.fetch_add(creates, Ordering::SeqCst);
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if !lost.load(Ordering::SeqCst) && c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    // A lost answer: the client waits until it gives up.
+                    if !lost.load(Ordering::SeqCst) {
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                    }
+                });
+            }
+        });
+        LosingProxy { port, creates }
     }
 
     pub fn keys(&self, bucket: &str) -> Vec<String> {
