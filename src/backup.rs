@@ -364,7 +364,7 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                 let r = job.stream(content, several.then_some(db.as_str()), ext, |w| {
                     // The inventory is counted in the dump's own snapshot,
                     // alongside it.
-                    let mut snap = match postgres::Snapshot::open(conn, db) {
+                    let snap = match postgres::Snapshot::open(conn, db) {
                         Ok(s) => s,
                         Err(e) => {
                             // pg_dump's own error, if any, says more.
@@ -372,19 +372,21 @@ fn stream_all(job: &mut Backup<'_>) -> Result<SourceInfo, BackupError> {
                             return postgres::dump(conn, db, custom, args, None, w);
                         }
                     };
-                    let (id, pid) = (snap.id.clone(), snap.pid);
+                    let id = snap.id.clone();
+                    let counting = snap.count(conn, db);
+                    let pid = counting.as_ref().map(|c| c.pid).ok();
                     // A custom archive's table of contents comes first.
                     let mut head =
                         postgres::Head::new(w, conn, if custom { TOC_HEAD } else { 0 });
                     let (dumped, counted) = std::thread::scope(|s| {
-                        let counting = s.spawn(|| snap.inventory());
+                        let counted = s.spawn(|| counting.and_then(postgres::Counting::result));
                         let dumped = postgres::dump(conn, db, custom, args, Some(&id), &mut head);
-                        if dumped.is_err() {
+                        if let (Err(_), Some(pid)) = (&dumped, pid) {
                             // No use counting on: end psql (and its query).
                             // SAFETY: kill(2) on our own child.
                             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                         }
-                        (dumped, counting.join().expect("inventory thread panicked"))
+                        (dumped, counted.join().expect("inventory thread panicked"))
                     });
                     dumped?;
                     let toc = head.toc()?;

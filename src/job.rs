@@ -120,9 +120,25 @@ impl BackupJob<'_> {
     }
 
     pub fn run(&self, p: &Profile) -> anyhow::Result<Manifest> {
+        Ok(self
+            .run_if(p, || true)?
+            .expect("a backup that is always wanted is made"))
+    }
+
+    /// Backs up `p` if `still_wanted`, asked once the profile's lock is
+    /// held: a run that waited for another one (`run --due` from two
+    /// overlapping cron ticks) sees what that one did. `None` when not.
+    pub fn run_if(
+        &self,
+        p: &Profile,
+        still_wanted: impl FnOnce() -> bool,
+    ) -> anyhow::Result<Option<Manifest>> {
         // Held until the backup and its prune are done; a busy profile is
         // not a failed backup, so nothing is recorded for it.
         let _lock = crate::lock::acquire(self.config_dir, &p.name, "backup", self.lock_wait)?;
+        if !still_wanted() {
+            return Ok(None);
+        }
         // The injectable clock (CELLAR_NOW), so schedule tests stay coherent.
         let started_at = crate::schedule::now();
         let clock = std::time::Instant::now();
@@ -203,7 +219,7 @@ impl BackupJob<'_> {
 
         self.closing_hooks(p, made.as_ref(), &result);
         write_metrics(self.config_dir, self.metrics_file.as_deref());
-        result
+        result.map(Some)
     }
 
     /// The backup itself and its canaries; a strict canary finding is a

@@ -41,14 +41,31 @@ pub fn acquire(
 ) -> Result<ProfileLock, LockError> {
     let dir = crate::state::dir(config_dir).join("locks");
     let path = dir.join(format!("{profile}.lock"));
+    // Only the owner may open a lock: `flock` needs nothing but a read
+    // descriptor, so a lock file others can read is one any local user
+    // can hold to stop the profile's backups.
     let open = || -> std::io::Result<File> {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::OpenOptions::new()
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        // Folders and files made by earlier versions (0755, 0644).
+        for (p, mode) in [(dir.as_path(), 0o700), (path.as_path(), 0o600)] {
+            let meta = std::fs::metadata(p)?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+        Ok(file)
     };
     let mut file = open().map_err(|cause| LockError::Open {
         path: path.clone(),
@@ -117,5 +134,23 @@ mod tests {
         acquire(dir.path(), "q", "backup", Duration::ZERO).unwrap();
         drop(first);
         acquire(dir.path(), "p", "prune", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn only_the_owner_can_open_a_lock() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let locks = crate::state::dir(dir.path()).join("locks");
+        std::fs::create_dir_all(&locks).unwrap();
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(locks.join("p.lock"), "").unwrap();
+        std::fs::set_permissions(locks.join("p.lock"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        drop(acquire(dir.path(), "p", "backup", Duration::ZERO).unwrap());
+        acquire(dir.path(), "q", "backup", Duration::ZERO).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&locks), 0o700);
+        assert_eq!(mode(&locks.join("p.lock")), 0o600);
+        assert_eq!(mode(&locks.join("q.lock")), 0o600);
     }
 }

@@ -215,10 +215,29 @@ impl Drop for Running {
     }
 }
 
+/// A command for `program` without the environment variables cellar read
+/// secrets from (`env:VAR`, any profile's: a key passphrase, a store's
+/// secret key, a database password), nor `PGPASSWORD`/`MYSQL_PWD`, which
+/// would override the password cellar hands over privately.
+pub fn tool(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for var in crate::secret::env_secrets() {
+        cmd.env_remove(var);
+    }
+    cmd.env_remove("PGPASSWORD").env_remove("MYSQL_PWD");
+    cmd
+}
+
 /// A private in-memory file (a 0600 memfd) holding `text`: a password
 /// file a child reads as `/dev/fd/N`. Nothing reaches the disk, and it is
 /// gone with the processes however cellar ends, even on kill -9.
 pub fn secret_file(name: &std::ffi::CStr, text: &str) -> std::io::Result<std::fs::File> {
+    memory_file(name, text.as_bytes())
+}
+
+/// A private in-memory file (a 0600 memfd) holding `bytes`, for a child to
+/// read as `/dev/fd/N`: nothing reaches the disk, even on kill -9.
+pub fn memory_file(name: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::fs::PermissionsExt;
@@ -231,7 +250,7 @@ pub fn secret_file(name: &std::ffi::CStr, text: &str) -> std::io::Result<std::fs
     let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // Clients ignore a password file that others could read.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(text.as_bytes())?;
+    f.write_all(bytes)?;
     Ok(f)
 }
 

@@ -120,6 +120,7 @@ pub fn resolve(spec: &str, base: &Path) -> Result<Resolved, SecretError> {
         })
     } else if let Some(var) = spec.strip_prefix("env:") {
         let value = std::env::var(var).map_err(|_| SecretError::MissingEnv(var.to_string()))?;
+        remember_env(var);
         Ok(Resolved {
             secret: Secret::new(value),
             source: SecretSource::Env(var.to_string()),
@@ -132,6 +133,25 @@ pub fn resolve(spec: &str, base: &Path) -> Result<Resolved, SecretError> {
             warning: None,
         })
     }
+}
+
+/// The environment variables secrets were read from (`env:VAR`), for
+/// every child cellar starts to go without.
+static ENV_SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_env(var: &str) {
+    let mut known = ENV_SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    if !known.iter().any(|v| v == var) {
+        known.push(var.to_string());
+    }
+}
+
+/// The variables that held secrets read so far (`env:VAR`).
+pub fn env_secrets() -> Vec<String> {
+    ENV_SECRETS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// True when the group or others may read the file.

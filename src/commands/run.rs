@@ -109,8 +109,17 @@ pub fn run(
         if only_due && !due(dir, &p, now) {
             continue;
         }
-        match runner.run(&p) {
-            Ok(m) => {
+        // Asked again once the lock is held: an overlapping run may have
+        // made this backup while this one waited.
+        let made = runner.run_if(&p, || !only_due || due(dir, &p, schedule::now()));
+        match made {
+            Ok(None) => {
+                println!(
+                    "{}: backed up meanwhile by another run; not due any more",
+                    p.name
+                );
+            }
+            Ok(Some(m)) => {
                 println!("{}: backup {} complete", p.name, m.id);
                 ok.push(p.name.clone());
             }

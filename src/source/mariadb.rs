@@ -78,7 +78,7 @@ fn options(conn: &DbConn) -> io::Result<std::fs::File> {
 /// child is spawned.
 fn command(conn: &DbConn, tool: &str, options: &std::fs::File) -> Command {
     use std::os::fd::AsRawFd;
-    let mut cmd = Command::new(tool_path(conn, tool));
+    let mut cmd = crate::process::tool(tool_path(conn, tool));
     // Must be the first argument.
     cmd.arg(format!("--defaults-file=/dev/fd/{DEFAULTS_FD}"));
     for var in [
@@ -87,10 +87,6 @@ fn command(conn: &DbConn, tool: &str, options: &std::fs::File) -> Command {
         "MYSQL_TCP_PORT",
         "MYSQL_UNIX_PORT",
     ] {
-        cmd.env_remove(var);
-    }
-    // A password read from cellar's environment (`env:VAR`) stays there.
-    if let Some(crate::secret::SecretSource::Env(var)) = &conn.password_source {
         cmd.env_remove(var);
     }
     process::pass_fd(&mut cmd, options.as_raw_fd(), DEFAULTS_FD);
@@ -552,7 +548,7 @@ pub fn check_dump(input: &mut dyn Read, globals: bool) -> anyhow::Result<DumpFac
 /// 10.6.18, 10.11.8 and later), which refuses every client command that
 /// touches the file system or runs a program.
 fn has_sandbox(conn: &DbConn) -> bool {
-    Command::new(tool_path(conn, "mariadb"))
+    crate::process::tool(tool_path(conn, "mariadb"))
         .arg("--help")
         .stdin(Stdio::null())
         .stderr(Stdio::null())

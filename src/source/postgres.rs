@@ -91,14 +91,10 @@ fn own_psql(conn: &DbConn, env: &ClientEnv, database: &str) -> Command {
 }
 
 fn command(conn: &DbConn, tool: &str, env: &ClientEnv) -> Command {
-    let mut cmd = Command::new(conn.tool(tool));
-    cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
     // A password from the caller's environment must not override ours,
-    // and one read from cellar's environment (`env:VAR`) stays there.
-    cmd.env_remove("PGPASSWORD");
-    if let Some(crate::secret::SecretSource::Env(var)) = &conn.password_source {
-        cmd.env_remove(var);
-    }
+    // and secrets read from cellar's environment (`env:VAR`) stay there.
+    let mut cmd = process::tool(conn.tool(tool));
+    cmd.envs(env.vars.iter().map(|(k, v)| (k, v)));
     if let Some(f) = &env.passfile {
         use std::os::fd::AsRawFd;
         process::pass_fd(&mut cmd, f.as_raw_fd(), PASSFILE_FD);
@@ -343,21 +339,46 @@ pub fn filters_dump(args: &[String]) -> bool {
 }
 
 /// A transaction held open on `database` whose snapshot pg_dump shares
-/// (`--snapshot`), so the inventory counts exactly what the dump holds.
+/// (`--snapshot`), so the inventory counts exactly what the dump holds. It
+/// takes no lock on any table: the counts run in a transaction of their
+/// own that imports the snapshot and ends as soon as they are done.
+/// Counting in this one kept every counted table's lock until pg_dump
+/// ended, so a `TRUNCATE` queued behind it and pg_dump queued behind the
+/// `TRUNCATE`: a wait through cellar that the server cannot see as a
+/// deadlock, which hung the backup and the application's queries.
 pub struct Snapshot {
     pub id: String,
+    psql: process::Running,
+    stdin: std::process::ChildStdin,
+    _env: ClientEnv,
+}
+
+/// The inventory being counted by a psql of its own.
+pub struct Counting {
     /// psql's pid: killing it ends a count that is no longer wanted.
     pub pid: u32,
     psql: process::Running,
-    stdin: std::process::ChildStdin,
-    stdout: io::BufReader<std::process::ChildStdout>,
+    stdout: std::process::ChildStdout,
     _env: ClientEnv,
+}
+
+impl Counting {
+    pub fn result(mut self) -> anyhow::Result<crate::manifest::Inventory> {
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out)?;
+        self.psql.wait()?;
+        match out.lines().find(|l| !l.trim().is_empty()) {
+            Some(line) => parse_inventory(line),
+            None => bail!("psql ended without the inventory"),
+        }
+    }
 }
 
 impl Snapshot {
     pub fn open(conn: &DbConn, database: &str) -> anyhow::Result<Snapshot> {
         let env = client_env(conn)?;
         let mut cmd = own_psql(conn, &env, database);
+        process::die_with_parent(&mut cmd);
         let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
         let mut stdin = psql.child.stdin.take().unwrap();
         let mut stdout = io::BufReader::new(psql.child.stdout.take().unwrap());
@@ -368,31 +389,41 @@ impl Snapshot {
         let mut id = String::new();
         io::BufRead::read_line(&mut stdout, &mut id)?;
         let id = id.trim().to_string();
-        if id.is_empty() {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             drop(stdin);
             psql.wait()?;
             bail!("could not export a snapshot of {database}");
         }
         Ok(Snapshot {
             id,
-            pid: psql.child.id(),
             psql,
             stdin,
-            stdout,
             _env: env,
         })
     }
 
-    /// The inventory, read in the exported snapshot.
-    pub fn inventory(&mut self) -> anyhow::Result<crate::manifest::Inventory> {
-        self.stdin.write_all(INVENTORY_SQL.as_bytes())?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        io::BufRead::read_line(&mut self.stdout, &mut line)?;
-        if line.trim().is_empty() {
-            bail!("psql ended without the inventory");
-        }
-        parse_inventory(&line)
+    /// Starts counting the inventory in this snapshot, in a transaction
+    /// of its own that ends (and lets go of the tables) once counted.
+    pub fn count(&self, conn: &DbConn, database: &str) -> anyhow::Result<Counting> {
+        let env = client_env(conn)?;
+        let mut cmd = own_psql(conn, &env, database);
+        process::die_with_parent(&mut cmd);
+        let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
+        let mut stdin = psql.child.stdin.take().unwrap();
+        let stdout = psql.child.stdout.take().unwrap();
+        let script = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{}';\n{INVENTORY_SQL}\nCOMMIT;\n",
+            self.id
+        );
+        // Smaller than a pipe's buffer; closing stdin ends psql after it.
+        stdin.write_all(script.as_bytes())?;
+        drop(stdin);
+        Ok(Counting {
+            pid: psql.child.id(),
+            psql,
+            stdout,
+            _env: env,
+        })
     }
 
     /// Ends the transaction (after pg_dump has taken the snapshot).
@@ -637,7 +668,7 @@ pub fn selected_toc(
     schemas: &[String],
 ) -> anyhow::Result<(tempfile::NamedTempFile, Vec<String>)> {
     let list = |args: &[&str]| -> anyhow::Result<String> {
-        let mut cmd = Command::new(conn.tool("pg_restore"));
+        let mut cmd = process::tool(conn.tool("pg_restore"));
         cmd.arg("--list").args(args).arg("/dev/fd/3");
         pass_as_fd3(&mut cmd, spool);
         output_of(cmd, "pg_restore").context("listing the archive")
@@ -688,7 +719,7 @@ pub fn database_sql(
     rename_to: &str,
     no_owner: bool,
 ) -> anyhow::Result<(String, String)> {
-    let mut cmd = Command::new(conn.tool("pg_restore"));
+    let mut cmd = process::tool(conn.tool("pg_restore"));
     // Without --create, the list leaves the database-level entries out.
     cmd.args(["--create", "--list", "/dev/fd/3"]);
     pass_as_fd3(&mut cmd, spool);
@@ -699,7 +730,7 @@ pub fn database_sql(
     }
     list.flush()?;
 
-    let mut cmd = Command::new(conn.tool("pg_restore"));
+    let mut cmd = process::tool(conn.tool("pg_restore"));
     cmd.args(["--create", "--schema-only", "--file=-"]);
     if no_owner {
         cmd.args(["--no-owner", "--no-privileges"]);
@@ -1036,7 +1067,7 @@ pub fn psql_can_restrict(conn: &DbConn) -> anyhow::Result<bool> {
 }
 
 fn psql_version_can_restrict(psql: &Path) -> anyhow::Result<bool> {
-    let out = Command::new(psql)
+    let out = process::tool(psql)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
@@ -1234,7 +1265,7 @@ fn psql_restricted_with(
 
 /// Checks a custom archive by converting it to SQL without applying it.
 pub fn check_archive(conn: &DbConn, input: &mut dyn Read) -> anyhow::Result<()> {
-    let mut cmd = Command::new(conn.tool("pg_restore"));
+    let mut cmd = process::tool(conn.tool("pg_restore"));
     cmd.args(["--file=/dev/null", "--exit-on-error"]);
     cmd.stdin(Stdio::piped()).stdout(Stdio::null());
     let mut child = process::spawn(&mut cmd, "pg_restore", HINT)?;
@@ -1309,13 +1340,16 @@ impl Write for Head<'_> {
 /// `pg_restore --list` of an archive's first bytes; None when they do not
 /// hold its whole table of contents.
 fn toc_list(conn: &DbConn, head: &[u8]) -> anyhow::Result<Option<String>> {
-    let mut tmp = tempfile::NamedTempFile::new()?;
-    tmp.write_all(head)?;
-    tmp.flush()?;
-    let out = Command::new(conn.tool("pg_restore"))
-        .arg("--list")
-        .arg(tmp.path())
+    // In memory: the head holds table rows, which must not be left in a
+    // temporary folder by a killed backup.
+    let file = process::memory_file(c"cellar-dump-head", head)?;
+    let mut cmd = process::tool(conn.tool("pg_restore"));
+    cmd.args(["--list", "/dev/fd/3"]);
+    pass_as_fd3(&mut cmd, &file);
+    process::die_with_parent(&mut cmd);
+    let out = cmd
         .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .map_err(|e| anyhow::anyhow!("pg_restore: {e}; {HINT}"))?;
     // A table of contents longer than the head cannot be read.

@@ -246,3 +246,51 @@ fn the_canary_reads_a_long_table_of_contents_while_the_dump_streams() {
     );
     assert!(!out.stderr.contains("not checked"), "{}", out.stderr);
 }
+
+/// The inventory is counted alongside pg_dump, in its snapshot; its
+/// counts must not keep the tables locked until the dump ends. When they
+/// did, a `TRUNCATE` queued behind them, pg_dump queued behind the
+/// `TRUNCATE`, and the backup and every query on the table hung for good
+/// (a wait through cellar the server cannot see as a deadlock). Here
+/// pg_dump itself starts with such a statement: once another session holds
+/// a lock on the table, it asks for an exclusive lock, giving up after 5 s.
+#[test]
+fn counting_the_rows_keeps_no_table_locked_while_pg_dump_runs() {
+    let pg = pg();
+    let src = pg.filled_db(
+        "inv_locks",
+        "CREATE TABLE victim (v int); INSERT INTO victim SELECT generate_series(1, 1000);",
+    );
+    let env = TestEnv::new();
+    let seen = env.path().join("truncate.out");
+    let psql = format!(
+        "{PG_BIN}/psql -X -q -A -t -h 127.0.0.1 -p {} -U postgres -d {src}",
+        pg.port
+    );
+    let script = format!(
+        "#!/bin/sh
+i=0
+while [ $i -lt 50 ] && [ \"$({psql} -c \"SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'victim' AND l.granted\")\" = 0 ]; do
+  sleep 0.1; i=$((i + 1))
+done
+{psql} -v ON_ERROR_STOP=1 -c \"SET lock_timeout = '5s'\" -c 'BEGIN' -c 'LOCK TABLE victim IN ACCESS EXCLUSIVE MODE' -c 'COMMIT' > {seen} 2>&1 && echo locked >> {seen}
+exec {PG_BIN}/pg_dump \"$@\"
+",
+        seen = seen.display()
+    );
+    let bin = fake_bin_dir(&env, &[("pg_dump", &script)]);
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let text = std::fs::read_to_string(&seen).unwrap();
+    assert!(text.contains("locked"), "{text}");
+    let m = manifest(&env);
+    assert_eq!(
+        m["payloads"][0]["inventory"]["tables"]["public.victim"],
+        1000
+    );
+}
