@@ -73,9 +73,15 @@ fn client_env(conn: &DbConn) -> io::Result<ClientEnv> {
 /// `pg_catalog` (`ALTER DATABASE ... SET search_path`) must not have it run
 /// by cellar's session, which is often a superuser's. A setting given at
 /// connection time overrides the database's and the role's.
+///
+/// A server's `statement_timeout` or `idle_in_transaction_session_timeout`
+/// (set for the application's sessions) would end the row counts or the
+/// snapshot pg_dump shares, which stays idle for the whole dump; pg_dump
+/// lifts both for its own session the same way.
 fn catalog_only(cmd: &mut Command) {
     let mut options = std::env::var("PGOPTIONS").unwrap_or_default();
     options.push_str(" -c search_path=pg_catalog,pg_temp");
+    options.push_str(" -c statement_timeout=0 -c idle_in_transaction_session_timeout=0");
     cmd.env("PGOPTIONS", options.trim_start());
 }
 

@@ -294,3 +294,42 @@ exec {PG_BIN}/pg_dump \"$@\"
         1000
     );
 }
+
+/// Timeouts a server sets for the application's sessions do not end
+/// cellar's: the snapshot pg_dump shares stays idle in its transaction for
+/// the whole dump (here pg_dump starts 2 s late; the database ends idle
+/// transactions after 1 s).
+#[test]
+fn server_timeouts_meant_for_the_application_do_not_end_the_backup() {
+    let pg = pg();
+    let src = pg.filled_db(
+        "inv_timeouts",
+        "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100);",
+    );
+    pg.psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE {src} SET idle_in_transaction_session_timeout = '1s';
+             ALTER DATABASE {src} SET statement_timeout = '500ms'"
+        ),
+    );
+    let env = TestEnv::new();
+    let bin = fake_bin_dir(
+        &env,
+        &[(
+            "pg_dump",
+            &format!("#!/bin/sh\nsleep 2\nexec {PG_BIN}/pg_dump \"$@\"\n"),
+        )],
+    );
+    env.pg_profile(
+        "db",
+        &src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+    env.cellar(&["backup", "db"]).ok();
+    assert_eq!(
+        manifest(&env)["payloads"][0]["inventory"]["tables"]["public.t"],
+        100
+    );
+}

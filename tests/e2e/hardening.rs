@@ -474,6 +474,10 @@ fn sigterm_stops_a_backup_whose_pg_dump_waits_on_a_lock() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // Twice, as `timeout` and process managers do (the process, then its
+    // group): one request, still a clean stop.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_millis(50));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let sent = std::time::Instant::now();
     let status = loop {
