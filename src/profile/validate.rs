@@ -441,28 +441,50 @@ impl Validator<'_> {
 
     /// Extra dump arguments that would change what the dump writes, or
     /// where, are refused: the backup would not be what the manifest says,
-    /// or not restorable. `long` are refused with or without `=value`,
-    /// `short` also with the value glued on (`-fFILE`).
-    fn check_dump_args(
-        &mut self,
-        key: &str,
-        args: &[String],
-        long: &[&str],
-        short: &[&str],
-        why: &str,
-        fix: &str,
-    ) -> bool {
-        for a in args {
-            let flag = a.split('=').next().unwrap_or(a);
-            let glued = |c: &str| {
-                flag == c || (flag.starts_with(c) && flag.len() > 2 && !flag.starts_with("--"))
-            };
-            if long.contains(&flag) || short.iter().any(|c| glued(c)) {
-                self.problem(None, key, format!("`{a}` {why}"), fix);
-                return false;
+    /// or not restorable. They are read as pg_dump reads them (bundled
+    /// short options, values glued on), so no spelling slips past.
+    fn pg_dump_args(&mut self, args: &[String]) -> bool {
+        const KEY: &str = "source.pg_dump_args";
+        const CELLARS: &[&str] = &[
+            "file",
+            "format",
+            "create",
+            "clean",
+            "dbname",
+            "host",
+            "port",
+            "username",
+            "jobs",
+            "password",
+            "no-password",
+            "snapshot",
+            "filter",
+            "help",
+            "version",
+        ];
+        match crate::source::postgres::dump_options(args) {
+            Err(why) => {
+                self.problem(
+                    None,
+                    KEY,
+                    why,
+                    "write each option as pg_dump --help spells it, e.g. \"--exclude-table=audit\"",
+                );
+                false
             }
+            Ok(options) => match options.iter().find(|(o, _)| CELLARS.contains(o)) {
+                Some((o, a)) => {
+                    self.problem(
+                        None,
+                        KEY,
+                        format!("`{a}` (--{o}) is set by cellar itself (output, format, connection, snapshot) or breaks the restore (--create, --clean); --filter could hide either"),
+                        "remove it; choose the format with `format`, the database with `database`, the server with host/port/user, and tables with --table/--exclude-table",
+                    );
+                    false
+                }
+                None => true,
+            },
         }
-        true
     }
 
     fn postgres_source(&mut self, s: raw::PostgresSource) -> Option<DbSource> {
@@ -471,26 +493,7 @@ impl Validator<'_> {
             .as_ref()
             .map(|p| self.secret(p, "source.password"));
         let databases = self.database_choice(s.database, s.databases, s.all);
-        let args_ok = self.check_dump_args(
-            "source.pg_dump_args",
-            &s.pg_dump_args,
-            &[
-                "--file",
-                "--format",
-                "--create",
-                "--clean",
-                "--dbname",
-                "--host",
-                "--port",
-                "--username",
-                "--jobs",
-                "--password",
-                "--no-password",
-            ],
-            &["-f", "-F", "-C", "-c", "-d", "-h", "-p", "-U", "-j", "-W", "-w"],
-            "is set by cellar itself (output, format, connection) or breaks the restore (--create, --clean)",
-            "remove it; choose the format with `format`, the database with `database`, and the server with host/port/user",
-        );
+        let args_ok = self.pg_dump_args(&s.pg_dump_args);
         let password = match password {
             Some(None) => return None,
             Some(Some(p)) => Some(p),

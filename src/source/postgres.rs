@@ -308,40 +308,198 @@ pub fn inventory(conn: &DbConn, database: &str) -> anyhow::Result<crate::manifes
     parse_inventory(&query(conn, database, INVENTORY_SQL, &[])?)
 }
 
+/// pg_dump's long options (PostgreSQL 13 to 18) and whether each takes a
+/// value.
+const PG_DUMP_LONG: &[(&str, bool)] = &[
+    ("attribute-inserts", false),
+    ("binary-upgrade", false),
+    ("blobs", false),
+    ("clean", false),
+    ("column-inserts", false),
+    ("compress", true),
+    ("create", false),
+    ("data-only", false),
+    ("dbname", true),
+    ("disable-dollar-quoting", false),
+    ("disable-triggers", false),
+    ("enable-row-security", false),
+    ("encoding", true),
+    ("exclude-extension", true),
+    ("exclude-schema", true),
+    ("exclude-table", true),
+    ("exclude-table-and-children", true),
+    ("exclude-table-data", true),
+    ("exclude-table-data-and-children", true),
+    ("extension", true),
+    ("extra-float-digits", true),
+    ("file", true),
+    ("filter", true),
+    ("format", true),
+    ("help", false),
+    ("host", true),
+    ("if-exists", false),
+    ("include-foreign-data", true),
+    ("inserts", false),
+    ("jobs", true),
+    ("large-objects", false),
+    ("load-via-partition-root", false),
+    ("lock-wait-timeout", true),
+    ("no-acl", false),
+    ("no-blobs", false),
+    ("no-comments", false),
+    ("no-data", false),
+    ("no-large-objects", false),
+    ("no-owner", false),
+    ("no-password", false),
+    ("no-policies", false),
+    ("no-privileges", false),
+    ("no-publications", false),
+    ("no-reconnect", false),
+    ("no-schema", false),
+    ("no-security-labels", false),
+    ("no-statistics", false),
+    ("no-subscriptions", false),
+    ("no-sync", false),
+    ("no-synchronized-snapshots", false),
+    ("no-table-access-method", false),
+    ("no-tablespaces", false),
+    ("no-toast-compression", false),
+    ("no-unlogged-table-data", false),
+    ("password", false),
+    ("port", true),
+    ("quote-all-identifiers", false),
+    ("restrict-key", true),
+    ("role", true),
+    ("rows-per-insert", true),
+    ("schema", true),
+    ("schema-only", false),
+    ("section", true),
+    ("sequence-data", false),
+    ("serializable-deferrable", false),
+    ("snapshot", true),
+    ("statistics-only", false),
+    ("strict-names", false),
+    ("superuser", true),
+    ("sync-method", true),
+    ("table", true),
+    ("table-and-children", true),
+    ("use-set-session-authorization", false),
+    ("username", true),
+    ("verbose", false),
+    ("version", false),
+    ("with-data", false),
+    ("with-schema", false),
+    ("with-statistics", false),
+];
+
+/// pg_dump's short options as the long ones they stand for, and whether
+/// each takes a value.
+const PG_DUMP_SHORT: &[(char, &str, bool)] = &[
+    ('a', "data-only", false),
+    ('b', "large-objects", false),
+    ('B', "no-large-objects", false),
+    ('c', "clean", false),
+    ('C', "create", false),
+    ('d', "dbname", true),
+    ('e', "extension", true),
+    ('E', "encoding", true),
+    ('f', "file", true),
+    ('F', "format", true),
+    ('h', "host", true),
+    ('j', "jobs", true),
+    ('n', "schema", true),
+    ('N', "exclude-schema", true),
+    ('O', "no-owner", false),
+    ('p', "port", true),
+    ('R', "no-reconnect", false),
+    ('s', "schema-only", false),
+    ('S', "superuser", true),
+    ('t', "table", true),
+    ('T', "exclude-table", true),
+    ('U', "username", true),
+    ('v', "verbose", false),
+    ('w', "no-password", false),
+    ('W', "password", false),
+    ('x', "no-privileges", false),
+    ('Z', "compress", true),
+];
+
+/// The options `pg_dump_args` give pg_dump, by their long names, read as
+/// pg_dump's getopt reads them: short options bundled (`-vf/x` is
+/// `--verbose --file /x`), values glued on or in the next argument. Long
+/// options must be spelled out in full (pg_dump would take any unique
+/// prefix, `--fil=/x`), and every argument must be an option (a bare word
+/// is a database name to pg_dump). `Err` says what is wrong.
+pub fn dump_options(args: &[String]) -> Result<Vec<(&'static str, &String)>, String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, glued) = match long.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (long, false),
+            };
+            let Some(&(known, takes)) = PG_DUMP_LONG.iter().find(|(n, _)| *n == name) else {
+                return Err(format!("`{a}` is not a pg_dump option spelled out in full"));
+            };
+            if takes && !glued && it.next().is_none() {
+                return Err(format!("`{a}` needs a value"));
+            }
+            if !takes && glued {
+                return Err(format!("`{a}` takes no value"));
+            }
+            out.push((known, a));
+        } else if let Some(cluster) = a.strip_prefix('-').filter(|c| !c.is_empty()) {
+            for (i, c) in cluster.char_indices() {
+                let Some(&(_, known, takes)) = PG_DUMP_SHORT.iter().find(|(s, _, _)| *s == c)
+                else {
+                    return Err(format!("`{a}`: -{c} is not a pg_dump option"));
+                };
+                out.push((known, a));
+                if takes {
+                    // The rest of the argument is the value, or the next one.
+                    if i + c.len_utf8() == cluster.len() && it.next().is_none() {
+                        return Err(format!("`{a}` needs a value"));
+                    }
+                    break;
+                }
+            }
+        } else {
+            return Err(format!(
+                "`{a}` is not an option (pg_dump would take it as a database name)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// `pg_dump_args` that choose what is dumped: with any of them, the dump
 /// is not the whole database and is not compared with its inventory.
 pub fn filters_dump(args: &[String]) -> bool {
     const FILTERS: &[&str] = &[
-        "-t",
-        "--table",
-        "-T",
-        "--exclude-table",
-        "--exclude-table-data",
-        "--table-and-children",
-        "--exclude-table-and-children",
-        "--exclude-table-data-and-children",
-        "-n",
-        "--schema",
-        "-N",
-        "--exclude-schema",
-        "-s",
-        "--schema-only",
-        "-a",
-        "--data-only",
-        "--no-unlogged-table-data",
-        "--no-large-objects",
-        "--no-blobs",
-        "-B",
-        "-e",
-        "--extension",
-        "--exclude-extension",
-        "--section",
+        "table",
+        "exclude-table",
+        "exclude-table-data",
+        "table-and-children",
+        "exclude-table-and-children",
+        "exclude-table-data-and-children",
+        "schema",
+        "exclude-schema",
+        "schema-only",
+        "data-only",
+        "no-data",
+        "no-schema",
+        "statistics-only",
+        "no-unlogged-table-data",
+        "no-large-objects",
+        "no-blobs",
+        "extension",
+        "exclude-extension",
+        "section",
+        "filter",
     ];
-    args.iter().any(|a| {
-        let flag = a.split('=').next().unwrap_or(a);
-        FILTERS.contains(&flag)
-            || (flag.len() > 2 && !flag.starts_with("--") && FILTERS.contains(&&flag[..2]))
-    })
+    // Arguments that do not read are refused before any backup.
+    dump_options(args).map_or(true, |o| o.iter().any(|(n, _)| FILTERS.contains(n)))
 }
 
 /// A transaction held open on `database` whose snapshot pg_dump shares
@@ -1631,6 +1789,44 @@ pub use session::close_all as close_sessions;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_options_are_read_as_pg_dump_reads_them() {
+        let read = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            dump_options(&args).map(|o| o.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+        };
+        assert_eq!(read(&["-vf/tmp/x"]).unwrap(), ["verbose", "file"]);
+        assert_eq!(read(&["-vFp"]).unwrap(), ["verbose", "format"]);
+        assert_eq!(read(&["-Oa"]).unwrap(), ["no-owner", "data-only"]);
+        assert_eq!(read(&["-xc"]).unwrap(), ["no-privileges", "clean"]);
+        assert_eq!(
+            read(&["-T", "audit", "-Z0"]).unwrap(),
+            ["exclude-table", "compress"]
+        );
+        assert_eq!(
+            read(&["--lock-wait-timeout", "5000", "--exclude-table-data=a"]).unwrap(),
+            ["lock-wait-timeout", "exclude-table-data"]
+        );
+        for bad in [
+            &["--fil=/x"][..],
+            &["--form=p"],
+            &["--sect=data"],
+            &["--no-blob"],
+            &["otherdb"],
+            &["-T"],
+            &["-q"],
+            &["--verbose=1"],
+        ] {
+            assert!(read(bad).is_err(), "{bad:?}");
+        }
+        let filtered =
+            |args: &[&str]| filters_dump(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert!(filtered(&["-Oa"]));
+        assert!(filtered(&["-vt", "x"]));
+        assert!(filtered(&["--section=data"]));
+        assert!(!filtered(&["-v", "-Z0", "--lock-wait-timeout=10"]));
+    }
 
     #[test]
     fn globals_leave_existing_roles_and_tablespaces_alone() {

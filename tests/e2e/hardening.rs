@@ -225,6 +225,23 @@ fn validation_catches_what_used_to_fail_later_or_never() {
             "database = \"x\"\npg_dump_args = [\"--format=plain\"]",
             "`--format=plain`",
         ),
+        // Spellings pg_dump takes too: bundled, abbreviated, a bare word.
+        (
+            "database = \"x\"\npg_dump_args = [\"-vf/tmp/x\"]",
+            "`-vf/tmp/x` (--file)",
+        ),
+        (
+            "database = \"x\"\npg_dump_args = [\"--fil=/tmp/x\"]",
+            "not a pg_dump option spelled out in full",
+        ),
+        (
+            "database = \"x\"\npg_dump_args = [\"--sect=data\"]",
+            "not a pg_dump option spelled out in full",
+        ),
+        (
+            "database = \"x\"\npg_dump_args = [\"otherdb\"]",
+            "as a database name",
+        ),
     ] {
         env.pg_profile_with("p", source, "");
         let out = env.cellar(&["check", "p"]);
