@@ -225,16 +225,25 @@ pub fn list_databases(conn: &DbConn) -> anyhow::Result<Vec<String>> {
     let out = query(
         conn,
         "postgres",
-        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate
+        // In hex: a name may hold a line break or end in a carriage
+        // return, and a list read line by line would lose or split it.
+        "SELECT encode(convert_to(datname::text, 'UTF8'), 'hex') FROM pg_database
+           WHERE datallowconn AND NOT datistemplate
            AND datname !~ '^cellar_(scratch|previous)_[0-9a-f]{12}$'
-         ORDER BY 1;",
+         ORDER BY datname;",
         &[],
     )?;
-    Ok(out
-        .lines()
-        .map(str::to_string)
+    out.lines()
         .filter(|l| !l.is_empty())
-        .collect())
+        .map(|l| {
+            hex::decode(l.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("psql listed a database name that does not read: {l}")
+                })
+        })
+        .collect()
 }
 
 /// The inventory of the database psql is connected to, as one line of

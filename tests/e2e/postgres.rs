@@ -253,6 +253,9 @@ fn all_databases_and_globals_are_dumped() {
     own.psql("postgres", "CREATE DATABASE cellar_scratch_0123456789ab");
     own.psql("shop", "CREATE TABLE t (v int); INSERT INTO t VALUES (1);");
     own.psql("postgres", "CREATE DATABASE gone;");
+    // Names a list read line by line loses or merges with `shop`.
+    own.psql("postgres", "CREATE DATABASE \"line\nbreak\"");
+    own.psql("postgres", "CREATE DATABASE \"shop\r\"");
     let env = TestEnv::new();
     // A pg_dump that finds `gone` dropped just before it dumps it, as a
     // database dropped between the listing and its dump would be.
@@ -279,6 +282,14 @@ fn all_databases_and_globals_are_dumped() {
         names.iter().any(|n| n.ends_with(".postgres.pgdump.xz.pgp"))
             && names.iter().any(|n| n.ends_with(".shop.pgdump.xz.pgp")),
         "{names:?}"
+    );
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.ends_with(".pgdump.xz.pgp"))
+            .count(),
+        4,
+        "postgres, shop, line\\nbreak, shop\\r: {names:?}"
     );
     // cellar's own scratch databases are never backed up; the dropped
     // one is recorded in the manifest.
