@@ -1566,7 +1566,8 @@ pub fn missing_from_toc(toc: &str, inventory: &crate::manifest::Inventory) -> Ve
         .keys()
         .filter(|q| {
             let (schema, name) = split_qualified(q);
-            let needle = format!(" TABLE DATA {schema} {name} ");
+            // pg_restore --list prints line breaks in names as spaces.
+            let needle = format!(" TABLE DATA {schema} {name} ").replace(['\n', '\r'], " ");
             !data.iter().any(|l| l.contains(&needle))
         })
         .cloned()

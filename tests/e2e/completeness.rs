@@ -333,3 +333,21 @@ fn server_timeouts_meant_for_the_application_do_not_end_the_backup() {
         100
     );
 }
+
+/// A table whose name holds a line break: pg_restore lists it with a
+/// space instead, and the dump canary still finds its data (it used to fail every
+/// backup of the database, saying the data was missing).
+#[test]
+fn a_table_named_with_a_line_break_passes_the_dump_canary() {
+    let src = pg().filled_db(
+        "inv_newline",
+        "CREATE TABLE \"line\nbreak\" (v int); INSERT INTO \"line\nbreak\" SELECT generate_series(1, 5);",
+    );
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    assert_eq!(
+        manifest(&env)["payloads"][0]["inventory"]["tables"]["public.\"line\nbreak\""],
+        5
+    );
+}
