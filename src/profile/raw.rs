@@ -39,6 +39,7 @@ pub struct PostgresSource {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "secret_text")]
     pub password: Option<Spanned<String>>,
     pub database: Option<Spanned<String>>,
     pub databases: Option<Spanned<Vec<String>>>,
@@ -62,6 +63,7 @@ pub struct MariadbSource {
     /// A socket file instead of host and port.
     pub socket: Option<Spanned<String>>,
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "secret_text")]
     pub password: Option<Spanned<String>>,
     pub database: Option<Spanned<String>>,
     pub databases: Option<Spanned<Vec<String>>>,
@@ -107,6 +109,7 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     pub path_style: Option<bool>,
     pub access_key_id: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "secret_text")]
     pub secret_access_key: Option<Spanned<String>>,
     pub storage_class: Option<String>,
     /// "AES256" or "aws:kms".
@@ -142,6 +145,7 @@ pub struct SftpConfig {
 pub struct Encryption {
     pub recipients: Spanned<Vec<Spanned<String>>>,
     pub identity: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "secret_text")]
     pub passphrase: Option<Spanned<String>>,
     /// Secret signing key that signs each manifest (backup hosts).
     pub signer: Option<Spanned<String>>,
@@ -193,6 +197,7 @@ pub struct Mirror {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "secret_text")]
     pub password: Option<Spanned<String>>,
     #[serde(default)]
     pub after_restore: Vec<String>,
@@ -239,4 +244,54 @@ pub struct Canary {
 #[serde(deny_unknown_fields)]
 pub struct Global {
     pub hooks: Option<Hooks>,
+}
+
+/// A secret as written: a string. Anything else is refused without
+/// showing it (serde's own message quotes the value: a password written
+/// as a bare number would end up in logs and `status`).
+struct SecretText(String);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SecretText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretText, E> {
+                Ok(SecretText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretText, E> {
+                Err(not_a_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretText, E> {
+                Err(not_a_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretText, E> {
+                Err(not_a_string())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretText, E> {
+                Err(not_a_string())
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+fn not_a_string<E: serde::de::Error>() -> E {
+    E::custom(
+        "a secret must be a quoted string (\"file:PATH\", \"env:VAR\" or the secret itself); \
+         the value written is not shown",
+    )
+}
+
+pub fn secret_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Spanned<String>>, D::Error> {
+    let v: Option<Spanned<SecretText>> = Option::deserialize(d)?;
+    Ok(v.map(|s| {
+        let span = s.span();
+        Spanned::new(span, s.into_inner().0)
+    }))
 }

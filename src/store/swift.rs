@@ -65,6 +65,7 @@ pub struct SwiftConfig {
     /// 1 or 3; by default 1 when the url ends in `/v1.0`, else 3.
     pub auth_version: Option<Spanned<u32>>,
     pub username: Option<String>,
+    #[serde(default, deserialize_with = "crate::profile::raw::secret_text")]
     pub password: Option<Spanned<String>>,
     pub project_name: Option<String>,
     pub project_id: Option<String>,
@@ -74,6 +75,7 @@ pub struct SwiftConfig {
     /// Which catalog endpoint: "public" (default), "internal" or "admin".
     pub interface: Option<String>,
     pub application_credential_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::profile::raw::secret_text")]
     pub application_credential_secret: Option<Spanned<String>>,
     /// An OpenStack RC file (`openrc.sh`), read for `OS_*` assignments.
     pub rc_file: Option<Spanned<String>>,

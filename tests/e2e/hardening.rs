@@ -242,11 +242,17 @@ fn validation_catches_what_used_to_fail_later_or_never() {
             "database = \"x\"\npg_dump_args = [\"otherdb\"]",
             "as a database name",
         ),
+        // A secret written as a number is refused without being shown.
+        (
+            "database = \"x\"\npassword = 98765432101",
+            "the value written is not shown",
+        ),
     ] {
         env.pg_profile_with("p", source, "");
         let out = env.cellar(&["check", "p"]);
         assert_eq!(out.code, 2, "{source}: {}", out.all());
         assert!(out.all().contains(needle), "{source}: {}", out.all());
+        assert!(!out.all().contains("98765432101"), "{}", out.all());
     }
     env.pg_profile_with(
         "p",
