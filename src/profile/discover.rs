@@ -111,14 +111,26 @@ pub fn discover(config_dir: &Path) -> Result<Vec<ProfileFile>, LoadError> {
             }
         };
         let path = entry.path();
-        if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "toml") {
+        let kind = entry.file_type();
+        if !kind.is_dir() && path.extension().is_some_and(|e| e == "toml") {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             let rel = path.strip_prefix(config_dir).unwrap_or(path).to_owned();
+            // A FIFO, a device or a socket named like a profile is reported,
+            // never opened: reading a FIFO would hang every run.
+            let problem = (!kind.is_file())
+                .then(|| {
+                    entry_problem(
+                        &rel,
+                        "it is not a regular file (a FIFO, a device or a socket)".into(),
+                        "a profile is a small regular TOML file; move this entry out of profiles/",
+                    )
+                })
+                .flatten();
             files.push(ProfileFile {
                 name,
                 path: path.to_owned(),
                 rel,
-                problem: None,
+                problem,
             });
         }
     }

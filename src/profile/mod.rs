@@ -409,21 +409,50 @@ pub fn load(config_dir: &Path, file: &ProfileFile) -> Result<Profile, Vec<Proble
     if let Some(p) = &file.problem {
         return Err(vec![p.clone()]);
     }
-    let text = std::fs::read_to_string(&file.path).map_err(|e| {
+    let text = read_profile(&file.path).map_err(|e| {
         vec![Problem {
             file: file.rel.clone(),
             line: 0,
             column: 0,
             key: String::new(),
             message: format!("cannot read the profile: {e}"),
-            fix: if e.kind() == std::io::ErrorKind::InvalidData {
-                "a profile is a UTF-8 TOML text file; templates/ holds examples".into()
-            } else {
-                "check the file's permissions".into()
+            fix: match e.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    "a profile is a UTF-8 TOML text file; templates/ holds examples".into()
+                }
+                std::io::ErrorKind::Other => {
+                    "a profile is a small regular TOML file; move this one out of profiles/".into()
+                }
+                _ => "check the file's permissions".into(),
             },
         }]
     })?;
     parse(config_dir, &file.name, &file.rel, &text)
+}
+
+/// A profile's text. Only a regular file of at most 1 MiB is read: a FIFO
+/// would hang every `run` (and the cron entry behind it), a device or a
+/// huge file would fill memory.
+fn read_profile(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MAX: u64 = 1 << 20;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "it is not a regular file (a FIFO, a device or a socket)",
+        ));
+    }
+    if meta.len() > MAX {
+        return Err(std::io::Error::other("it is larger than 1 MiB"));
+    }
+    let mut text = String::new();
+    file.take(MAX + 1).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 #[cfg(test)]

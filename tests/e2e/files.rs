@@ -200,10 +200,23 @@ fn run_backs_up_every_profile_and_one_failure_does_not_stop_the_others() {
     env.write("profiles/d_bad.toml", "kind = \"files\"\n");
     std::fs::remove_dir_all(env.path().join("store/b_missing")).ok();
     std::fs::remove_file(env.path().join("profiles/b_missing.toml")).unwrap();
+    // Nor do a FIFO (it used to hang every run) or a device.
+    let fifo = env.path().join("profiles/e_fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", env.path().join("profiles/f_zero.toml")).unwrap();
     let out = env.cellar(&["run", "--no-prune"]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert_eq!(env.manifests("a_ok").len(), 2);
     assert_eq!(env.manifests("c_ok").len(), 2);
+    for name in ["d_bad", "e_fifo", "f_zero"] {
+        assert!(
+            out.stdout.contains(&format!("failed: {name}")),
+            "{}",
+            out.all()
+        );
+    }
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
 }
 
 #[test]
