@@ -19,6 +19,17 @@ fn source(test: &str) -> String {
     )
 }
 
+/// A profile `db` of `src` (no globals) whose pg_dump is `script`.
+fn profile_with_pg_dump(env: &TestEnv, src: &str, script: &str) {
+    let bin = fake_bin_dir(env, &[("pg_dump", script)]);
+    env.pg_profile(
+        "db",
+        src,
+        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
+        "",
+    );
+}
+
 fn manifest(env: &TestEnv) -> serde_json::Value {
     let m = env.manifests("db");
     serde_json::from_slice(&std::fs::read(m.last().unwrap()).unwrap()).unwrap()
@@ -166,18 +177,10 @@ fn counts_and_dump_share_one_snapshot_while_rows_keep_arriving() {
 fn a_dump_missing_a_table_fails_the_backup_and_names_it() {
     let src = source("inv_canary");
     let env = TestEnv::new();
-    let bin = fake_bin_dir(
+    profile_with_pg_dump(
         &env,
-        &[(
-            "pg_dump",
-            &format!("#!/bin/sh\nexec {PG_BIN}/pg_dump --exclude-table-data=audit \"$@\"\n"),
-        )],
-    );
-    env.pg_profile(
-        "db",
         &src,
-        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
-        "",
+        &format!("#!/bin/sh\nexec {PG_BIN}/pg_dump --exclude-table-data=audit \"$@\"\n"),
     );
     let out = env.cellar(&["backup", "db"]);
     assert_eq!(out.code, 1, "{}", out.all());
@@ -278,13 +281,7 @@ exec {PG_BIN}/pg_dump \"$@\"
 ",
         seen = seen.display()
     );
-    let bin = fake_bin_dir(&env, &[("pg_dump", &script)]);
-    env.pg_profile(
-        "db",
-        &src,
-        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
-        "",
-    );
+    profile_with_pg_dump(&env, &src, &script);
     env.cellar(&["backup", "db"]).ok();
     let text = std::fs::read_to_string(&seen).unwrap();
     assert!(text.contains("locked"), "{text}");
@@ -314,18 +311,10 @@ fn server_timeouts_meant_for_the_application_do_not_end_the_backup() {
         ),
     );
     let env = TestEnv::new();
-    let bin = fake_bin_dir(
+    profile_with_pg_dump(
         &env,
-        &[(
-            "pg_dump",
-            &format!("#!/bin/sh\nsleep 2\nexec {PG_BIN}/pg_dump \"$@\"\n"),
-        )],
-    );
-    env.pg_profile(
-        "db",
         &src,
-        &format!("globals = false\npg_bin_dir = {:?}", bin.to_str().unwrap()),
-        "",
+        &format!("#!/bin/sh\nsleep 2\nexec {PG_BIN}/pg_dump \"$@\"\n"),
     );
     env.cellar(&["backup", "db"]).ok();
     assert_eq!(
