@@ -3,7 +3,13 @@
 //!
 //! Under cron (stderr is not a terminal) only warnings and errors are
 //! shown unless `-v`; on a terminal, info too. `RUST_LOG` overrides both.
+//!
+//! A line of the log is always cellar's own: a message that holds a line
+//! break (a file or table name can) goes on in lines that begin with two
+//! spaces, and carriage returns and other control characters are shown
+//! escaped, so nothing a name holds can start or overwrite a line.
 
+use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -11,11 +17,63 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-struct SuspendingStderr;
+struct SuspendingStderr {
+    colors: bool,
+}
+
+/// `text` as it may appear in the log: every line after the first begins
+/// with two spaces, `\r` and the other control characters but the tab are
+/// escaped (`\r`, `\u{1b}`). A final line break is kept as it is.
+pub fn log_text(text: &str) -> Cow<'_, str> {
+    escaped(text, false)
+}
+
+/// `text` on one line: line breaks and the other control characters but
+/// the tab shown escaped (`\n`), for output read line by line (`status`).
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `log_text`, but with the escape character kept when `colors` (the
+/// formatter's own colors; it escapes the ones messages hold itself).
+fn escaped(text: &str, colors: bool) -> Cow<'_, str> {
+    let kept = |c: char| !c.is_control() || c == '\t' || (colors && c == '\u{1b}');
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    if body.chars().all(kept) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in body.chars() {
+        match c {
+            '\n' => out.push_str("\n  "),
+            '\r' => out.push_str("\\r"),
+            c if kept(c) => out.push(c),
+            c => out.extend(c.escape_default()),
+        }
+    }
+    if body.len() < text.len() {
+        out.push('\n');
+    }
+    Cow::Owned(out)
+}
 
 impl Write for SuspendingStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::progress::suspend(|| io::stderr().write_all(buf))?;
+        // The formatter hands over one whole event at a time.
+        let text = String::from_utf8_lossy(buf);
+        let text = escaped(&text, self.colors);
+        crate::progress::suspend(|| io::stderr().write_all(text.as_bytes()))?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -23,12 +81,16 @@ impl Write for SuspendingStderr {
     }
 }
 
-struct MakeSuspending;
+struct MakeSuspending {
+    colors: bool,
+}
 
 impl<'a> MakeWriter<'a> for MakeSuspending {
     type Writer = SuspendingStderr;
     fn make_writer(&'a self) -> Self::Writer {
-        SuspendingStderr
+        SuspendingStderr {
+            colors: self.colors,
+        }
     }
 }
 
@@ -42,15 +104,40 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("cellar={level},warn")));
+    let colors = format == LogFormat::Text && io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(MakeSuspending)
+        .with_writer(MakeSuspending { colors })
         .with_target(false);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(io::stderr().is_terminal())
-            .without_time()
-            .init(),
+        LogFormat::Text => builder.with_ansi(colors).without_time().init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{escaped, log_text, one_line};
+
+    #[test]
+    fn a_name_cannot_start_or_overwrite_a_line() {
+        assert_eq!(log_text(" WARN plain\n"), " WARN plain\n");
+        assert_eq!(
+            log_text(" WARN skipping a\nERROR forged\n"),
+            " WARN skipping a\n  ERROR forged\n"
+        );
+        assert_eq!(
+            log_text("x\ry\u{1b}[2Kz\u{9b}\t"),
+            "x\\ry\\u{1b}[2Kz\\u{9b}\t"
+        );
+        assert_eq!(log_text("a\n\n"), "a\n  \n");
+        assert_eq!(one_line("a\nb\r\tc"), "a\\nb\\r\tc");
+        assert_eq!(
+            escaped("\u{1b}[31mERROR\u{1b}[0m a\rb", true),
+            "\u{1b}[31mERROR\u{1b}[0m a\\rb"
+        );
+        for line in log_text("ERROR a\n WARN b\nc\r\n").lines().skip(1) {
+            assert!(line.starts_with("  "), "{line:?}");
+        }
     }
 }

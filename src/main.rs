@@ -22,7 +22,8 @@ fn main() {
             match cli.log_format {
                 cli::LogFormat::Json => tracing::error!("{:#}", f.error),
                 cli::LogFormat::Text => {
-                    progress::suspend(|| eprintln!("error: {:#}", f.error));
+                    let text = format!("error: {:#}", f.error);
+                    progress::suspend(|| eprintln!("{}", logging::log_text(&text)));
                 }
             }
             f.code

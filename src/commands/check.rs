@@ -21,7 +21,7 @@ pub fn run(dir: &Path, names: &[String]) -> Result<i32, Failure> {
                 invalid += 1;
                 println!("{}: invalid ({} problem(s))", file.name, problems.len());
                 for p in problems {
-                    println!("  {}", p.to_string().replace('\n', "\n  "));
+                    println!("  {}", crate::logging::log_text(&p.to_string()));
                 }
             }
             Ok(p) => {

@@ -83,7 +83,7 @@ pub fn run(
         profile.name, drill.backup_id, mirror.database, drill.seconds, drill.checks_passed
     );
     for (table, rows) in drill.row_counts.iter().take(10) {
-        println!("  {table}: ~{rows} rows");
+        println!("  {}: ~{rows} rows", crate::logging::one_line(table));
     }
     Ok(0)
 }

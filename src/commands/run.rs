@@ -134,7 +134,10 @@ pub fn run(
     }
     println!("summary: {} succeeded, {} failed", ok.len(), failed.len());
     for (name, why) in &failed {
-        println!("  failed: {name}: {}", why.lines().next().unwrap_or(""));
+        println!(
+            "  failed: {name}: {}",
+            crate::logging::one_line(why.lines().next().unwrap_or(""))
+        );
     }
     Ok(if invalid {
         2

@@ -182,7 +182,7 @@ pub fn run(
             );
             if let Some(r) = &st.last_success {
                 for w in &r.warnings {
-                    println!("  warning: {w}");
+                    println!("  warning: {}", crate::logging::one_line(w));
                 }
                 if r.finished_at
                     > now + chrono::Duration::minutes(crate::catalog::FUTURE_SLACK_MINUTES)
@@ -197,7 +197,7 @@ pub fn run(
             match st.last_failure.as_ref().and_then(|r| r.error.as_deref()) {
                 Some(e) => println!(
                     "  last failure: {failure}: {}",
-                    e.lines().next().unwrap_or("")
+                    crate::logging::one_line(e.lines().next().unwrap_or(""))
                 ),
                 None => println!("  last failure: {failure}"),
             }

@@ -48,7 +48,7 @@ fn a_closed_stdout_ends_list_quietly() {
 fn secrets_are_never_taken_on_the_command_line() {
     let env = TestEnv::new();
     let out = env.cellar(&["keygen", "pp", "--passphrase", "hunter2-literal"]);
-    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr.contains("file:PATH or env:VAR"),
         "{}",
@@ -96,14 +96,14 @@ fn restore_target_mistakes_are_exit_2_before_anything_is_fetched() {
     let existing = env.path().join("exists.tar");
     std::fs::write(&existing, "mine").unwrap();
     let out = env.cellar(&["restore", "f", "--to-file", existing.to_str().unwrap()]);
-    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
     assert_eq!(std::fs::read(&existing).unwrap(), b"mine");
     // A dangling symlink is a file that exists too: never written through.
     let link = env.path().join("link.tar");
     std::os::unix::fs::symlink(env.path().join("nowhere"), &link).unwrap();
     let out = env.cellar(&["restore", "f", "--to-file", link.to_str().unwrap()]);
-    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(out.code, 1, "{}", out.all());
     assert!(!env.path().join("nowhere").exists());
 }
 
@@ -124,7 +124,7 @@ fn one_bad_entry_in_the_profiles_folder_does_not_stop_the_others() {
     std::fs::write(profiles.join("binary.toml"), [0xff, 0xfe, 0x00, 0x01]).unwrap();
 
     let out = env.cellar(&["run", "--no-prune"]);
-    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(out.code, 1, "{}", out.all());
     assert_eq!(env.manifests("good").len(), 1, "{}", out.all());
     let all = out.all();
     for needle in [
@@ -264,7 +264,7 @@ fn validation_catches_what_used_to_fail_later_or_never() {
 
     // init takes only names a store can hold.
     let out = env.cellar(&["init", "files", "my shop"]);
-    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(out.code, 1, "{}", out.all());
     assert!(!env.path().join("profiles/my shop.toml").exists());
 }
 
@@ -693,4 +693,60 @@ fn globals_are_applied_only_after_the_dump_is_checked() {
         "SELECT tableowner FROM pg_tables WHERE tablename = 't'",
     );
     assert_eq!(owner.trim(), "shop_owner");
+}
+
+#[test]
+fn names_with_line_breaks_cannot_forge_a_line_of_the_log_or_of_status() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new();
+    let data = env.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("kept"), "kept").unwrap();
+    // A FIFO is skipped with a warning that names it.
+    let forged = "x\n INFO forged: backup complete\rERROR y\u{1b}[2K";
+    let fifo = std::ffi::CString::new(data.join(forged).as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    env.files_profile("names", &[&data], "");
+    // An invalid profile is reported with its value.
+    env.files_profile("broken", &[std::path::Path::new("/placeholder")], "");
+    env.edit(
+        "profiles/broken.toml",
+        "\"/placeholder\"",
+        "\"/nonexistent\\nERROR forged too\\r\"",
+    );
+    let out = env.cellar(&["run"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let cellar_line = |l: &str| {
+        ["ERROR ", " WARN ", " INFO ", "  ", "error: "]
+            .iter()
+            .any(|p| l.starts_with(p))
+    };
+    let clean = |text: &str| {
+        for line in text.lines() {
+            assert!(!line.contains(['\r', '\u{1b}']), "{line:?} in {text:?}");
+            assert!(!line.starts_with(" INFO forged"), "{text}");
+            assert!(!line.starts_with("ERROR forged"), "{text}");
+        }
+    };
+    clean(&out.stderr);
+    clean(&out.stdout);
+    for line in out.stderr.lines() {
+        assert!(cellar_line(line), "{line:?} in {}", out.stderr);
+    }
+    assert!(out.stderr.contains("skipping the FIFO"), "{}", out.stderr);
+    assert!(out.stderr.contains("\\r"), "{}", out.stderr);
+    assert!(out.stderr.contains("nonexistent"), "{}", out.stderr);
+
+    // A failure that names the file, on its own command.
+    let target = env.path().join("t\nERROR forged");
+    std::fs::write(&target, "a file, not a folder").unwrap();
+    let err = env.cellar(&["restore", "names", "--to-dir", target.to_str().unwrap()]);
+    assert_ne!(err.code, 0);
+    clean(&err.stderr);
+
+    let status = env.cellar(&["status"]);
+    clean(&status.stdout);
+    for line in status.stdout.lines() {
+        assert!(!line.starts_with(' ') || line.starts_with("  "), "{line:?}");
+    }
 }
