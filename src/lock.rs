@@ -12,6 +12,21 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Takes the exclusive `flock` of an open file or folder without waiting;
+/// false when another process holds it.
+pub fn try_exclusive(f: &File) -> std::io::Result<bool> {
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("profile {profile} is busy: {holder} holds {path}; waited {waited:?} (--lock-wait); try again later")]

@@ -354,22 +354,6 @@ pub fn to_dir(fetch: &Fetch<'_>, m: &Manifest, p: &Payload, dir: &Path) -> anyho
 /// The hidden folder a `--to-dir` restore writes into, then `PID-`.
 const INCOMING: &str = ".cellar-incoming-";
 
-/// Takes the exclusive `flock` of an open folder without waiting; false
-/// when another process holds it.
-fn lock_folder(f: &File) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
-}
-
 /// Removes what restores killed with `kill -9` left in `parent`: hidden
 /// folders of ours that no process holds (each restore holds a `flock` on
 /// its folder for as long as it runs, whichever PID namespace or host it
@@ -399,7 +383,7 @@ fn sweep_incoming(parent: &Path) {
                 .read(true)
                 .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
                 .open(e.path())
-                .and_then(|f| lock_folder(&f))
+                .and_then(|f| crate::lock::try_exclusive(&f))
                 .map_or(true, |got| !got)
         };
         if ours && !alive && !held() {
@@ -447,7 +431,7 @@ fn to_dir_in(
     // Held while this restore lives (the kernel lets go when it dies, in
     // any PID namespace): what tells a sweep that the folder is in use.
     let _in_use = File::open(incoming.path())
-        .and_then(|f| lock_folder(&f).map(|_| f))
+        .and_then(|f| crate::lock::try_exclusive(&f).map(|_| f))
         .with_context(|| format!("locking {}", incoming.path().display()))?;
     if let Err(e) = fetch.stream(m, p, |r| untar::extract(r, incoming.path())) {
         // Folders restored read-only must not keep the tree from going.

@@ -111,6 +111,8 @@ pub struct SftpStore {
     sftp: Sftp,
     target: SftpTarget,
     _control: tempfile::TempDir,
+    /// The `flock` that tells other cellars the control folder is in use.
+    _control_lock: std::fs::File,
 }
 
 fn explain_connect(t: &SftpTarget, e: &openssh::Error) -> String {
@@ -143,6 +145,79 @@ fn explain_connect(t: &SftpTarget, e: &openssh::Error) -> String {
     }
 }
 
+/// Prefix of the folders in the temp dir that hold an ssh master's socket.
+const CONTROL_PREFIX: &str = "cellar-ssh-";
+
+/// A private folder (0700) for the ssh master's socket and our ssh_config,
+/// held with a `flock` for as long as the store is open. Folders that a
+/// cellar killed with `kill -9` left are removed first.
+fn control_folder() -> std::io::Result<(tempfile::TempDir, std::fs::File)> {
+    use std::os::unix::fs::PermissionsExt;
+    sweep_control_folders(&std::env::temp_dir());
+    let dir = tempfile::Builder::new()
+        .prefix(CONTROL_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()?;
+    let held = std::fs::File::open(dir.path())?;
+    crate::lock::try_exclusive(&held)?;
+    Ok((dir, held))
+}
+
+/// Removes the control folders in `tmp` that are ours and that no process
+/// holds: a cellar killed with `kill -9` cannot remove its own. A folder
+/// younger than 10 s is left alone (its cellar may be about to lock it),
+/// and so is one whose ssh master still answers (a cellar from before the
+/// lock, or a master still winding down).
+fn sweep_control_folders(tmp: &std::path::Path) {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(CONTROL_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        // Ours, a folder and not a link (never followed), and not new.
+        let Ok(meta) = e.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(10));
+        if !meta.is_dir() || meta.uid() != me || !old {
+            continue;
+        }
+        let free = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(e.path())
+            .and_then(|f| crate::lock::try_exclusive(&f));
+        let answers = || {
+            std::fs::read_dir(e.path()).is_ok_and(|d| {
+                d.flatten().any(|s| {
+                    use std::os::unix::fs::FileTypeExt;
+                    s.file_type().is_ok_and(|t| t.is_socket())
+                        && std::os::unix::net::UnixStream::connect(s.path()).is_ok()
+                })
+            })
+        };
+        if free.unwrap_or(false) && !answers() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::debug!("removed {}, left by a killed cellar", e.path().display())
+                }
+                Err(err) => tracing::debug!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 impl SftpStore {
     pub fn open(target: SftpTarget) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -152,12 +227,9 @@ impl SftpStore {
             .map_err(|e| {
                 StoreError::Unsupported(format!("cannot start the SFTP client runtime: {e}"))
             })?;
-        let control = tempfile::Builder::new()
-            .prefix("cellar-ssh-")
-            .tempdir()
-            .map_err(|e| {
-                StoreError::Unsupported(format!("cannot create an ssh control folder: {e}"))
-            })?;
+        let (control, control_lock) = control_folder().map_err(|e| {
+            StoreError::Unsupported(format!("cannot create an ssh control folder: {e}"))
+        })?;
         let location = format!(
             "sftp://{}:{}{}",
             target.host,
@@ -216,6 +288,7 @@ impl SftpStore {
             sftp,
             target,
             _control: control,
+            _control_lock: control_lock,
         })
     }
 

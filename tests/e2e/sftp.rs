@@ -223,7 +223,23 @@ fn a_killed_cellar_leaves_no_ssh_master_behind() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!masters().is_empty(), "no ssh master found to watch");
+    let found = masters();
+    assert!(!found.is_empty(), "no ssh master found to watch");
+    // Its control folder (the socket's and ssh_config's), private.
+    let args = std::fs::read(format!("/proc/{}/cmdline", found[0])).unwrap();
+    let control = args
+        .split(|b| *b == 0)
+        .filter_map(|a| std::str::from_utf8(a).ok())
+        .filter_map(|a| a.find("cellar-ssh-").map(|i| (a, i)))
+        .map(|(a, i)| {
+            let end = a[i..].find('/').map_or(a.len(), |j| i + j);
+            std::path::PathBuf::from(&a[a[..i].rfind(['=', ' ']).map_or(0, |k| k + 1)..end])
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no control folder in {:?}", String::from_utf8_lossy(&args)));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&control).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", control.display());
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = Instant::now();
@@ -234,4 +250,14 @@ fn a_killed_cellar_leaves_no_ssh_master_behind() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The folder outlives the killed cellar; the next one that opens an
+    // SFTP store removes it (another test's cellar may be first).
+    while std::fs::metadata(&control)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(11))
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    env.cellar(&["list", "f"]).ok();
+    assert!(!control.exists(), "{} was left", control.display());
 }
