@@ -35,8 +35,9 @@ pub fn run(dir: &Path, cmd: &DbCommand) -> Result<i32, Failure> {
                 Kind::Mariadb => mariadb::list_databases(&c)?,
                 _ => postgres::list_databases(&c)?,
             };
+            // One name a line: a line break in a name is shown as `\n`.
             for db in dbs {
-                println!("{db}");
+                println!("{}", crate::logging::one_line(&db));
             }
         }
         DbCommand::Ping { profile, mirror } => {

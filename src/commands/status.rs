@@ -174,7 +174,10 @@ pub fn run(
         } else {
             println!("{}: {verdict}", f.name);
             for p in &invalid {
-                println!("  invalid: {p} (`cellar run` skips this profile until it is fixed)");
+                println!(
+                    "  invalid: {} (`cellar run` skips this profile until it is fixed)",
+                    crate::logging::one_line(&p.replace("\n  fix: ", "; fix: "))
+                );
             }
             println!(
                 "  last success: {}",

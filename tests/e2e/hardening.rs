@@ -744,8 +744,19 @@ fn names_with_line_breaks_cannot_forge_a_line_of_the_log_or_of_status() {
     assert_ne!(err.code, 0);
     clean(&err.stderr);
 
+    // A key of an invalid profile, shown by status.
+    env.write(
+        "profiles/evil.toml",
+        "\"x\\nforged: ok\\n  last success: 20261207T000000Z\" = 1\n",
+    );
     let status = env.cellar(&["status"]);
     clean(&status.stdout);
+    assert!(status.stdout.contains("evil: INVALID"), "{}", status.stdout);
+    assert!(
+        !status.stdout.lines().any(|l| l.starts_with("forged")),
+        "{}",
+        status.stdout
+    );
     for line in status.stdout.lines() {
         assert!(!line.starts_with(' ') || line.starts_with("  "), "{line:?}");
     }
