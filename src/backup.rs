@@ -587,7 +587,8 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
             let (conn, db, args) = (conn.clone(), db.clone(), my.dump_args.clone());
             move || {
                 let mut warnings = Vec::new();
-                match mariadb::non_transactional_tables(&conn, &db) {
+                let before = mariadb::non_transactional_tables(&conn, &db);
+                match &before {
                     Ok(names) if !names.is_empty() => warnings.push(format!(
                         "{db}: {} table(s) without transactions are not part of the dump's consistent snapshot (rows written during the dump may be missing or half-there): {}",
                         names.len(),
@@ -597,7 +598,11 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
                     Err(e) => warnings.push(format!("{db}: could not list its table engines: {e:#}")),
                 }
                 warnings.extend(mariadb::left_out(&conn, &db, &args));
-                (warnings, mariadb::count_tables(&conn, &db))
+                (
+                    warnings,
+                    mariadb::count_tables(&conn, &db),
+                    before.unwrap_or_default(),
+                )
             }
         });
         let args = &my.dump_args;
@@ -607,7 +612,27 @@ fn stream_mariadb(job: &mut Backup<'_>, my: &DbSource) -> Result<SourceInfo, Bac
             "mariadb.sql",
             |w| mariadb::dump(conn, db, args, w),
         );
-        let (warnings, counted) = survey.join().expect("survey thread panicked");
+        let (mut warnings, counted, before) = survey.join().expect("survey thread panicked");
+        if r.is_ok() {
+            // A table moved to such an engine while the dump ran (ALTER
+            // TABLE ... ENGINE=MyISAM) was read outside the snapshot too.
+            match mariadb::non_transactional_tables(conn, db) {
+                Ok(after) => {
+                    let moved: Vec<&String> =
+                        after.iter().filter(|t| !before.contains(t)).collect();
+                    if !moved.is_empty() {
+                        warnings.push(format!(
+                            "{db}: {} table(s) were changed to an engine without transactions while the dump ran, and may have been read outside its consistent snapshot: {}",
+                            moved.len(),
+                            moved.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+                Err(e) => warnings.push(format!(
+                    "{db}: could not list its table engines after the dump: {e:#}"
+                )),
+            }
+        }
         for w in warnings {
             warn!("{}: {w}", job.profile.name);
         }

@@ -1112,3 +1112,45 @@ fn a_failed_swap_into_a_new_name_leaves_no_database() {
     assert!(!my.exists(&scratch_name(&target)));
     assert!(!my.exists(&previous_name(&target)));
 }
+
+/// A table moved to an engine without transactions while the dump ran is
+/// named in a warning, as one that had such an engine from the start is.
+#[test]
+fn a_table_changed_to_myisam_during_the_dump_is_named() {
+    let my = mariadb();
+    let src = my_db("engine");
+    my.create_db(&src);
+    my.sql(
+        &src,
+        "CREATE TABLE e_trunc (x INT) ENGINE=InnoDB; INSERT INTO e_trunc SELECT seq FROM seq_1_to_500;",
+    );
+    let env = TestEnv::new();
+    // The change lands after mariadb-dump read the table, before cellar
+    // looks again.
+    let bin = my_bin_dir(
+        &env,
+        Some(&format!(
+            "#!/bin/sh\n/usr/bin/mariadb-dump \"$@\"\nrc=$?\n/usr/bin/mariadb --no-defaults --socket={} -uroot {src} -e 'ALTER TABLE e_trunc ENGINE=MyISAM; INSERT INTO e_trunc VALUES (9999)'\nexit $rc\n",
+            my.sock().display()
+        )),
+    );
+    env.my_profile(
+        "engine",
+        my,
+        &format!(
+            "database = \"{src}\"\nglobals = false\nbin_dir = \"{}\"",
+            bin.display()
+        ),
+        "",
+    );
+    let out = env.cellar(&["backup", "engine"]);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("changed to an engine without transactions while the dump ran")
+            && out.stderr.contains("e_trunc (MyISAM)"),
+        "{}",
+        out.stderr
+    );
+    my.sql("", &format!("DROP DATABASE `{src}`"));
+}
