@@ -541,6 +541,9 @@ pub struct Scratch<'a> {
     started_at: chrono::DateTime<chrono::Utc>,
     /// The target's old definitions, written by the swap.
     journal: Option<std::path::PathBuf>,
+    /// The backup's grants on single tables, columns and routines, given
+    /// once the swap put them in place (`--globals`).
+    object_grants: Vec<String>,
     done: bool,
     _lock: crate::lock::ProfileLock,
     _server_lock: my::ServerLock,
@@ -585,9 +588,11 @@ pub fn prepare<'a>(
         f.rewind()?;
         database::step("check the dump", my::check_dump(&mut f, false))?
     };
-    if t.globals {
-        database::step("apply users and grants", globals(fetch, m, t.conn))?;
-    }
+    let object_grants = if t.globals {
+        database::step("apply users and grants", globals(fetch, m, t.conn))?
+    } else {
+        Vec::new()
+    };
     database::step(
         "drop leftover scratch database",
         drop_database(t.conn, &name),
@@ -604,6 +609,7 @@ pub fn prepare<'a>(
         marker,
         started_at: chrono::Utc::now(),
         journal: None,
+        object_grants,
         done: false,
         _lock: lock,
         _server_lock: server_lock,
@@ -654,7 +660,11 @@ pub fn prepare<'a>(
 /// statement about one (its `CREATE`, `GRANT ... TO` it, its default role)
 /// is left out, so a restore never changes root's password or an existing
 /// user's grants; the accounts left alone are named in a warning.
-pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
+///
+/// Grants on a single table, column or routine need it to exist, so they
+/// are not applied here but returned, for [`object_grants`] once the
+/// database is in place.
+pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<Vec<String>> {
     let Some(p) = m
         .payloads
         .iter()
@@ -683,6 +693,7 @@ pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result
         );
     }
     let (script, kept) = new_accounts_only(&String::from_utf8_lossy(&text), &existing);
+    let (script, later) = without_object_grants(&script);
     if !kept.is_empty() {
         warn!(
             "users and grants: {} account(s) exist on {} and were left as they are: {}",
@@ -700,6 +711,82 @@ pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result
         // its end: a script that stopped half-way must not leave it.
         let _ = my::query(conn, None, "DROP ROLE IF EXISTS mariadb_dump_import_role;");
         e.context("applying the users and grants failed part-way (users made before the error stay; a role that exists on the server can be granted to a restored user only by an account with ADMIN OPTION on it)")
+    })?;
+    Ok(later)
+}
+
+/// Gives the grants on single tables, columns and routines that
+/// [`globals`] put aside, one at a time; those that fail (the object is not
+/// on the server: the grant names the backed-up database, and the restore
+/// went under another name) are named in a warning.
+pub fn object_grants(conn: &DbConn, grants: &[String]) {
+    let mut failed = Vec::new();
+    for g in grants {
+        if let Err(e) = my::query(conn, None, g) {
+            failed.push(format!(
+                "{} ({})",
+                g.trim_end_matches(';'),
+                crate::logging::one_line(&format!("{e:#}"))
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        warn!(
+            "users and grants: {} grant(s) on single tables, columns or routines could not be given: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
+}
+
+/// Splits a users script into what can run before the database exists and
+/// the `GRANT ... ON `db`.`object` TO ...` lines (tables, columns,
+/// procedures, functions, packages) that need their object.
+fn without_object_grants(script: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(script.len());
+    let mut later = Vec::new();
+    for line in script.lines() {
+        if is_object_grant(line) {
+            later.push(line.to_string());
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    (out, later)
+}
+
+/// `GRANT ... ON [PROCEDURE|FUNCTION|PACKAGE [BODY]] `db`.`object` ...`,
+/// as mariadb-dump writes it (one statement a line, names in backquotes).
+fn is_object_grant(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("GRANT ") else {
+        return false;
+    };
+    // The end of a backquoted name that starts at `s[0]`.
+    fn quoted(s: &str) -> Option<&str> {
+        let mut chars = s.strip_prefix('`')?.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '`' {
+                if chars.peek().is_some_and(|(_, n)| *n == '`') {
+                    chars.next();
+                    continue;
+                }
+                return Some(&s[i + 2..]);
+            }
+        }
+        None
+    }
+    rest.match_indices(" ON ").any(|(i, _)| {
+        let mut after = &rest[i + 4..];
+        for kind in ["PROCEDURE ", "FUNCTION ", "PACKAGE BODY ", "PACKAGE "] {
+            if let Some(a) = after.strip_prefix(kind) {
+                after = a;
+                break;
+            }
+        }
+        quoted(after)
+            .and_then(|a| a.strip_prefix('.'))
+            .is_some_and(|a| a.starts_with('`'))
     })
 }
 
@@ -901,6 +988,8 @@ impl Scratch<'_> {
         if let Err(e) = run_all(conn, &target, &new.kept_grants(&old)) {
             warn!("{target}: the grants on its routines could not all be given back: {e:#}");
         }
+        // The backup's own grants on tables and routines (`--globals`).
+        object_grants(conn, &self.object_grants);
         self.done = true;
         let _ = std::fs::remove_file(&self.marker);
         let _ = std::fs::remove_file(&journal);
@@ -1017,6 +1106,38 @@ impl Drop for Scratch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_on_single_objects_are_put_aside() {
+        for (line, object) in [
+            ("GRANT SELECT ON `shop`.`orders` TO `r`;", true),
+            ("GRANT INSERT (`a`) ON `shop`.`t2` TO `u1`@`%`;", true),
+            ("GRANT EXECUTE ON PROCEDURE `shop`.`p` TO `u1`@`%`;", true),
+            ("GRANT EXECUTE ON FUNCTION `a``b`.`f` TO `u`@`%`;", true),
+            ("GRANT SELECT ON `shop`.* TO `u1`@`%`;", false),
+            (
+                "GRANT USAGE ON *.* TO `u1`@`%` IDENTIFIED BY PASSWORD '*D8';",
+                false,
+            ),
+            ("GRANT `rol\"e` TO `u1`@`%`;", false),
+            (
+                "GRANT PROXY ON ``@`%` TO `root`@`localhost` WITH GRANT OPTION;",
+                false,
+            ),
+            ("CREATE USER `u`@`%`;", false),
+            ("GRANT SELECT ON `sh``op`.* TO `x ON `@`%`;", false),
+        ] {
+            assert_eq!(is_object_grant(line), object, "{line}");
+        }
+        let (now, later) = without_object_grants(
+            "CREATE USER `u`@`%`;\nGRANT SELECT ON `s`.`t` TO `u`@`%`;\nGRANT SELECT ON `s`.* TO `u`@`%`;\n",
+        );
+        assert_eq!(
+            now,
+            "CREATE USER `u`@`%`;\nGRANT SELECT ON `s`.* TO `u`@`%`;\n"
+        );
+        assert_eq!(later, ["GRANT SELECT ON `s`.`t` TO `u`@`%`;"]);
+    }
 
     #[test]
     fn statements_about_existing_accounts_are_left_out() {

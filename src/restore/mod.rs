@@ -477,7 +477,9 @@ fn umask() -> u32 {
 /// payload, after verifying it whole.
 pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result<()> {
     if fetch.profile.kind == crate::profile::Kind::Mariadb {
-        return mariadb::globals(fetch, m, conn);
+        let later = mariadb::globals(fetch, m, conn)?;
+        mariadb::object_grants(conn, &later);
+        return Ok(());
     }
     let Some(p) = m.payloads.iter().find(|p| p.content == Content::Globals) else {
         bail!(

@@ -370,7 +370,9 @@ fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
     my.create_db(&scratch_name("whatever"));
     my.sql(
         "",
-        "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'; GRANT SELECT ON alpha.* TO 'app'@'%';",
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'; GRANT SELECT ON alpha.* TO 'app'@'%';
+         CREATE ROLE 'rol\"e'; GRANT SELECT ON alpha.t TO 'rol\"e'; GRANT 'rol\"e' TO 'app'@'%';
+         GRANT INSERT (x) ON alpha.t TO 'app'@'%';",
     );
     my.create_db("gone");
     let env = TestEnv::new();
@@ -459,7 +461,7 @@ fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
 
     // The user is gone, and root's password changed since the backup: a
     // restore with --globals brings the user back and leaves root alone.
-    my.sql("", "DROP USER 'app'@'%'");
+    my.sql("", "DROP USER 'app'@'%'; DROP ROLE 'rol\"e'");
     my.sql(
         "",
         "ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY 'changed-since'",
@@ -480,6 +482,32 @@ fn all_databases_and_users_round_trip_on_a_server_of_its_own() {
     assert!(grants.contains("GRANT SELECT ON `alpha`.*"), "{grants}");
     // root still logs in with its new password.
     env.cellar(&["db", "ping", "all"]).ok();
+
+    // Disaster recovery: the database and its accounts are gone. Grants on
+    // single tables and columns need their table: given after the swap.
+    my.sql(
+        "",
+        "DROP USER 'app'@'%'; DROP ROLE 'rol\"e'; DROP DATABASE alpha;",
+    );
+    let out = env.cellar(&[
+        "restore",
+        "all",
+        "--database",
+        "alpha",
+        "--to-database",
+        "alpha",
+        "--globals",
+    ]);
+    out.ok();
+    assert!(!out.stderr.contains("could not be given"), "{}", out.stderr);
+    let grants = my.sql("", "SHOW GRANTS FOR 'app'@'%'");
+    assert!(
+        grants.contains("GRANT INSERT (`x`) ON `alpha`.`t`"),
+        "{grants}"
+    );
+    assert!(grants.contains("GRANT `rol\"e` TO"), "{grants}");
+    let grants = my.sql("", "SHOW GRANTS FOR 'rol\"e'");
+    assert!(grants.contains("GRANT SELECT ON `alpha`.`t`"), "{grants}");
 
     // An account whose name holds a line break could not be told apart
     // from the backup's statements line by line: nothing is applied.
