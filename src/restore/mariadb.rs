@@ -710,7 +710,14 @@ pub fn globals(fetch: &Fetch<'_>, m: &Manifest, conn: &DbConn) -> anyhow::Result
         // mariadb-dump's script grants itself a helper role and drops it at
         // its end: a script that stopped half-way must not leave it.
         let _ = my::query(conn, None, "DROP ROLE IF EXISTS mariadb_dump_import_role;");
-        e.context("applying the users and grants failed part-way (users made before the error stay; a role that exists on the server can be granted to a restored user only by an account with ADMIN OPTION on it)")
+        let why = if format!("{e:#}").contains("Access denied") {
+            "; a role that exists on the server can be granted to a restored user only by an account with ADMIN OPTION on it"
+        } else {
+            ""
+        };
+        e.context(format!(
+            "applying the users and grants failed part-way (users made before the error stay{why})"
+        ))
     })?;
     Ok(later)
 }
