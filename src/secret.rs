@@ -162,6 +162,14 @@ pub fn readable_by_others(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// True when the group or others may write the file.
+pub fn writable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o022 != 0)
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,13 @@ pub fn parse(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
+    if secret::writable_by_others(&config_dir.join(rel)) {
+        v.warnings.push(format!(
+            "{} is writable by other users, who could change what is backed up, where to and for whom; run: chmod go-w {}",
+            rel.display(),
+            config_dir.join(rel).display()
+        ));
+    }
     if !valid_profile_name(name) {
         v.problem(
             None,
@@ -364,6 +371,14 @@ impl Validator<'_> {
                 if let Some(w) = r.warning {
                     self.warnings
                         .push(format!("{}: {key}: {w}", self.loc.file.display()));
+                }
+                let file = self.base.join(&self.loc.file);
+                if r.source == SecretSource::Literal && secret::readable_by_others(&file) {
+                    self.warnings.push(format!(
+                        "{}: {key}: the secret is written in a profile other users can read; run: chmod 600 {}, or move it to a 0600 file and write \"file:secrets/NAME\"",
+                        self.loc.file.display(),
+                        file.display()
+                    ));
                 }
                 Some((r.secret, r.source))
             }
@@ -853,7 +868,17 @@ impl Validator<'_> {
                         "list the public key instead (NAME.pub.asc, or `gpg --armor --export`); keep the secret key only where you restore",
                     );
                 }
-                Ok(c) => recipients.push(c),
+                Ok(c) => {
+                    let path = self.path(r.get_ref());
+                    if secret::writable_by_others(&path) {
+                        self.warnings.push(format!(
+                            "recipient key {} is writable by other users, who could put their own key in its place and read every backup made after (and you none of them); run: chmod go-w {}",
+                            path.display(),
+                            path.display()
+                        ));
+                    }
+                    recipients.push(c)
+                }
                 Err(err) => {
                     ok = false;
                     let fix = match &err {
@@ -934,7 +959,17 @@ impl Validator<'_> {
             Some(list) => {
                 for t in list.get_ref() {
                     match keys::load_trusted_signer(&self.path(t.get_ref())) {
-                        Ok(c) => trusted_signers.push(c),
+                        Ok(c) => {
+                            let path = self.path(t.get_ref());
+                            if secret::writable_by_others(&path) {
+                                self.warnings.push(format!(
+                                    "trusted signer {} is writable by other users, who could put their own key in its place and have forged backups restored; run: chmod go-w {}",
+                                    path.display(),
+                                    path.display()
+                                ));
+                            }
+                            trusted_signers.push(c)
+                        }
                         Err(err) => {
                             ok = false;
                             self.problem(

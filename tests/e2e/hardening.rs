@@ -761,3 +761,50 @@ fn names_with_line_breaks_cannot_forge_a_line_of_the_log_or_of_status() {
         assert!(!line.starts_with(' ') || line.starts_with("  "), "{line:?}");
     }
 }
+
+#[test]
+fn secrets_and_keys_that_other_users_can_read_or_replace_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("a", b"a")]);
+    env.files_profile("lit", &[&data], "");
+    env.edit(
+        "profiles/lit.toml",
+        "[encryption]\n",
+        "[encryption]\npassphrase = \"hunter2\"\n",
+    );
+    let chmod = |rel: &str, mode: u32| {
+        std::fs::set_permissions(env.path().join(rel), std::fs::Permissions::from_mode(mode))
+            .unwrap()
+    };
+    let check = || {
+        let out = env.cellar(&["check", "lit"]);
+        assert!(!out.all().contains("hunter2"), "{}", out.all());
+        out.all()
+    };
+    chmod("profiles/lit.toml", 0o644);
+    let out = check();
+    assert!(
+        out.contains(
+            "encryption.passphrase: the secret is written in a profile other users can read"
+        ),
+        "{out}"
+    );
+    chmod("profiles/lit.toml", 0o600);
+    let out = check();
+    assert!(!out.contains("other users"), "{out}");
+
+    chmod("profiles/lit.toml", 0o620);
+    chmod("secrets/k.pub.asc", 0o646);
+    let out = check();
+    assert!(
+        out.contains("profiles/lit.toml is writable by other users"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "k.pub.asc is writable by other users, who could put their own key in its place"
+        ),
+        "{out}"
+    );
+}
