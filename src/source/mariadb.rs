@@ -393,6 +393,50 @@ fn leaves_database(line: &[u8]) -> Option<&'static str> {
     .map(|(_, what)| what)
 }
 
+/// Which lines of a dump start a statement: the first after one that ended
+/// with the delimiter (`;`, or `;;` after `DELIMITER ;;`), blank lines and
+/// comments aside. A routine's, trigger's or event's body goes on over
+/// lines that start none (a line `DROP DATABASE IF EXISTS tmp;` in a
+/// procedure is the procedure's, run when it is called).
+struct Statements {
+    delimiter: Vec<u8>,
+    at_start: bool,
+}
+
+impl Statements {
+    fn new() -> Self {
+        Statements {
+            delimiter: b";".to_vec(),
+            at_start: true,
+        }
+    }
+
+    /// Reads one line, given its first bytes and its last ones; says what
+    /// it holds that leaves the database, when it starts a statement.
+    fn line(&mut self, head: &[u8], end: &[u8]) -> Option<&'static str> {
+        let trim = |l: &[u8]| -> usize { l.iter().take_while(|b| b.is_ascii_whitespace()).count() };
+        let start = &head[trim(head)..];
+        let end = end.trim_ascii_end();
+        if start.is_empty() {
+            return None;
+        }
+        if !self.at_start {
+            self.at_start = end.ends_with(&self.delimiter);
+            return None;
+        }
+        if start.starts_with(b"--") || start.starts_with(b"/*M!999999") {
+            return None;
+        }
+        if start.len() > 10 && start[..10].eq_ignore_ascii_case(b"DELIMITER ") {
+            self.delimiter = start[10..].trim_ascii().to_vec();
+            return None;
+        }
+        let refused = leaves_database(start);
+        self.at_start = end.ends_with(&self.delimiter);
+        refused
+    }
+}
+
 /// Passes a dump through, keeping its last bytes to see its completion
 /// line (a dump cut short with exit 0 is never stored as complete) and
 /// the start of each line (a dump that leaves its database is refused).
@@ -401,6 +445,9 @@ struct Tail<'w> {
     last: Vec<u8>,
     /// The first bytes of the current line.
     head: Vec<u8>,
+    /// Its last bytes.
+    end: Vec<u8>,
+    statements: Statements,
     refused: Option<&'static str>,
 }
 
@@ -412,29 +459,38 @@ impl<'w> Tail<'w> {
             inner,
             last: Vec::with_capacity(2 * Self::KEEP),
             head: Vec::with_capacity(Self::HEAD),
+            end: Vec::with_capacity(2 * Self::END),
+            statements: Statements::new(),
             refused: None,
         }
     }
 
     const HEAD: usize = 64;
+    const END: usize = 16;
 
     fn scan(&mut self, buf: &[u8]) {
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', buf) {
-            self.keep_head(&buf[start..end]);
-            if let Some(what) = leaves_database(&self.head) {
+            self.keep(&buf[start..end]);
+            if let Some(what) = self.statements.line(&self.head, &self.end) {
                 self.refused.get_or_insert(what);
             }
             self.head.clear();
+            self.end.clear();
             start = end + 1;
         }
-        self.keep_head(&buf[start..]);
+        self.keep(&buf[start..]);
     }
 
-    /// Adds the start of `part` to the current line's first bytes.
-    fn keep_head(&mut self, part: &[u8]) {
+    /// Adds `part` to the current line's first and last bytes.
+    fn keep(&mut self, part: &[u8]) {
         let room = Self::HEAD.saturating_sub(self.head.len());
         self.head.extend_from_slice(&part[..part.len().min(room)]);
+        self.end
+            .extend_from_slice(&part[part.len().saturating_sub(Self::END)..]);
+        if self.end.len() > Self::END {
+            self.end.drain(..self.end.len() - Self::END);
+        }
     }
 
     fn completed(&self) -> anyhow::Result<()> {
@@ -497,6 +553,7 @@ pub fn check_dump(input: &mut dyn Read, globals: bool) -> anyhow::Result<DumpFac
     let mut line = Vec::new();
     let mut first = true;
     let mut last = Vec::new();
+    let mut statements = Statements::new();
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line)? == 0 {
@@ -521,7 +578,7 @@ pub fn check_dump(input: &mut dyn Read, globals: bool) -> anyhow::Result<DumpFac
             facts.tables += 1;
         } else if line.starts_with(b"-- Final view structure for view `") {
             facts.views += 1;
-        } else if let Some(what) = leaves_database(&line) {
+        } else if let Some(what) = statements.line(&line, &line) {
             bail!("the dump holds `{what}`: it would write outside the database it is restored into, so it is refused (was it made with --databases?)");
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
@@ -683,5 +740,32 @@ mod tests {
         )
         .unwrap();
         assert!(tail.completed().is_ok());
+    }
+
+    #[test]
+    fn a_routine_body_is_not_read_as_statements_of_the_dump() {
+        let routine = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump\n/*!40101 SET NAMES utf8mb4 */;\n\nDELIMITER ;;\nCREATE DEFINER=`root`@`localhost` PROCEDURE `p`()\nBEGIN\nDROP DATABASE IF EXISTS scratch_tmp;\n  USE other;\nEND ;;\nDELIMITER ;\n";
+        let end = "-- Dump completed on x\n";
+        let whole = format!("{routine}{end}");
+        let mut out = Vec::new();
+        let mut tail = Tail::new(&mut out);
+        for piece in whole.as_bytes().chunks(5) {
+            tail.write_all(piece).unwrap();
+        }
+        assert!(tail.completed().is_ok());
+        check_dump(&mut whole.as_bytes(), false).unwrap();
+        // After the body, statements are read again, with either delimiter.
+        for bad in [
+            "USE `shop`;\n",
+            "--\n-- Current Database\n--\n\nCREATE DATABASE `x`;\n",
+            "DELIMITER ;;\nDROP DATABASE x;;\n",
+        ] {
+            let text = format!("{routine}{bad}{end}");
+            let mut out = Vec::new();
+            let mut tail = Tail::new(&mut out);
+            tail.write_all(text.as_bytes()).unwrap();
+            assert!(tail.completed().is_err(), "{bad}");
+            assert!(check_dump(&mut text.as_bytes(), false).is_err(), "{bad}");
+        }
     }
 }

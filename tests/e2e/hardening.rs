@@ -48,7 +48,7 @@ fn a_closed_stdout_ends_list_quietly() {
 fn secrets_are_never_taken_on_the_command_line() {
     let env = TestEnv::new();
     let out = env.cellar(&["keygen", "pp", "--passphrase", "hunter2-literal"]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 2, "{}", out.all());
     assert!(
         out.stderr.contains("file:PATH or env:VAR"),
         "{}",
@@ -96,14 +96,14 @@ fn restore_target_mistakes_are_exit_2_before_anything_is_fetched() {
     let existing = env.path().join("exists.tar");
     std::fs::write(&existing, "mine").unwrap();
     let out = env.cellar(&["restore", "f", "--to-file", existing.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
     assert_eq!(std::fs::read(&existing).unwrap(), b"mine");
     // A dangling symlink is a file that exists too: never written through.
     let link = env.path().join("link.tar");
     std::os::unix::fs::symlink(env.path().join("nowhere"), &link).unwrap();
     let out = env.cellar(&["restore", "f", "--to-file", link.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 2, "{}", out.all());
     assert!(!env.path().join("nowhere").exists());
 }
 
@@ -124,7 +124,7 @@ fn one_bad_entry_in_the_profiles_folder_does_not_stop_the_others() {
     std::fs::write(profiles.join("binary.toml"), [0xff, 0xfe, 0x00, 0x01]).unwrap();
 
     let out = env.cellar(&["run", "--no-prune"]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 2, "{}", out.all());
     assert_eq!(env.manifests("good").len(), 1, "{}", out.all());
     let all = out.all();
     for needle in [
@@ -264,7 +264,7 @@ fn validation_catches_what_used_to_fail_later_or_never() {
 
     // init takes only names a store can hold.
     let out = env.cellar(&["init", "files", "my shop"]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 2, "{}", out.all());
     assert!(!env.path().join("profiles/my shop.toml").exists());
 }
 

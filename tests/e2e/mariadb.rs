@@ -1143,6 +1143,8 @@ fn a_failed_swap_into_a_new_name_leaves_no_database() {
 
 /// A table moved to an engine without transactions while the dump ran is
 /// named in a warning, as one that had such an engine from the start is.
+/// A procedure whose body has a line `DROP DATABASE ...` backs up and
+/// restores (the body's lines are not statements of the dump).
 #[test]
 fn a_table_changed_to_myisam_during_the_dump_is_named() {
     let my = mariadb();
@@ -1150,7 +1152,13 @@ fn a_table_changed_to_myisam_during_the_dump_is_named() {
     my.create_db(&src);
     my.sql(
         &src,
-        "CREATE TABLE e_trunc (x INT) ENGINE=InnoDB; INSERT INTO e_trunc SELECT seq FROM seq_1_to_500;",
+        "CREATE TABLE e_trunc (x INT) ENGINE=InnoDB; INSERT INTO e_trunc SELECT seq FROM seq_1_to_500;
+         DELIMITER ;;
+         CREATE PROCEDURE cleanup()
+         BEGIN
+         DROP DATABASE IF EXISTS scratch_tmp;
+         END;;
+         DELIMITER ;",
     );
     let env = TestEnv::new();
     // The change lands after mariadb-dump read the table, before cellar
@@ -1180,5 +1188,20 @@ fn a_table_changed_to_myisam_during_the_dump_is_named() {
         "{}",
         out.stderr
     );
-    my.sql("", &format!("DROP DATABASE `{src}`"));
+    env.cellar(&["verify", "engine"]).ok();
+    let copy = format!("{src}_copy");
+    env.cellar(&["restore", "engine", "--to-database", &copy])
+        .ok();
+    let body = my.sql(
+        "",
+        &format!("SELECT ROUTINE_DEFINITION FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{copy}'"),
+    );
+    assert!(
+        body.contains("DROP DATABASE IF EXISTS scratch_tmp"),
+        "{body}"
+    );
+    my.sql(
+        "",
+        &format!("DROP DATABASE `{src}`; DROP DATABASE `{copy}`"),
+    );
 }
