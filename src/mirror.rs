@@ -155,6 +155,12 @@ pub fn run(
             }
         }
         let counts = step("count rows", scratch.row_counts())?;
+        // A SIGTERM that came while a statement ran (it ends first on a
+        // MariaDB server) stops the mirror here, before the swap.
+        if crate::cancel::requested() {
+            return Err(anyhow::Error::new(crate::cancel::interrupted())
+                .context("mirror stopped before the swap"));
+        }
         Ok((scratch, counts))
     })();
     let (scratch, row_counts) = prepared.map_err(|e| database::left_as_it_was(e, target))?;

@@ -51,11 +51,58 @@ pub struct Running {
 /// Spawns `cmd` with stderr captured. The caller sets stdin/stdout.
 pub fn spawn(cmd: &mut Command, tool: &str, hint: &str) -> Result<Running, ProcessError> {
     cmd.stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|cause| ProcessError::Spawn {
+    let child = cmd.spawn().map_err(|cause| ProcessError::Spawn {
         tool: tool.to_string(),
         hint: hint.to_string(),
         cause,
     })?;
+    Ok(running(child, tool))
+}
+
+/// Like [`spawn`], for a child that outlives the thread that asks for it
+/// (a psql session that threads share) and must still end with cellar,
+/// even by `kill -9`: it is spawned with [`die_with_parent`] by a thread
+/// that lives as long as cellar does, whose end the signal follows. A
+/// session's psql left running would carry out the statements it had
+/// read (a swap) after cellar was gone.
+pub fn spawn_tied(mut cmd: Command, tool: &str, hint: &str) -> Result<Running, ProcessError> {
+    use std::sync::{mpsc, Mutex, OnceLock};
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawn_error = |cause| ProcessError::Spawn {
+        tool: tool.to_string(),
+        hint: hint.to_string(),
+        cause,
+    };
+    cmd.stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let _ = std::thread::Builder::new()
+            .name("cellar-spawner".into())
+            .spawn(move || {
+                for (mut cmd, back) in rx {
+                    let _ = back.send(cmd.spawn());
+                }
+            });
+        Mutex::new(tx)
+    });
+    let (back, answer) = mpsc::channel();
+    let gone = || std::io::Error::other("the thread that starts sessions is gone");
+    keeper
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, back))
+        .map_err(|_| spawn_error(gone()))?;
+    let child = answer
+        .recv()
+        .map_err(|_| spawn_error(gone()))?
+        .map_err(spawn_error)?;
+    Ok(running(child, tool))
+}
+
+/// A spawned child whose stderr is read on a thread of its own.
+fn running(mut child: Child, tool: &str) -> Running {
     let mut err = child.stderr.take().expect("stderr was piped");
     let stderr = std::thread::spawn(move || {
         let mut kept: Vec<u8> = Vec::new();
@@ -74,13 +121,13 @@ pub fn spawn(cmd: &mut Command, tool: &str, hint: &str) -> Result<Running, Proce
         }
         String::from_utf8_lossy(&kept).into_owned()
     });
-    Ok(Running {
+    Running {
         tool: tool.to_string(),
         child,
         stderr: Some(stderr),
         waited: false,
         group: false,
-    })
+    }
 }
 
 /// Like [`spawn`], but the child leads a new process group, so killing it

@@ -161,7 +161,13 @@ fn query_once(
     let script = sql.to_string();
     let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
     let mut out = String::new();
-    stdout.read_to_string(&mut out)?;
+    if catalog {
+        stdout.read_to_string(&mut out)?;
+    } else {
+        // The operator's own statements (after_restore, checks) may run
+        // for long: a SIGTERM stops them (psql is killed on the way out).
+        process::Cancellable(stdout).read_to_string(&mut out)?;
+    }
     let _ = writer.join();
     child
         .wait()
@@ -1652,9 +1658,10 @@ mod session {
             let env = client_env(conn)?;
             let mut cmd = own_psql(conn, &env, MAINTENANCE_DB);
             // A Ctrl-C at the terminal goes to cellar alone, which still
-            // needs the session to drop what it made.
+            // needs the session to drop what it made; a cellar that dies
+            // takes it along.
             cmd.process_group(0);
-            let mut psql = process::spawn(&mut cmd, "psql", HINT)?;
+            let mut psql = process::spawn_tied(cmd, "psql", HINT)?;
             let stdin = psql.child.stdin.take().expect("stdin was piped");
             let stdout = io::BufReader::new(psql.child.stdout.take().expect("stdout was piped"));
             let mut r = [0u8; 16];

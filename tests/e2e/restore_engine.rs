@@ -852,3 +852,48 @@ fn a_target_holding_only_servers_settings_or_publications_is_not_empty() {
     assert_eq!(pg.psql(&dst, "SELECT v FROM a").trim(), "1");
     pg.psql("postgres", &format!("DROP DATABASE {dst}"));
 }
+
+/// SIGTERM while the mirror's own `after_restore` statement runs: the
+/// statement is stopped and the mirror ends (exit 1) without its swap,
+/// instead of finishing the statement, the checks and the swap (exit 0).
+#[test]
+fn sigterm_during_after_restore_stops_the_mirror_before_its_swap() {
+    let pg = pg();
+    let src = pg.filled_db(
+        "term_after_src",
+        "CREATE TABLE a (v int); INSERT INTO a VALUES (1);",
+    );
+    let mirror = db_name("term_after_mirror");
+    victim(&mirror);
+    let env = TestEnv::new();
+    env.pg_profile(
+        "db",
+        &src,
+        "globals = false",
+        &format!("[mirror]\ndatabase = \"{mirror}\"\nafter_restore = [\"SELECT pg_sleep(30)\"]\n"),
+    );
+    env.cellar(&["backup", "db"]).ok();
+    let sleeping = || {
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep%'",
+                scratch_name(&mirror)
+            ),
+        )
+        .trim()
+            != "0"
+    };
+    let (code, took) = interrupt_when(&env, &["mirror", "db"], |_| sleeping(), libc::SIGTERM);
+    assert_eq!(code, 1, "the mirror went on after SIGTERM");
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop");
+    assert_victim_unchanged(&mirror);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.exists(&scratch_name(&mirror)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_no_scratch(&mirror);
+    for db in [&src, &mirror] {
+        pg.psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    }
+}

@@ -584,3 +584,85 @@ fn a_killed_files_restore_is_cleaned_up_by_the_next_one() {
     ]);
     assert_eq!(out.code, 2, "{}", out.all());
 }
+
+/// `kill -9` of cellar while its swap waits on a lock: the psql session
+/// that holds the swap dies with cellar, so the swap is never carried out
+/// later, when the lock is given up (it was: 14 s after cellar was gone).
+#[test]
+fn a_swap_waiting_on_a_lock_is_not_carried_out_after_cellar_is_killed() {
+    use std::io::Write;
+    let pg = pg();
+    let src = pg.filled_db("late_src", "CREATE TABLE t AS SELECT 1 AS x;");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("late_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    pg.create_db(&dst);
+    pg.psql(&dst, "CREATE TABLE marker (x int);");
+    // A transaction that changed the target's catalog row: renaming the
+    // target waits for it.
+    let mut blocker = std::process::Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &pg.port.to_string()])
+        .args(["-U", "postgres", "-d", "postgres"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_blocker = blocker.stdin.take().unwrap();
+    writeln!(
+        to_blocker,
+        "BEGIN; GRANT CONNECT ON DATABASE {dst} TO PUBLIC;"
+    )
+    .unwrap();
+    to_blocker.flush().unwrap();
+    let mut child = env
+        .cmd()
+        .args(["restore", "db", "--to-database", &dst, "--clean"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%ALTER DATABASE%{dst}%RENAME%'"
+    );
+    let started = Instant::now();
+    while pg.psql("postgres", &waiting).trim() == "0" {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before its swap waited"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the swap never waited: {}",
+            pg.psql(
+                "postgres",
+                "SELECT wait_event_type, left(query, 300) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    // The lock goes a moment later.
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(to_blocker, "ROLLBACK;").unwrap();
+    drop(to_blocker);
+    blocker.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pg.psql(
+            &dst,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'marker'"
+        )
+        .trim(),
+        "1",
+        "the swap was carried out after cellar was killed"
+    );
+    assert!(!pg.exists(&previous_name(&dst)));
+    // The next restore drops the leftover and swaps.
+    env.cellar(&["restore", "db", "--to-database", &dst, "--clean"])
+        .ok();
+    assert!(!pg.exists(&scratch_name(&dst)));
+    assert_eq!(pg.psql(&dst, "SELECT x FROM t").trim(), "1");
+}
