@@ -258,7 +258,14 @@ pub fn run(
                         crate::restore::database::previous_name(&m.target),
                         undo.display(),
                         m.target,
-                        crate::restore::database::marker_path(dir, &m.target).display()
+                        [
+                            database::marker_path(dir, &m.server, &m.target),
+                            database::legacy_marker_path(dir, &m.target)
+                        ]
+                        .into_iter()
+                        .find(|p| p.exists())
+                        .unwrap_or_else(|| database::marker_path(dir, &m.server, &m.target))
+                        .display()
                     );
                 }
             }

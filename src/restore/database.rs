@@ -334,9 +334,19 @@ pub fn marker_dir(config_dir: &Path) -> PathBuf {
     crate::state::dir(config_dir).join("scratch")
 }
 
-/// The marker of a restore or mirror into `target` (one at a time: the
-/// scratch name is the target's).
-pub fn marker_path(config_dir: &Path, target: &str) -> PathBuf {
+/// The marker of a restore or mirror into `target` on `server` (one at a
+/// time: the scratch name is the target's). A restore into a database of
+/// the same name on another server has a marker of its own, so it never
+/// overwrites or removes the record of a leftover on this one.
+pub fn marker_path(config_dir: &Path, server: &str, target: &str) -> PathBuf {
+    let h = blake2b_simd::Params::new()
+        .hash_length(6)
+        .hash(server.as_bytes());
+    marker_dir(config_dir).join(format!("{}.{}.json", scratch_name(target), h.to_hex()))
+}
+
+/// Where versions before the server was in the name kept the marker.
+pub fn legacy_marker_path(config_dir: &Path, target: &str) -> PathBuf {
     marker_dir(config_dir).join(format!("{}.json", scratch_name(target)))
 }
 
@@ -485,7 +495,7 @@ pub fn prepare<'a>(
         "drop leftover scratch database",
         postgres::drop_database(t.conn, &name),
     )?;
-    let marker = marker_path(t.config_dir, t.database);
+    let marker = marker_path(t.config_dir, &t.conn.describe(), t.database);
     write_marker(
         &marker,
         &Marker {

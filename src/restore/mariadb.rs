@@ -93,8 +93,14 @@ pub fn check_target(t: &DbTarget<'_>) -> anyhow::Result<Result<(), String>> {
 /// deleted the marker: a later run would overwrite the journal, the only
 /// record of the target's old views, routines, triggers and events.
 fn cut_short(t: &DbTarget<'_>) -> Option<String> {
-    let path = database::marker_path(t.config_dir, t.database);
-    let m = database::read_marker(&path)?;
+    let server = t.conn.describe();
+    let (path, m) = [
+        database::marker_path(t.config_dir, &server, t.database),
+        database::legacy_marker_path(t.config_dir, t.database),
+    ]
+    .into_iter()
+    .find_map(|p| Some((p.clone(), database::read_marker(&p)?)))
+    .filter(|(_, m)| m.server == server)?;
     let journal = m.undo.as_ref()?;
     if m.running() {
         return Some(format!(
@@ -597,7 +603,7 @@ pub fn prepare<'a>(
         "drop leftover scratch database",
         drop_database(t.conn, &name),
     )?;
-    let marker = database::marker_path(t.config_dir, t.database);
+    let marker = database::marker_path(t.config_dir, &t.conn.describe(), t.database);
     let mut scratch = Scratch {
         tables_compared: 0,
         conn: t.conn,

@@ -876,10 +876,11 @@ fn a_swap_cut_short_blocks_the_target_until_it_is_put_back_by_its_journal() {
     env.cellar(&["backup", "db"]).ok();
     let dst = my_db("swapcut_dst");
     let scratch = scratch_name(&dst);
-    let marker = env
-        .path()
-        .join("state/scratch")
-        .join(format!("{scratch}.json"));
+    let marker = cellar::restore::database::marker_path(
+        env.path(),
+        &format!("mariadb://root@127.0.0.1:{}", my.port),
+        &dst,
+    );
     let journal = marker.with_extension("undo.sql");
     let restore = ["restore", "db", "--to-database", &dst, "--clean"];
     let count = |stmt: &str, state: &str| {

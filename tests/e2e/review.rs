@@ -187,7 +187,11 @@ fn a_swap_cut_short_leaves_a_copy_that_check_and_status_name() {
     let env = TestEnv::new();
     env.pg_profile("db", &src, "globals = false", "");
     // The marker a killed restore leaves (its pid is gone).
-    let marker = marker_path(env.path(), &dst);
+    let marker = marker_path(
+        env.path(),
+        &format!("postgresql://postgres@127.0.0.1:{}", pg.port),
+        &dst,
+    );
     std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
     std::fs::write(
         &marker,
@@ -665,4 +669,68 @@ fn a_swap_waiting_on_a_lock_is_not_carried_out_after_cellar_is_killed() {
         .ok();
     assert!(!pg.exists(&scratch_name(&dst)));
     assert_eq!(pg.psql(&dst, "SELECT x FROM t").trim(), "1");
+}
+
+/// The record of a leftover scratch database on the profile's server
+/// outlives a restore of the same name on another server (`--host`): each
+/// server's run has a marker of its own.
+#[test]
+fn a_restore_to_another_server_keeps_the_record_of_a_leftover_on_this_one() {
+    let pg = pg();
+    let src = pg.filled_db("twoserv_src", "CREATE TABLE t AS SELECT 1 AS x;");
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    let dst = db_name("twoserv_dst");
+    let scratch = scratch_name(&dst);
+    // What a restore into dst killed during pg_restore leaves.
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {scratch}"));
+    pg.psql("postgres", &format!("CREATE DATABASE {scratch}"));
+    let server = format!("postgresql://postgres@127.0.0.1:{}", pg.port);
+    let marker = marker_path(env.path(), &server, &dst);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(
+        &marker,
+        serde_json::json!({
+            "profile": "db",
+            "server": server,
+            "target": dst,
+            "scratch": scratch,
+            "pid": 999_999_999u32,
+            "started_at": "2026-12-01T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = env.cellar(&["check", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains(&scratch), "{}", out.all());
+
+    let other = crate::harness::private_pg();
+    let port = other.port.to_string();
+    env.cellar(&[
+        "restore",
+        "db",
+        "--to-database",
+        &dst,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "postgres",
+    ])
+    .ok();
+    assert_eq!(other.psql(&dst, "SELECT x FROM t").trim(), "1");
+    let out = env.cellar(&["check", "db"]);
+    assert_eq!(out.code, 1, "the leftover was forgotten: {}", out.all());
+    assert!(out.stdout.contains(&scratch), "{}", out.all());
+    let st = env.cellar(&["status", "db"]);
+    assert_eq!(st.code, 1, "{}", st.all());
+    assert!(st.stdout.contains(&scratch), "{}", st.all());
+    // The next restore into dst on this server drops it.
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    env.cellar(&["restore", "db", "--to-database", &dst]).ok();
+    assert!(!pg.exists(&scratch));
+    env.cellar(&["check", "db"]).ok();
 }
