@@ -902,7 +902,10 @@ pub fn database_sql(
     // Without --create, the list leaves the database-level entries out.
     cmd.args(["--create", "--list", "/dev/fd/3"]);
     pass_as_fd3(&mut cmd, spool);
-    let listing = output_of(cmd, "pg_restore").context("listing the archive")?;
+    let listing = match output_of(cmd, "pg_restore") {
+        Err(e) if line_break_refused(&e) => return Ok(without_properties(&e)),
+        r => r.context("listing the archive")?,
+    };
     let mut list = tempfile::Builder::new().prefix("cellar-toc-").tempfile()?;
     for line in listing.lines().filter(|l| is_database_entry(l)) {
         writeln!(list, "{line}")?;
@@ -916,8 +919,27 @@ pub fn database_sql(
     }
     cmd.arg("--use-list").arg(list.path()).arg("/dev/fd/3");
     pass_as_fd3(&mut cmd, spool);
-    let sql = output_of(cmd, "pg_restore").context("reading the database-level entries")?;
+    let sql = match output_of(cmd, "pg_restore") {
+        Err(e) if line_break_refused(&e) => return Ok(without_properties(&e)),
+        r => r.context("reading the database-level entries")?,
+    };
     Ok(rename_database_sql(&sql, rename_to))
+}
+
+/// pg_restore (15.14, 16.10, 17.6 and later) refuses `--create` for a
+/// database whose name holds a line break.
+fn line_break_refused(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("name contains a newline")
+}
+
+/// No database-level properties, said in a warning: the database itself
+/// still restores.
+fn without_properties(e: &anyhow::Error) -> (String, String) {
+    tracing::warn!(
+        "the backed-up database's name holds a line break, for which pg_restore reads no database-level properties: the database is restored without its comment, settings and database grants ({})",
+        crate::logging::one_line(&format!("{e:#}"))
+    );
+    (String::new(), String::new())
 }
 
 /// Runs a client tool to its end and returns what it printed.

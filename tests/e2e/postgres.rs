@@ -309,6 +309,18 @@ fn all_databases_and_globals_are_dumped() {
         "{names:?}"
     );
     env.cellar(&["verify", "every"]).ok();
+    // pg_restore reads no database-level properties of a name with a line
+    // break; the database restores without them.
+    let out = env.cellar(&[
+        "restore",
+        "every",
+        "--database",
+        "line\nbreak",
+        "--to-database",
+        "from_line_break",
+    ]);
+    out.ok();
+    assert!(out.stderr.contains("holds a line break"), "{}", out.stderr);
     let file = env.path().join("pg.dump");
     let out = env.cellar(&[
         "restore",
