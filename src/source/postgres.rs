@@ -923,7 +923,33 @@ pub fn database_sql(
         Err(e) if line_break_refused(&e) => return Ok(without_properties(&e)),
         r => r.context("reading the database-level entries")?,
     };
-    Ok(rename_database_sql(&sql, rename_to))
+    let (create, rest) = rename_database_sql(&sql, rename_to);
+    Ok((
+        create,
+        if no_owner {
+            without_role_settings(&rest)
+        } else {
+            rest
+        },
+    ))
+}
+
+/// `--no-owner` is for a server without the source's roles: the settings
+/// of a role in the database (`ALTER ROLE app IN DATABASE ... SET`) go too.
+fn without_role_settings(sql: &str) -> String {
+    let (kept, left): (Vec<&str>, Vec<&str>) = sql
+        .lines()
+        .partition(|l| !l.starts_with("ALTER ROLE ") || !l.contains(" IN DATABASE "));
+    if !left.is_empty() {
+        tracing::warn!(
+            "--no-owner: {} setting(s) of roles in the database were not applied: {}",
+            left.len(),
+            crate::logging::one_line(&left.join(" "))
+        );
+    }
+    let mut out = kept.join("\n");
+    out.push('\n');
+    out
 }
 
 /// pg_restore (15.14, 16.10, 17.6 and later) refuses `--create` for a

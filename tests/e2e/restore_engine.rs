@@ -897,3 +897,44 @@ fn sigterm_during_after_restore_stops_the_mirror_before_its_swap() {
         pg.psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     }
 }
+
+/// `--no-owner` is for a server without the source's roles: a setting of
+/// a role in the database does not fail the restore there.
+#[test]
+fn no_owner_leaves_out_the_settings_of_roles_the_server_lacks() {
+    let pg = pg();
+    let role = db_name("noowner_role");
+    let src = pg.filled_db(
+        "noowner_src",
+        "CREATE TABLE a (v int); INSERT INTO a VALUES (1);",
+    );
+    pg.psql("postgres", &format!("CREATE ROLE {role}"));
+    pg.psql(
+        "postgres",
+        &format!("ALTER ROLE {role} IN DATABASE {src} SET work_mem = '2MB'; ALTER DATABASE {src} SET work_mem = '3MB'"),
+    );
+    let env = TestEnv::new();
+    env.pg_profile("db", &src, "globals = false", "");
+    env.cellar(&["backup", "db"]).ok();
+    // The role is gone, as on another server.
+    pg.psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
+    pg.psql("postgres", &format!("DROP ROLE {role}"));
+    let dst = db_name("noowner_dst");
+    pg.psql("postgres", &format!("DROP DATABASE IF EXISTS {dst}"));
+    let out = env.cellar(&["restore", "db", "--to-database", &dst, "--no-owner"]);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("setting(s) of roles in the database were not applied"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(pg.psql(&dst, "SELECT v FROM a").trim(), "1");
+    // The database's own setting is kept.
+    let settings = pg.psql(
+        "postgres",
+        &format!("SELECT s.setrole, s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{dst}'"),
+    );
+    assert_eq!(settings.trim(), "0|{work_mem=3MB}");
+    pg.psql("postgres", &format!("DROP DATABASE {dst}"));
+}
