@@ -393,6 +393,19 @@ impl Validator<'_> {
         self.base.join(p)
     }
 
+    /// A warning when others may write the key `rel`: they could put their
+    /// own in its place and then do `what`.
+    fn replaceable(&mut self, rel: &str, kind: &str, what: &str) {
+        let path = self.path(rel);
+        if secret::writable_by_others(&path) {
+            self.warnings.push(format!(
+                "{kind} {} is writable by other users, who could put their own key in its place and {what}; run: chmod go-w {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+
     /// `database`, `databases` or `all`: exactly one of them.
     fn database_choice(
         &mut self,
@@ -869,14 +882,11 @@ impl Validator<'_> {
                     );
                 }
                 Ok(c) => {
-                    let path = self.path(r.get_ref());
-                    if secret::writable_by_others(&path) {
-                        self.warnings.push(format!(
-                            "recipient key {} is writable by other users, who could put their own key in its place and read every backup made after (and you none of them); run: chmod go-w {}",
-                            path.display(),
-                            path.display()
-                        ));
-                    }
+                    self.replaceable(
+                        r.get_ref(),
+                        "recipient key",
+                        "read every backup made after (and you none of them)",
+                    );
                     recipients.push(c)
                 }
                 Err(err) => {
@@ -960,14 +970,11 @@ impl Validator<'_> {
                 for t in list.get_ref() {
                     match keys::load_trusted_signer(&self.path(t.get_ref())) {
                         Ok(c) => {
-                            let path = self.path(t.get_ref());
-                            if secret::writable_by_others(&path) {
-                                self.warnings.push(format!(
-                                    "trusted signer {} is writable by other users, who could put their own key in its place and have forged backups restored; run: chmod go-w {}",
-                                    path.display(),
-                                    path.display()
-                                ));
-                            }
+                            self.replaceable(
+                                t.get_ref(),
+                                "trusted signer",
+                                "have forged backups restored",
+                            );
                             trusted_signers.push(c)
                         }
                         Err(err) => {
