@@ -162,12 +162,22 @@ pub fn readable_by_others(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// True when the group or others may write the file.
+/// True when the group or others may replace the file: write it, or write
+/// the folder it is in (without the sticky bit), or that of the file a
+/// link leads to.
 pub fn writable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o022 != 0)
-        .unwrap_or(false)
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    let folder_open = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        mode(dir).is_ok_and(|m| m & 0o022 != 0 && m & 0o1000 == 0)
+    };
+    mode(path).is_ok_and(|m| m & 0o022 != 0)
+        || folder_open(path)
+        || std::fs::canonicalize(path).is_ok_and(|c| folder_open(&c))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! once), then reach each source, store and key, one line per item.
 //! Exit 2 when a profile is invalid, 1 when something cannot be reached.
 
+use crate::logging::one_line;
 use std::path::Path;
 
 use crate::keys;
@@ -26,14 +27,18 @@ pub fn run(dir: &Path, names: &[String]) -> Result<i32, Failure> {
             }
             Ok(p) => {
                 for w in &p.warnings {
-                    println!("{}: warning: {w}", p.name);
+                    println!("{}: warning: {}", p.name, one_line(w));
                 }
                 for (item, result) in reach(dir, &p) {
                     match result {
-                        Ok(detail) => println!("{}: {item}: ok ({detail})", p.name),
+                        Ok(detail) => println!("{}: {item}: ok ({})", p.name, one_line(&detail)),
                         Err(e) => {
                             unreachable += 1;
-                            println!("{}: {item}: FAILED: {e:#}", p.name);
+                            println!(
+                                "{}: {item}: FAILED: {}",
+                                p.name,
+                                one_line(&format!("{e:#}"))
+                            );
                         }
                     }
                 }
@@ -85,7 +90,10 @@ pub fn print_coverage(profiles: &[Profile]) -> usize {
         match result {
             Err(e) => {
                 bad += 1;
-                println!("coverage of {server}: FAILED: {e:#}");
+                println!(
+                    "coverage of {server}: FAILED: {}",
+                    one_line(&format!("{e:#}"))
+                );
             }
             Ok(s) if s.uncovered.is_empty() => println!(
                 "coverage of {server}: ok ({} database(s), each backed up by a profile)",
@@ -97,7 +105,7 @@ pub fn print_coverage(profiles: &[Profile]) -> usize {
                     "coverage of {server}: {} database(s) backed up, {} NOT: {}",
                     s.covered.len(),
                     s.uncovered.len(),
-                    s.uncovered.join(", ")
+                    one_line(&s.uncovered.join(", "))
                 );
                 let kind = if server.starts_with("mariadb") {
                     "mariadb"
@@ -126,7 +134,11 @@ pub fn coverage(dir: &Path, roots: &[std::path::PathBuf]) -> Result<i32, Failure
         match crate::coverage::folders(root, &profiles) {
             Err(e) => {
                 bad += 1;
-                println!("coverage of {}: FAILED: {e:#}", root.display());
+                println!(
+                    "coverage of {}: FAILED: {}",
+                    root.display(),
+                    one_line(&format!("{e:#}"))
+                );
             }
             Ok(f) => {
                 let mut line = format!(
@@ -142,7 +154,7 @@ pub fn coverage(dir: &Path, roots: &[std::path::PathBuf]) -> Result<i32, Failure
                 } else {
                     line += &format!(", {} NOT: {}", f.uncovered.len(), f.uncovered.join(", "));
                 }
-                println!("{line}");
+                println!("{}", one_line(&line));
                 if !f.uncovered.is_empty() {
                     bad += f.uncovered.len();
                     println!(
@@ -235,8 +247,8 @@ fn leftovers(dir: &Path, p: &Profile) -> anyhow::Result<String> {
         // A restore may have gone to another server (--host); ask a
         // server of the profile's only when it is the one recorded.
         let conn = match &p.mirror {
-            Some(mi) if describe(&mi.conn) == m.server => &mi.conn,
-            _ if describe(&pg.conn) == m.server => &pg.conn,
+            Some(mi) if database::same_server(&describe(&mi.conn), &m.server) => &mi.conn,
+            _ if database::same_server(&describe(&pg.conn), &m.server) => &pg.conn,
             _ => continue,
         };
         check(conn, &m.target, Some(&path));

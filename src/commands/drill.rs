@@ -70,8 +70,8 @@ pub fn run(
     for p in &payloads {
         let d = crate::drill::run(&fetch, &m, p, conn, &profile.restore, no_owner, dir);
         if payloads.len() > 1 {
-            println!(
-                "  {}: {} in {:.1}s{}",
+            let line = format!(
+                "{}: {} in {:.1}s{}",
                 p.database.as_deref().unwrap_or(&p.name),
                 d.result(),
                 d.restore_seconds,
@@ -80,6 +80,7 @@ pub fn run(
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             );
+            println!("  {}", crate::logging::one_line(&line));
         }
         parts.push(d);
     }

@@ -62,14 +62,17 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
         }
         Source::Files(fs) => {
             for path in &fs.paths {
-                println!("  path = {}", path.display());
+                println!("  path = {:?}", path);
             }
             for x in &fs.exclude {
                 println!("  exclude = {:?}", x.text);
             }
         }
     }
-    println!("[store]\n  url = {}", p.store.url);
+    println!(
+        "[store]\n  url = {}",
+        crate::logging::one_line(&p.store.url.to_string())
+    );
     if let Some(o) = &p.store.s3 {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(default)".into());
         println!(
@@ -113,10 +116,10 @@ pub fn run(dir: &Path, name: &str) -> Result<i32, Failure> {
             t.root.display()
         );
         if let Some(k) = &t.identity_file {
-            println!("  identity_file = {}", k.display());
+            println!("  identity_file = {:?}", k);
         }
         if let Some(k) = &t.known_hosts {
-            println!("  known_hosts = {}", k.display());
+            println!("  known_hosts = {:?}", k);
         }
     }
     println!("[encryption]");

@@ -37,9 +37,8 @@ pub fn parse(
     };
     if secret::writable_by_others(&config_dir.join(rel)) {
         v.warnings.push(format!(
-            "{} is writable by other users, who could change what is backed up, where to and for whom; run: chmod go-w {}",
-            rel.display(),
-            config_dir.join(rel).display()
+            "{} can be changed by other users (it, or the folder it is in, is writable by them), who could change what is backed up, where to and for whom; run chmod go-w on it and on its folder",
+            rel.display()
         ));
     }
     if !valid_profile_name(name) {
@@ -399,8 +398,7 @@ impl Validator<'_> {
         let path = self.path(rel);
         if secret::writable_by_others(&path) {
             self.warnings.push(format!(
-                "{kind} {} is writable by other users, who could put their own key in its place and {what}; run: chmod go-w {}",
-                path.display(),
+                "{kind} {} can be replaced by other users (it, or the folder it is in, is writable by them), who could put their own key in its place and {what}; run chmod go-w on it and on its folder",
                 path.display()
             ));
         }

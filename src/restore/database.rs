@@ -345,6 +345,53 @@ pub fn marker_path(config_dir: &Path, server: &str, target: &str) -> PathBuf {
     marker_dir(config_dir).join(format!("{}.{}.json", scratch_name(target), h.to_hex()))
 }
 
+/// Whether two server descriptions (`postgresql://user@host:port`) name
+/// the same server: the same port and user, and hosts that resolve to a
+/// common address (`localhost` and `127.0.0.1`), or the same socket.
+pub fn same_server(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    fn parts(d: &str) -> Option<(&str, &str, &str, &str)> {
+        let (scheme, rest) = d.split_once("://")?;
+        let (user, at) = rest.rsplit_once('@')?;
+        let (host, port) = at.rsplit_once(':')?;
+        Some((scheme, user, host, port))
+    }
+    let (Some((sa, ua, ha, pa)), Some((sb, ub, hb, pb))) = (parts(a), parts(b)) else {
+        return false;
+    };
+    if sa != sb || ua != ub || pa != pb {
+        return false;
+    }
+    let addresses = |h: &str| -> Vec<std::net::IpAddr> {
+        use std::net::ToSocketAddrs;
+        (h, 0)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default()
+    };
+    let (xa, xb) = (addresses(ha), addresses(hb));
+    xa.iter().any(|x| xb.contains(x))
+}
+
+/// Markers of runs into `target` on the same server under another
+/// spelling (`--host localhost` against `127.0.0.1`) whose run is over:
+/// the scratch database they name is this run's too, and was just
+/// dropped.
+pub fn forget_other_spellings(config_dir: &Path, server: &str, target: &str) {
+    for (path, m) in markers(config_dir) {
+        if m.target == target
+            && m.server != server
+            && m.undo.is_none()
+            && !m.running()
+            && same_server(&m.server, server)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Where versions before the server was in the name kept the marker.
 pub fn legacy_marker_path(config_dir: &Path, target: &str) -> PathBuf {
     marker_dir(config_dir).join(format!("{}.json", scratch_name(target)))
@@ -495,6 +542,7 @@ pub fn prepare<'a>(
         "drop leftover scratch database",
         postgres::drop_database(t.conn, &name),
     )?;
+    forget_other_spellings(t.config_dir, &t.conn.describe(), t.database);
     let marker = marker_path(t.config_dir, &t.conn.describe(), t.database);
     write_marker(
         &marker,
@@ -859,6 +907,24 @@ mod tests {
         }
         assert_ne!(scratch_name(&a), scratch_name(&b));
         assert_eq!(scratch_name("shop"), scratch_name("shop"));
+    }
+
+    #[test]
+    fn one_server_under_two_names() {
+        let a = "postgresql://postgres@127.0.0.1:5432";
+        use std::net::ToSocketAddrs;
+        let loopback = ("localhost", 0)
+            .to_socket_addrs()
+            .is_ok_and(|mut i| i.any(|s| s.ip() == std::net::Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            same_server(a, "postgresql://postgres@localhost:5432"),
+            loopback
+        );
+        assert!(same_server(a, a));
+        assert!(!same_server(a, "postgresql://postgres@localhost:5433"));
+        assert!(!same_server(a, "postgresql://other@localhost:5432"));
+        assert!(!same_server(a, "mariadb://postgres@localhost:5432"));
+        assert!(!same_server(a, "postgresql://postgres@192.0.2.1:5432"));
     }
 
     #[test]

@@ -603,6 +603,7 @@ pub fn prepare<'a>(
         "drop leftover scratch database",
         drop_database(t.conn, &name),
     )?;
+    database::forget_other_spellings(t.config_dir, &t.conn.describe(), t.database);
     let marker = database::marker_path(t.config_dir, &t.conn.describe(), t.database);
     let mut scratch = Scratch {
         tables_compared: 0,

@@ -744,6 +744,19 @@ fn names_with_line_breaks_cannot_forge_a_line_of_the_log_or_of_status() {
     assert_ne!(err.code, 0);
     clean(&err.stderr);
 
+    // A folder that no profile backs up, named by check --coverage.
+    let root = env.path().join("root");
+    std::fs::create_dir_all(root.join("x\n WARN forged warning\rERROR y")).unwrap();
+    let cov = env.cellar(&["check", "--coverage", "--root", root.to_str().unwrap()]);
+    clean(&cov.stdout);
+    clean(&cov.stderr);
+    assert!(
+        !cov.stdout.lines().any(|l| l.starts_with(" WARN")),
+        "{}",
+        cov.stdout
+    );
+    assert!(cov.stdout.contains("1 NOT"), "{}", cov.stdout);
+
     // A key of an invalid profile, shown by status.
     env.write(
         "profiles/evil.toml",
@@ -798,13 +811,35 @@ fn secrets_and_keys_that_other_users_can_read_or_replace_are_warned_about() {
     chmod("secrets/k.pub.asc", 0o646);
     let out = check();
     assert!(
-        out.contains("profiles/lit.toml is writable by other users"),
+        out.contains("profiles/lit.toml can be changed by other users"),
         "{out}"
     );
     assert!(
-        out.contains(
-            "k.pub.asc is writable by other users, who could put their own key in its place"
-        ),
+        out.contains("k.pub.asc can be replaced by other users"),
         "{out}"
     );
+    // A key of mode 0644 in a folder anyone may write, through a link.
+    chmod("profiles/lit.toml", 0o600);
+    chmod("secrets/k.pub.asc", 0o644);
+    std::fs::create_dir(env.path().join("open")).unwrap();
+    chmod("open", 0o777);
+    std::fs::rename(
+        env.path().join("secrets/k.pub.asc"),
+        env.path().join("open/k.pub.asc"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        env.path().join("open/k.pub.asc"),
+        env.path().join("secrets/k.pub.asc"),
+    )
+    .unwrap();
+    let out = check();
+    assert!(
+        out.contains("k.pub.asc can be replaced by other users"),
+        "{out}"
+    );
+    // With the sticky bit, only the owner may replace it.
+    chmod("open", 0o1777);
+    let out = check();
+    assert!(!out.contains("other users"), "{out}");
 }

@@ -733,4 +733,39 @@ fn a_restore_to_another_server_keeps_the_record_of_a_leftover_on_this_one() {
     env.cellar(&["restore", "db", "--to-database", &dst]).ok();
     assert!(!pg.exists(&scratch));
     env.cellar(&["check", "db"]).ok();
+
+    // The same server under another name (`--host localhost`): check asks
+    // the server about its leftover, and a restore through the profile's
+    // name, which drops that same scratch database, forgets its marker.
+    use std::net::ToSocketAddrs;
+    if !("localhost", 0)
+        .to_socket_addrs()
+        .is_ok_and(|mut a| a.any(|s| s.ip() == std::net::Ipv4Addr::LOCALHOST))
+    {
+        return;
+    }
+    let local = format!("postgresql://postgres@localhost:{}", pg.port);
+    let other_marker = marker_path(env.path(), &local, &dst);
+    std::fs::write(
+        &other_marker,
+        serde_json::json!({
+            "profile": "db",
+            "server": local,
+            "target": dst,
+            "scratch": scratch,
+            "pid": 999_999_999u32,
+            "started_at": "2026-12-01T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    pg.psql("postgres", &format!("CREATE DATABASE {scratch}"));
+    let out = env.cellar(&["check", "db"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains(&scratch), "{}", out.all());
+    env.cellar(&["restore", "db", "--to-database", &dst, "--clean"])
+        .ok();
+    assert!(!pg.exists(&scratch));
+    assert!(!other_marker.exists());
+    env.cellar(&["status", "db"]).ok();
 }
