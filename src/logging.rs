@@ -25,39 +25,32 @@ struct SuspendingStderr {
 /// with two spaces, `\r` and the other control characters but the tab are
 /// escaped (`\r`, `\u{1b}`). A final line break is kept as it is.
 pub fn log_text(text: &str) -> Cow<'_, str> {
-    escaped(text, false)
+    escaped(text, false, true)
 }
 
 /// `text` on one line: line breaks and the other control characters but
 /// the tab shown escaped (`\n`), for output read line by line (`status`).
 pub fn one_line(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '\t' => out.push(c),
-            c if c.is_control() => out.extend(c.escape_default()),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    escaped(text, false, false)
 }
 
-/// `log_text`, but with the escape character kept when `colors` (the
-/// formatter's own colors; it escapes the ones messages hold itself).
-fn escaped(text: &str, colors: bool) -> Cow<'_, str> {
+/// Control characters but the tab escaped; the escape character kept when
+/// `colors` (the formatter's own colors; it escapes the ones messages hold
+/// itself). When `continued`, a line break goes on in a line that begins
+/// with two spaces and a final one is kept; otherwise it is shown as `\n`.
+fn escaped(text: &str, colors: bool, continued: bool) -> Cow<'_, str> {
     let kept = |c: char| !c.is_control() || c == '\t' || (colors && c == '\u{1b}');
-    let body = text.strip_suffix('\n').unwrap_or(text);
+    let body = match continued {
+        true => text.strip_suffix('\n').unwrap_or(text),
+        false => text,
+    };
     if body.chars().all(kept) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in body.chars() {
         match c {
-            '\n' => out.push_str("\n  "),
-            '\r' => out.push_str("\\r"),
+            '\n' if continued => out.push_str("\n  "),
             c if kept(c) => out.push(c),
             c => out.extend(c.escape_default()),
         }
@@ -72,7 +65,7 @@ impl Write for SuspendingStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // The formatter hands over one whole event at a time.
         let text = String::from_utf8_lossy(buf);
-        let text = escaped(&text, self.colors);
+        let text = escaped(&text, self.colors, true);
         crate::progress::suspend(|| io::stderr().write_all(text.as_bytes()))?;
         Ok(buf.len())
     }
@@ -133,7 +126,7 @@ mod tests {
         assert_eq!(log_text("a\n\n"), "a\n  \n");
         assert_eq!(one_line("a\nb\r\tc"), "a\\nb\\r\tc");
         assert_eq!(
-            escaped("\u{1b}[31mERROR\u{1b}[0m a\rb", true),
+            escaped("\u{1b}[31mERROR\u{1b}[0m a\rb", true, true),
             "\u{1b}[31mERROR\u{1b}[0m a\\rb"
         );
         for line in log_text("ERROR a\n WARN b\nc\r\n").lines().skip(1) {

@@ -8,6 +8,25 @@ use cellar::restore::database::{marker_path, previous_name, scratch_name};
 
 use crate::harness::{db_name, fake_bin_dir, pg, TestEnv, PG_BIN};
 
+/// Writes at `path` the marker a restore of profile `db` into `dst` on
+/// `server` leaves when it is killed (its pid is gone).
+fn killed_run_marker(path: &std::path::Path, server: &str, dst: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        path,
+        serde_json::json!({
+            "profile": "db",
+            "server": server,
+            "target": dst,
+            "scratch": scratch_name(dst),
+            "pid": 999_999_999u32,
+            "started_at": "2026-12-01T00:00:00Z",
+        })
+        .to_string(),
+    )
+    .unwrap();
+}
+
 /// `--globals` creates the roles a backup needs and leaves every role
 /// that exists exactly as it is: a password rotated since the backup, an
 /// account locked after a compromise, rights granted or taken away.
@@ -192,20 +211,11 @@ fn a_swap_cut_short_leaves_a_copy_that_check_and_status_name() {
         &format!("postgresql://postgres@127.0.0.1:{}", pg.port),
         &dst,
     );
-    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
-    std::fs::write(
+    killed_run_marker(
         &marker,
-        serde_json::json!({
-            "profile": "db",
-            "server": format!("postgresql://postgres@127.0.0.1:{}", pg.port),
-            "target": dst,
-            "scratch": scratch_name(&dst),
-            "pid": 999_999_999u32,
-            "started_at": "2026-12-01T00:00:00Z",
-        })
-        .to_string(),
-    )
-    .unwrap();
+        &format!("postgresql://postgres@127.0.0.1:{}", pg.port),
+        &dst,
+    );
     let out = env.cellar(&["check", "db"]);
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(out.all().contains(&previous), "{}", out.all());
@@ -688,20 +698,7 @@ fn a_restore_to_another_server_keeps_the_record_of_a_leftover_on_this_one() {
     pg.psql("postgres", &format!("CREATE DATABASE {scratch}"));
     let server = format!("postgresql://postgres@127.0.0.1:{}", pg.port);
     let marker = marker_path(env.path(), &server, &dst);
-    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
-    std::fs::write(
-        &marker,
-        serde_json::json!({
-            "profile": "db",
-            "server": server,
-            "target": dst,
-            "scratch": scratch,
-            "pid": 999_999_999u32,
-            "started_at": "2026-12-01T00:00:00Z",
-        })
-        .to_string(),
-    )
-    .unwrap();
+    killed_run_marker(&marker, &server, &dst);
     let out = env.cellar(&["check", "db"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stdout.contains(&scratch), "{}", out.all());
@@ -746,19 +743,7 @@ fn a_restore_to_another_server_keeps_the_record_of_a_leftover_on_this_one() {
     }
     let local = format!("postgresql://postgres@localhost:{}", pg.port);
     let other_marker = marker_path(env.path(), &local, &dst);
-    std::fs::write(
-        &other_marker,
-        serde_json::json!({
-            "profile": "db",
-            "server": local,
-            "target": dst,
-            "scratch": scratch,
-            "pid": 999_999_999u32,
-            "started_at": "2026-12-01T00:00:00Z",
-        })
-        .to_string(),
-    )
-    .unwrap();
+    killed_run_marker(&other_marker, &local, &dst);
     pg.psql("postgres", &format!("CREATE DATABASE {scratch}"));
     let out = env.cellar(&["check", "db"]);
     assert_eq!(out.code, 1, "{}", out.all());
