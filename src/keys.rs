@@ -19,7 +19,7 @@ use openpgp::parse::stream::{
 };
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
+use openpgp::serialize::stream::Message;
 use openpgp::serialize::SerializeInto;
 use openpgp::types::{Features, SymmetricAlgorithm};
 use openpgp::{Cert, KeyHandle};
@@ -186,38 +186,26 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         })
 }
 
-/// Wraps `sink` in an OpenPGP message encrypted to every recipient
-/// (SEIPDv1, AES-256). Bytes written to the result are the literal data;
-/// `finalize` must be called to write the MDC.
-pub fn encrypt_to<'a>(
-    sink: impl Write + Send + Sync + 'a,
-    recipients: &'a [RecipientCert],
-) -> Result<Message<'a>, KeyError> {
+/// Wraps `sink` in an OpenPGP message encrypted to every recipient's
+/// storage-encryption keys (SEIPDv1, AES-256; see [`crate::seipd`]). Bytes
+/// written to the result are the literal data; `finalize` must be called
+/// to write the MDC.
+pub fn encrypt_to<W: Write>(
+    sink: W,
+    recipients: &[RecipientCert],
+) -> Result<crate::seipd::Seipd<W>, KeyError> {
     let p = policy();
-    let mut rs = Vec::new();
-    for r in recipients {
-        for ka in r
-            .cert
+    let keys = recipients.iter().flat_map(|r| {
+        r.cert
             .keys()
             .with_policy(p, None)
             .supported()
             .alive()
             .revoked(false)
             .for_storage_encryption()
-        {
-            let handle: KeyHandle = ka.key().keyid().into();
-            rs.push(Recipient::new(
-                Features::empty().set_seipdv1(),
-                handle,
-                ka.key(),
-            ));
-        }
-    }
-    let message = Message::new(sink);
-    let message = Encryptor::for_recipients(message, rs)
-        .symmetric_algo(SymmetricAlgorithm::AES256)
-        .build()?;
-    Ok(LiteralWriter::new(message).build()?)
+            .map(|ka| ka.key())
+    });
+    Ok(crate::seipd::Seipd::new(sink, keys)?)
 }
 
 struct Helper<'a> {

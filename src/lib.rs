@@ -29,6 +29,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod secret;
+pub mod seipd;
 pub mod source;
 pub mod state;
 pub mod store;
