@@ -187,15 +187,21 @@ impl<W: Write> Write for Partial<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{Identity, RecipientCert};
+
+    fn key() -> (tempfile::TempDir, Vec<RecipientCert>, Identity) {
+        let dir = tempfile::tempdir().unwrap();
+        let (pubp, keyp, _) = crate::keys::keygen(dir.path(), "t", "test", None).unwrap();
+        let r = vec![crate::keys::load_recipient(&pubp).unwrap()];
+        let id = crate::keys::load_identity(&keyp, None).unwrap();
+        (dir, r, id)
+    }
 
     /// Messages of every size around the chunk boundaries open with
     /// sequoia's strict decryptor (which checks the MDC) to the same bytes.
     #[test]
     fn messages_of_every_size_open_to_what_was_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pubp, keyp, _) = crate::keys::keygen(dir.path(), "t", "test", None).unwrap();
-        let r = vec![crate::keys::load_recipient(&pubp).unwrap()];
-        let id = crate::keys::load_identity(&keyp, None).unwrap();
+        let (_dir, r, id) = key();
         for size in [
             0,
             1,
@@ -230,10 +236,7 @@ mod tests {
     /// A message cut before its MDC, or with one byte changed, is refused.
     #[test]
     fn a_changed_or_cut_message_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pubp, keyp, _) = crate::keys::keygen(dir.path(), "t", "test", None).unwrap();
-        let r = vec![crate::keys::load_recipient(&pubp).unwrap()];
-        let id = crate::keys::load_identity(&keyp, None).unwrap();
+        let (_dir, r, id) = key();
         let mut w = crate::keys::encrypt_to(Vec::new(), &r).unwrap();
         w.write_all(&vec![7u8; 3 * CHUNK]).unwrap();
         let out = w.finalize().unwrap();
