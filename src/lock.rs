@@ -5,6 +5,11 @@
 //! never leaves a stale lock. A second cellar (an overlapping cron entry)
 //! waits up to `--lock-wait`, then gives up with a message naming the
 //! holder.
+//!
+//! The holder writes `pid N (what) since TIME` into the file and empties it
+//! when it lets go, however it ends short of being killed: a line left in
+//! a file nobody holds is a run that was killed (or a host that went down),
+//! which `status` reports ([`holder`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -45,7 +50,71 @@ pub enum LockError {
 
 /// Held while alive; dropping it releases the lock.
 pub struct ProfileLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for ProfileLock {
+    fn drop(&mut self) {
+        // Emptied before the descriptor closes (which releases the lock).
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Who holds a profile's lock, or held it when killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// `pid N (what) since TIME`, running now.
+    Running(String),
+    /// `pid N (what) since TIME`, which never let go: killed, or the host
+    /// went down. The next backup, prune or mirror of the profile clears it.
+    Killed(String),
+}
+
+/// What the lock file of `profile` says, checked against the kernel's
+/// table of locks (`/proc/locks`); `None` when nobody holds it and the last
+/// holder ended, or when that cannot be told.
+pub fn holder(config_dir: &Path, profile: &str) -> Option<Holder> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let path = crate::state::dir(config_dir)
+        .join("locks")
+        .join(format!("{profile}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let held = || flock_held(meta.dev(), meta.ino());
+    let text = |mut f: &File| -> Option<String> {
+        let mut s = String::new();
+        f.rewind().ok()?;
+        f.read_to_string(&mut s).ok()?;
+        let s = s.trim().to_string();
+        (!s.is_empty()).then_some(s)
+    };
+    if held()? {
+        return text(&file).map(Holder::Running);
+    }
+    // Read after the lock was seen free: a holder empties the file before
+    // it lets go, so what is left was left by one that was killed, unless a
+    // new holder took the lock meanwhile.
+    let left = text(&file)?;
+    if held()? {
+        return Some(Holder::Running(left));
+    }
+    Some(Holder::Killed(left))
+}
+
+/// Whether some process holds a `flock` on the file `dev`/`ino`, from
+/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`;
+/// waiters are listed with `->` and hold nothing).
+fn flock_held(dev: u64, ino: u64) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    let wanted = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    Some(table.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next() == Some("FLOCK") && fields.nth(3) == Some(wanted.as_str())
+    }))
 }
 
 pub fn acquire(
@@ -99,7 +168,7 @@ pub fn acquire(
                 std::process::id(),
                 chrono::Utc::now().to_rfc3339()
             );
-            return Ok(ProfileLock { _file: file });
+            return Ok(ProfileLock { file });
         }
         if started.elapsed() >= wait {
             let mut holder = String::new();

@@ -2,7 +2,8 @@
 //! success, last failure and last mirror drill of each profile, from the
 //! state folder. Exit 1 when any profile's last run failed, its last
 //! success is missing or older than `--max-age`, or a killed restore or
-//! mirror left a scratch database behind: a Nagios-style check. Also
+//! mirror left a scratch database behind, or a backup, prune or mirror of
+//! it was killed (its lock file still names it): a Nagios-style check. Also
 //! exit 1 when the last restore drill failed, when the last drill's
 //! restore time (projected to the newest backup's size) exceeds the
 //! profile's `rto`, or when the newest good backup is older than its
@@ -82,6 +83,11 @@ pub fn run(
                 .map(|p| p.to_string())
                 .collect(),
         };
+        let holder = crate::lock::holder(dir, &f.name);
+        let killed = match &holder {
+            Some(crate::lock::Holder::Killed(h)) => Some(h.as_str()),
+            _ => None,
+        };
         let drill_failed = st.last_drill.as_ref().is_some_and(|d| !d.passed);
         let projected = st.projected_restore_seconds();
         let age_secs = st.newest_backup_age_seconds(now);
@@ -140,6 +146,8 @@ pub fn run(
             "INVALID"
         } else if failed {
             "FAILED"
+        } else if killed.is_some() {
+            "INTERRUPTED"
         } else if stale {
             "STALE"
         } else if drill_failed {
@@ -169,6 +177,11 @@ pub fn run(
                 "objectives": objectives,
                 "problems": invalid,
                 "leftover_scratch": leftovers,
+                "running": match &holder {
+                    Some(crate::lock::Holder::Running(h)) => Some(h),
+                    _ => None,
+                },
+                "interrupted": killed,
                 "last_success_age_seconds": st.last_success.as_ref().map(|r| (now - r.finished_at).num_seconds()),
             }));
         } else {
@@ -178,6 +191,17 @@ pub fn run(
                     "  invalid: {} (`cellar run` skips this profile until it is fixed)",
                     crate::logging::one_line(&p.replace("\n  fix: ", "; fix: "))
                 );
+            }
+            match &holder {
+                Some(crate::lock::Holder::Running(h)) => {
+                    println!("  running now: {}", crate::logging::one_line(h))
+                }
+                Some(crate::lock::Holder::Killed(h)) => println!(
+                    "  interrupted: {} did not finish: cellar was killed or the host went down (the next backup, prune or mirror of {} clears this)",
+                    crate::logging::one_line(h),
+                    f.name
+                ),
+                None => {}
             }
             println!(
                 "  last success: {}",

@@ -250,6 +250,100 @@ fn status_exit_codes_json_and_metrics_file() {
         .contains("cellar_last_run_success{profile=\"s\"} 0"));
 }
 
+/// A backup killed with SIGKILL records nothing itself: `status` finds it
+/// in the profile's lock file (a line nobody holds), says INTERRUPTED and
+/// exits 1, until the next run of the profile ends. A run that ends, well
+/// or not, leaves no such line; one under way is shown as running.
+#[test]
+fn status_names_a_backup_that_was_killed_until_the_next_run() {
+    let env = TestEnv::new();
+    let data = env.data_dir(&[("x", b"some data")]);
+    env.files_profile("k", &[&data], "");
+    env.cellar(&["backup", "k"]).ok();
+    let out = env.cellar(&["status", "k"]);
+    out.ok();
+    assert!(!out.stdout.contains("interrupted"), "{}", out.stdout);
+
+    // A backup held in its before hook, then killed.
+    let hook_pid = env.path().join("hook.pid");
+    env.files_profile(
+        "k",
+        &[&data],
+        &format!(
+            "[hooks]\nbefore = [\"sh -c 'echo $$ > {}; exec sleep 60'\"]\ntimeout = \"90s\"",
+            hook_pid.display()
+        ),
+    );
+    let mut child = env.cmd().args(["backup", "k"]).spawn().unwrap();
+    let started = std::time::Instant::now();
+    let out = loop {
+        let out = env.cellar(&["status", "k"]);
+        if out.stdout.contains("running now:") {
+            break out;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "status never showed the backup running: {}",
+            out.all()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        out.code,
+        0,
+        "a run under way is not a failure: {}",
+        out.all()
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("running now: pid {} (backup) since", child.id())),
+        "{}",
+        out.stdout
+    );
+    while !hook_pid.exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let hook: i32 = std::fs::read_to_string(&hook_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(hook, libc::SIGKILL) };
+
+    let out = env.cellar(&["status", "k"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("k: INTERRUPTED"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("interrupted: pid {} (backup) since", child.id()))
+            && out.stdout.contains("did not finish: cellar was killed"),
+        "{}",
+        out.stdout
+    );
+    let out = env.cellar(&["status", "--json", "k"]);
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows[0]["status"], "interrupted");
+    assert!(rows[0]["interrupted"]
+        .as_str()
+        .unwrap()
+        .contains("(backup)"));
+    assert!(rows[0]["running"].is_null());
+
+    // A run that fails clears it (and says FAILED); the next good one, too.
+    env.files_profile("k", &[&data], "[hooks]\nbefore = [\"false\"]");
+    assert_eq!(env.cellar(&["backup", "k"]).code, 1);
+    let out = env.cellar(&["status", "k"]);
+    assert!(out.stdout.contains("k: FAILED"), "{}", out.stdout);
+    assert!(!out.stdout.contains("interrupted:"), "{}", out.stdout);
+    env.files_profile("k", &[&data], "");
+    env.cellar(&["backup", "k"]).ok();
+    let out = env.cellar(&["status", "k"]);
+    out.ok();
+    assert!(!out.stdout.contains("interrupted:"), "{}", out.stdout);
+}
+
 #[test]
 fn canaries_warn_on_empty_and_shrunken_dumps_and_strict_fails() {
     let env = TestEnv::new();
