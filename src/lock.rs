@@ -221,6 +221,31 @@ mod tests {
     }
 
     #[test]
+    fn the_holder_is_running_then_gone_and_a_line_nobody_holds_is_a_killed_run() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(holder(dir.path(), "p"), None);
+        let lock = acquire(dir.path(), "p", "backup", Duration::ZERO).unwrap();
+        let me = format!("pid {} (backup) since ", std::process::id());
+        assert!(
+            matches!(holder(dir.path(), "p"), Some(Holder::Running(h)) if h.starts_with(&me)),
+            "{:?}",
+            holder(dir.path(), "p")
+        );
+        drop(lock);
+        assert_eq!(holder(dir.path(), "p"), None);
+        // What a holder killed before it let go leaves.
+        let path = crate::state::dir(dir.path()).join("locks/p.lock");
+        std::fs::write(&path, "pid 1 (prune) since then").unwrap();
+        assert_eq!(
+            holder(dir.path(), "p"),
+            Some(Holder::Killed("pid 1 (prune) since then".into()))
+        );
+        // The next run clears it.
+        drop(acquire(dir.path(), "p", "backup", Duration::ZERO).unwrap());
+        assert_eq!(holder(dir.path(), "p"), None);
+    }
+
+    #[test]
     fn only_the_owner_can_open_a_lock() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
