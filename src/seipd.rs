@@ -202,18 +202,14 @@ mod tests {
     #[test]
     fn messages_of_every_size_open_to_what_was_written() {
         let (_dir, r, id) = key();
-        for size in [
-            0,
-            1,
-            15,
-            16,
-            17,
-            511,
-            CHUNK - 7,
-            CHUNK,
-            CHUNK + 1,
-            3 * CHUNK + 5,
-        ] {
+        // Every size from a little under one chunk to a little over: the
+        // literal packet (6 header bytes + data) and the encrypted one (53
+        // bytes more) each end exactly on a chunk boundary at one of them,
+        // leaving an empty final part.
+        let sizes = [0, 1, 15, 16, 17, 511, 3 * CHUNK + 5, 4 * CHUNK - 6]
+            .into_iter()
+            .chain(CHUNK - 80..=CHUNK + 8);
+        for size in sizes {
             let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 256) as u8).collect();
             // Written in uneven pieces, and in one.
             for piece in [1000, size.max(1)] {
