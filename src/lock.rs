@@ -68,46 +68,96 @@ pub enum Holder {
     /// `pid N (what) since TIME`, which never let go: killed, or the host
     /// went down. The next backup, prune or mirror of the profile clears it.
     Killed(String),
+    /// The lock file cannot be read by this user (a monitoring account:
+    /// the folder is the owner's alone), so neither can be told.
+    Unknown(String),
 }
 
-/// What the lock file of `profile` says, checked against the kernel's
-/// table of locks (`/proc/locks`); `None` when nobody holds it and the last
-/// holder ended, or when that cannot be told.
+/// At most this much of a lock file is read (its line is ~70 bytes).
+const LINE_MAX: u64 = 4096;
+
+/// What the lock file of `profile` says, checked against the locks the
+/// kernel holds on it; `None` when nobody holds it and the last holder
+/// ended, or when it is not a lock file cellar would use.
 pub fn holder(config_dir: &Path, profile: &str) -> Option<Holder> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let path = crate::state::dir(config_dir)
         .join("locks")
         .join(format!("{profile}.lock"));
-    let file = std::fs::OpenOptions::new()
+    // Non-blocking, so a FIFO planted there cannot hold `status` up; a
+    // symlink is refused as `acquire` refuses it.
+    let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    let held = || flock_held(meta.dev(), meta.ino());
-    let text = |mut f: &File| -> Option<String> {
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Some(Holder::Unknown(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+        Err(_) => return None,
+    };
+    let meta = file.metadata().ok().filter(|m| m.is_file())?;
+    let held = || match (lock_held(&file), flock_held(meta.dev(), meta.ino())) {
+        (Ok(true), _) | (_, Some(true)) => Some(true),
+        (Ok(false), _) | (_, Some(false)) => Some(false),
+        (Err(_), None) => None,
+    };
+    let text = || -> Option<String> {
         let mut s = String::new();
-        f.rewind().ok()?;
-        f.read_to_string(&mut s).ok()?;
+        (&file).rewind().ok()?;
+        (&file).take(LINE_MAX).read_to_string(&mut s).ok()?;
         let s = s.trim().to_string();
         (!s.is_empty()).then_some(s)
     };
     if held()? {
-        return text(&file).map(Holder::Running);
+        return text().map(Holder::Running);
     }
-    // Read after the lock was seen free: a holder empties the file before
-    // it lets go, so what is left was left by one that was killed, unless a
-    // new holder took the lock meanwhile.
-    let left = text(&file)?;
+    // Read after the lock was seen free. A holder empties the file before
+    // it lets go, so a line that is still there, the same, after the lock
+    // was seen free once more was left by one that was killed; a run that
+    // started and ended meanwhile leaves the file empty.
+    let left = text()?;
     if held()? {
         return Some(Holder::Running(left));
     }
-    Some(Holder::Killed(left))
+    (text()? == left).then_some(Holder::Killed(left))
+}
+
+/// The byte-range lock a holder also takes (an open file description
+/// lock, `F_OFD_SETLK`, on the whole file): unlike the `flock`, another
+/// process can ask about it without taking it (`F_OFD_GETLK`), from any
+/// pid namespace, and over NFS.
+fn ofd_lock(file: &File, query: bool) -> std::io::Result<bool> {
+    // SAFETY: a plain C struct; all zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    let cmd = if query {
+        libc::F_OFD_GETLK
+    } else {
+        libc::F_OFD_SETLK
+    };
+    // SAFETY: fcntl on a descriptor we own, with a valid flock struct.
+    if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(!query || fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Whether another open file description holds the holder's lock.
+fn lock_held(file: &File) -> std::io::Result<bool> {
+    ofd_lock(file, true)
 }
 
 /// Whether some process holds a `flock` on the file `dev`/`ino`, from
 /// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`;
-/// waiters are listed with `->` and hold nothing).
+/// waiters are listed with `->` and hold nothing). Only locks of processes
+/// in this pid namespace are listed there: it is the fallback for a holder
+/// that took no byte-range lock (cellar before it did).
 fn flock_held(dev: u64, ino: u64) -> Option<bool> {
     let table = std::fs::read_to_string("/proc/locks").ok()?;
     let wanted = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
@@ -160,6 +210,10 @@ pub fn acquire(
         // SAFETY: flock on a file descriptor we own.
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r == 0 {
+            // For `holder`'s question; the flock above is what excludes.
+            if let Err(e) = ofd_lock(&file, false) {
+                tracing::debug!("byte-range lock on {}: {e}", path.display());
+            }
             let _ = file.set_len(0);
             let _ = file.rewind();
             let _ = write!(
@@ -243,6 +297,24 @@ mod tests {
         // The next run clears it.
         drop(acquire(dir.path(), "p", "backup", Duration::ZERO).unwrap());
         assert_eq!(holder(dir.path(), "p"), None);
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_at_the_lock_path_holds_nothing_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = crate::state::dir(dir.path()).join("locks");
+        std::fs::create_dir_all(&locks).unwrap();
+        let fifo = std::ffi::CString::new(locks.join("f.lock").to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let t = Instant::now();
+        assert_eq!(holder(dir.path(), "f"), None);
+        let big = File::create(locks.join("b.lock")).unwrap();
+        big.set_len(1 << 30).unwrap();
+        // Its first 4 KiB, zeros, on one line: a "killed run" to report,
+        // read quickly.
+        assert!(matches!(holder(dir.path(), "b"), Some(Holder::Killed(h)) if h.len() <= 4096));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -34,12 +34,18 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
     escaped(text, false, false)
 }
 
-/// Control characters but the tab escaped; the escape character kept when
+/// Control characters but the tab escaped (and the characters below); the escape character kept when
 /// `colors` (the formatter's own colors; it escapes the ones messages hold
 /// itself). When `continued`, a line break goes on in a line that begins
 /// with two spaces and a final one is kept; otherwise it is shown as `\n`.
 fn escaped(text: &str, colors: bool, continued: bool) -> Cow<'_, str> {
-    let kept = |c: char| !c.is_control() || c == '\t' || (colors && c == '\u{1b}');
+    // Besides the control characters: the Unicode line and paragraph
+    // separators (a line break to some viewers) and the bidirectional
+    // overrides and isolates (they make text read in another order).
+    let kept = |c: char| {
+        (!c.is_control() || c == '\t' || (colors && c == '\u{1b}'))
+            && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
     let body = match continued {
         true => text.strip_suffix('\n').unwrap_or(text),
         false => text,
@@ -125,6 +131,12 @@ mod tests {
         );
         assert_eq!(log_text("a\n\n"), "a\n  \n");
         assert_eq!(one_line("a\nb\r\tc"), "a\\nb\\r\tc");
+        // Separators and bidi overrides: escaped too; other text is not.
+        assert_eq!(
+            one_line("a\u{2028}b\u{202e}c\u{2066}d"),
+            "a\\u{2028}b\\u{202e}c\\u{2066}d"
+        );
+        assert_eq!(one_line("Zürich – ok"), "Zürich – ok");
         assert_eq!(
             escaped("\u{1b}[31mERROR\u{1b}[0m a\rb", true, true),
             "\u{1b}[31mERROR\u{1b}[0m a\\rb"

@@ -182,6 +182,10 @@ pub fn run(
                     _ => None,
                 },
                 "interrupted": killed,
+                "interrupted_unknown": match &holder {
+                    Some(crate::lock::Holder::Unknown(why)) => Some(why),
+                    _ => None,
+                },
                 "last_success_age_seconds": st.last_success.as_ref().map(|r| (now - r.finished_at).num_seconds()),
             }));
         } else {
@@ -200,6 +204,10 @@ pub fn run(
                     "  interrupted: {} did not finish: cellar was killed or the host went down (the next backup, prune or mirror of {} clears this)",
                     crate::logging::one_line(h),
                     f.name
+                ),
+                Some(crate::lock::Holder::Unknown(why)) => println!(
+                    "  interrupted runs cannot be told: {}; run `cellar status` as the user that runs the backups",
+                    crate::logging::one_line(why)
                 ),
                 None => {}
             }
