@@ -6,13 +6,13 @@
 //! waits up to `--lock-wait`, then gives up with a message naming the
 //! holder.
 //!
-//! The holder writes `pid N (what) since TIME` into the file and empties it
+//! The holder writes `cellar pid N (what) since TIME` into the file and empties it
 //! when it lets go, however it ends short of being killed: a line left in
 //! a file nobody holds is a run that was killed (or a host that went down),
 //! which `status` reports ([`holder`]).
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,8 +73,13 @@ pub enum Holder {
     Unknown(String),
 }
 
-/// At most this much of a lock file is read (its line is ~70 bytes).
+/// At most this much of a lock file is read (its line is ~80 bytes).
 const LINE_MAX: u64 = 4096;
+
+/// How a holder's line begins. cellar before this mark neither emptied the
+/// file when done nor took the byte-range lock: a line without it says
+/// nothing about how that run ended.
+const MARK: &str = "cellar ";
 
 /// What the lock file of `profile` says, checked against the locks the
 /// kernel holds on it; `None` when nobody holds it and the last holder
@@ -107,14 +112,15 @@ pub fn holder(config_dir: &Path, profile: &str) -> Option<Holder> {
         (Err(_), None) => None,
     };
     let text = || -> Option<String> {
-        let mut s = String::new();
+        let mut bytes = Vec::new();
         (&file).rewind().ok()?;
-        (&file).take(LINE_MAX).read_to_string(&mut s).ok()?;
-        let s = s.trim().to_string();
+        (&file).take(LINE_MAX).read_to_end(&mut bytes).ok()?;
+        let s = String::from_utf8_lossy(&bytes).trim().to_string();
         (!s.is_empty()).then_some(s)
     };
+    let shown = |line: String| line.strip_prefix(MARK).map(str::to_string).unwrap_or(line);
     if held()? {
-        return text().map(Holder::Running);
+        return text().map(shown).map(Holder::Running);
     }
     // Read after the lock was seen free. A holder empties the file before
     // it lets go, so a line that is still there, the same, after the lock
@@ -122,9 +128,9 @@ pub fn holder(config_dir: &Path, profile: &str) -> Option<Holder> {
     // started and ended meanwhile leaves the file empty.
     let left = text()?;
     if held()? {
-        return Some(Holder::Running(left));
+        return Some(Holder::Running(shown(left)));
     }
-    (text()? == left).then_some(Holder::Killed(left))
+    (left.starts_with(MARK) && text()? == left).then(|| Holder::Killed(shown(left)))
 }
 
 /// The byte-range lock a holder also takes (an open file description
@@ -214,14 +220,17 @@ pub fn acquire(
             if let Err(e) = ofd_lock(&file, false) {
                 tracing::debug!("byte-range lock on {}: {e}", path.display());
             }
-            let _ = file.set_len(0);
-            let _ = file.rewind();
-            let _ = write!(
-                file,
-                "pid {} ({what}) since {}",
+            // One write over the old text, then cut to it: the file is
+            // never empty or half written while held (a killed run's line
+            // stays until this one replaces it).
+            let line = format!(
+                "{MARK}pid {} ({what}) since {}\n",
                 std::process::id(),
                 chrono::Utc::now().to_rfc3339()
             );
+            use std::os::unix::fs::FileExt;
+            let _ = file.write_all_at(line.as_bytes(), 0);
+            let _ = file.set_len(line.len() as u64);
             return Ok(ProfileLock { file });
         }
         if started.elapsed() >= wait {
@@ -231,10 +240,9 @@ pub fn acquire(
             return Err(LockError::Busy {
                 profile: profile.to_string(),
                 path,
-                holder: if holder.is_empty() {
-                    "another cellar".into()
-                } else {
-                    holder
+                holder: match holder.trim() {
+                    "" => "another cellar".into(),
+                    h => crate::logging::one_line(h).into_owned(),
                 },
                 waited: wait,
             });
@@ -254,6 +262,7 @@ pub fn acquire(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn second_holder_waits_then_gives_up_and_release_frees_it() {
@@ -289,10 +298,19 @@ mod tests {
         assert_eq!(holder(dir.path(), "p"), None);
         // What a holder killed before it let go leaves.
         let path = crate::state::dir(dir.path()).join("locks/p.lock");
-        std::fs::write(&path, "pid 1 (prune) since then").unwrap();
+        std::fs::write(&path, "cellar pid 1 (prune) since then\n").unwrap();
         assert_eq!(
             holder(dir.path(), "p"),
             Some(Holder::Killed("pid 1 (prune) since then".into()))
+        );
+        // The line of a cellar from before the mark, which left it after
+        // every run: nothing to tell from it.
+        std::fs::write(&path, "pid 1 (backup) since then").unwrap();
+        assert_eq!(holder(dir.path(), "p"), None);
+        // Bytes that are not UTF-8 are still a line.
+        std::fs::write(&path, b"cellar pid 1 (backup) since \xff").unwrap();
+        assert!(
+            matches!(holder(dir.path(), "p"), Some(Holder::Killed(h)) if h.starts_with("pid 1 (backup)"))
         );
         // The next run clears it.
         drop(acquire(dir.path(), "p", "backup", Duration::ZERO).unwrap());
@@ -309,11 +327,12 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let t = Instant::now();
         assert_eq!(holder(dir.path(), "f"), None);
-        let big = File::create(locks.join("b.lock")).unwrap();
+        let mut big = File::create(locks.join("b.lock")).unwrap();
+        big.write_all(MARK.as_bytes()).unwrap();
         big.set_len(1 << 30).unwrap();
         // Its first 4 KiB, zeros, on one line: a "killed run" to report,
         // read quickly.
-        assert!(matches!(holder(dir.path(), "b"), Some(Holder::Killed(h)) if h.len() <= 4096));
+        assert!(matches!(holder(dir.path(), "b"), Some(Holder::Killed(h)) if h.len() <= 4096 * 3));
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 

@@ -41,10 +41,19 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
 fn escaped(text: &str, colors: bool, continued: bool) -> Cow<'_, str> {
     // Besides the control characters: the Unicode line and paragraph
     // separators (a line break to some viewers) and the bidirectional
-    // overrides and isolates (they make text read in another order).
+    // overrides, isolates and marks (they make text read in another order).
     let kept = |c: char| {
         (!c.is_control() || c == '\t' || (colors && c == '\u{1b}'))
-            && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            && !matches!(
+                c,
+                '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{061c}'
+            )
     };
     let body = match continued {
         true => text.strip_suffix('\n').unwrap_or(text),
@@ -133,8 +142,8 @@ mod tests {
         assert_eq!(one_line("a\nb\r\tc"), "a\\nb\\r\tc");
         // Separators and bidi overrides: escaped too; other text is not.
         assert_eq!(
-            one_line("a\u{2028}b\u{202e}c\u{2066}d"),
-            "a\\u{2028}b\\u{202e}c\\u{2066}d"
+            one_line("a\u{2028}b\u{202e}c\u{2066}d\u{200f}e"),
+            "a\\u{2028}b\\u{202e}c\\u{2066}d\\u{200f}e"
         );
         assert_eq!(one_line("Zürich – ok"), "Zürich – ok");
         assert_eq!(

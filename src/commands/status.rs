@@ -24,6 +24,11 @@ fn age(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     humantime::format_duration(Duration::from_secs(secs - secs % 60)).to_string()
 }
 
+/// Prints one line of the report, whatever the names in it hold.
+fn say(line: String) {
+    println!("{}", crate::logging::one_line(&line));
+}
+
 fn describe(now: DateTime<Utc>, r: Option<&Run>) -> String {
     match r {
         None => "never".into(),
@@ -240,7 +245,7 @@ pub fn run(
             match &st.last_drill {
                 None => println!("  last drill:   never"),
                 Some(d) => match &d.error {
-                    None => println!(
+                    None => say(format!(
                         "  last drill:   {} passed by {} ({} ago): {} restored in {:.1}s ({}/s)",
                         d.backup_id,
                         d.by,
@@ -248,19 +253,19 @@ pub fn run(
                         super::human_bytes(d.plain_bytes),
                         d.restore_seconds,
                         super::human_bytes(d.bytes_per_second as u64),
-                    ),
-                    Some(e) => println!(
+                    )),
+                    Some(e) => say(format!(
                         "  last drill:   {} FAILED by {} ({} ago) after {:.1}s: {}",
                         d.backup_id,
                         d.by,
                         age(now, d.finished_at),
                         d.restore_seconds,
                         e.lines().next().unwrap_or("")
-                    ),
+                    )),
                 },
             }
             for o in &objectives {
-                println!("  {o}");
+                say(format!("  {o}"));
             }
             for m in &leftovers {
                 let (what, next) = if m.target.starts_with("cellar drill of ") {
@@ -274,16 +279,16 @@ pub fn run(
                         format!("the next restore or mirror into {}", m.target),
                     )
                 };
-                println!(
+                say(format!(
                     "  leftover scratch database {} on {} ({what} started at {} did not finish; it may hold un-anonymized data): {next} drops it, or run DROP DATABASE {} (`cellar check` forgets it once it is gone, and names {} instead if the run was killed during its swap)",
                     m.scratch,
                     m.server,
                     m.started_at.format("%Y-%m-%d %H:%M UTC"),
                     m.scratch,
                     database::previous_name(&m.target)
-                );
+                ));
                 if let Some(undo) = &m.undo {
-                    println!(
+                    say(format!(
                         "  its swap into {} was cut short: {} may lack its views, routines, triggers and events; its old tables may be in {}, and its old definitions are in {} (restores into {} refuse until it is put back as the first lines of that file say, and the marker {} is deleted)",
                         m.target,
                         m.target,
@@ -298,7 +303,7 @@ pub fn run(
                         .find(|p| p.exists())
                         .unwrap_or_else(|| database::marker_path(dir, &m.server, &m.target))
                         .display()
-                    );
+                    ));
                 }
             }
         }

@@ -773,6 +773,32 @@ fn names_with_line_breaks_cannot_forge_a_line_of_the_log_or_of_status() {
     for line in status.stdout.lines() {
         assert!(!line.starts_with(' ') || line.starts_with("  "), "{line:?}");
     }
+
+    // A drill's error (it quotes the server and the database) with Unicode
+    // separators and bidi overrides: status shows it escaped.
+    let state = env.path().join("state/names.json");
+    let mut st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    st["last_drill"] = serde_json::json!({
+        "backup_id": "20261207T000000Z", "by": "drill",
+        "started_at": "2026-12-07T00:00:00Z", "finished_at": "2026-12-07T00:00:01Z",
+        "passed": false, "restore_seconds": 1.0, "plain_bytes": 1, "stored_bytes": 1,
+        "bytes_per_second": 1.0,
+        "error": "table t\u{2028}forged: ok\u{202e}evil\u{1b}[2J"
+    });
+    std::fs::write(&state, serde_json::to_vec(&st).unwrap()).unwrap();
+    let status = env.cellar(&["status", "names"]);
+    clean(&status.stdout);
+    assert!(
+        status.stdout.contains("FAILED by drill") && status.stdout.contains("\\u{2028}forged"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        !status.stdout.contains(['\u{2028}', '\u{202e}']),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
