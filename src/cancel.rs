@@ -43,6 +43,38 @@ pub fn install() {
     }
 }
 
+/// `cellar list P | head -1`: a closed stdout ends the process quietly by
+/// SIGPIPE, as it ends cat or ls, instead of a panic in `println!`.
+///
+/// Only a closed stdout does: the default disposition would also kill a
+/// command that had printed everything when the ssh process of an SFTP
+/// store exits just before cellar's last write to it. That SIGPIPE is
+/// ignored, and the write fails with EPIPE for the code that made it.
+pub fn end_on_closed_stdout() {
+    // SAFETY: the handler calls only poll(2), then sigaction(2) and
+    // raise(3) through emulate_default_handler: all async-signal-safe.
+    let _ = unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGPIPE, || {
+            if no_reader(libc::STDOUT_FILENO) {
+                let _ =
+                    signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+            }
+        })
+    };
+}
+
+/// Whether nobody reads `fd` any more: a pipe whose reader closed it, a
+/// socket whose peer left.
+fn no_reader(fd: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd it is given, without waiting.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0 }
+}
+
 /// Signals this close to the first count as the same request.
 const SAME_SIGNAL_MS: u64 = 1000;
 
@@ -82,4 +114,26 @@ pub fn is_cancelled(e: &anyhow::Error) -> bool {
                 .and_then(|io| io.get_ref())
                 .is_some_and(|inner| inner.is::<Cancelled>())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_reader;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn only_a_pipe_or_socket_nobody_reads_counts_as_closed() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        assert!(!no_reader(writer.as_raw_fd()));
+        drop(reader);
+        assert!(no_reader(writer.as_raw_fd()));
+
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!no_reader(a.as_raw_fd()));
+        drop(b);
+        assert!(no_reader(a.as_raw_fd()));
+
+        let file = tempfile::tempfile().unwrap();
+        assert!(!no_reader(file.as_raw_fd()));
+    }
 }

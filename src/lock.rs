@@ -86,9 +86,7 @@ const MARK: &str = "cellar ";
 /// ended, or when it is not a lock file cellar would use.
 pub fn holder(config_dir: &Path, profile: &str) -> Option<Holder> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let path = crate::state::dir(config_dir)
-        .join("locks")
-        .join(format!("{profile}.lock"));
+    let path = lock_path(config_dir, profile);
     // Non-blocking, so a FIFO planted there cannot hold `status` up; a
     // symlink is refused as `acquire` refuses it.
     let file = match std::fs::OpenOptions::new()
@@ -137,26 +135,33 @@ pub fn holder(config_dir: &Path, profile: &str) -> Option<Holder> {
 /// lock, `F_OFD_SETLK`, on the whole file): unlike the `flock`, another
 /// process can ask about it without taking it (`F_OFD_GETLK`), from any
 /// pid namespace, and over NFS.
-fn ofd_lock(file: &File, query: bool) -> std::io::Result<bool> {
-    // SAFETY: a plain C struct; all zero is a valid value.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    let cmd = if query {
-        libc::F_OFD_GETLK
-    } else {
-        libc::F_OFD_SETLK
-    };
-    // SAFETY: fcntl on a descriptor we own, with a valid flock struct.
-    if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(!query || fl.l_type != libc::F_UNLCK as libc::c_short)
+fn ofd_lock(file: &File) -> std::io::Result<()> {
+    ofd_fcntl(file, libc::F_OFD_SETLK).map(|_| ())
 }
 
 /// Whether another open file description holds the holder's lock.
 fn lock_held(file: &File) -> std::io::Result<bool> {
-    ofd_lock(file, true)
+    ofd_fcntl(file, libc::F_OFD_GETLK).map(|l_type| l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// `fcntl(cmd)` for a write lock on the whole file; the `l_type` it leaves.
+fn ofd_fcntl(file: &File, cmd: libc::c_int) -> std::io::Result<libc::c_short> {
+    // SAFETY: a plain C struct; all zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fcntl on a descriptor we own, with a valid flock struct.
+    if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fl.l_type)
+}
+
+/// `DIR/state/locks/<profile>.lock`.
+fn lock_path(config_dir: &Path, profile: &str) -> std::path::PathBuf {
+    crate::state::dir(config_dir)
+        .join("locks")
+        .join(format!("{profile}.lock"))
 }
 
 /// Whether some process holds a `flock` on the file `dev`/`ino`, from
@@ -179,8 +184,11 @@ pub fn acquire(
     what: &str,
     wait: Duration,
 ) -> Result<ProfileLock, LockError> {
-    let dir = crate::state::dir(config_dir).join("locks");
-    let path = dir.join(format!("{profile}.lock"));
+    let path = lock_path(config_dir, profile);
+    let dir = path
+        .parent()
+        .expect("a lock path has a folder")
+        .to_path_buf();
     // Only the owner may open a lock: `flock` needs nothing but a read
     // descriptor, so a lock file others can read is one any local user
     // can hold to stop the profile's backups.
@@ -217,7 +225,7 @@ pub fn acquire(
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r == 0 {
             // For `holder`'s question; the flock above is what excludes.
-            if let Err(e) = ofd_lock(&file, false) {
+            if let Err(e) = ofd_lock(&file) {
                 tracing::debug!("byte-range lock on {}: {e}", path.display());
             }
             // One write over the old text, then cut to it: the file is

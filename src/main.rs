@@ -11,10 +11,7 @@ fn main() {
     logging::init(cli.verbose, cli.quiet, cli.log_format);
     cancel::install();
     if cli.command.only_prints() {
-        // `cellar list P | head -1`: a closed stdout ends the process
-        // quietly, as it does for cat or ls, instead of a panic in println!.
-        // SAFETY: restoring the default disposition of one signal.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        cancel::end_on_closed_stdout();
     }
     let code = match commands::dispatch(&cli) {
         Ok(code) => code,

@@ -176,6 +176,7 @@ impl Running {
     /// killed once it has run for `limit`.
     pub fn wait_for(mut self, limit: Option<std::time::Duration>) -> anyhow::Result<String> {
         let started = std::time::Instant::now();
+        let exited = ExitWatch::new(self.child.id());
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => return Ok(self.wait()?),
@@ -201,7 +202,7 @@ impl Running {
                     humantime::format_duration(limit)
                 );
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            exited.pause(std::time::Duration::from_millis(50));
         }
     }
 
@@ -218,6 +219,42 @@ impl Running {
     /// Kills the child and reaps it.
     pub fn kill(mut self) {
         self.terminate();
+    }
+}
+
+/// Wakes a waiter as soon as a child exits: a pidfd (Linux 5.3 and
+/// later) becomes readable when its process ends. Each psql, pg_dump and
+/// pg_restore that cellar waits for this way used to be noticed up to
+/// 50 ms late, a tenth of a second or more a restore (measured with
+/// `strace -tt`).
+struct ExitWatch(Option<std::os::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn new(pid: u32) -> ExitWatch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+        // descriptor or -1. The child is not reaped before its Running is
+        // waited, so the pid is still its own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        // SAFETY: a descriptor pidfd_open just returned, owned by no one else.
+        ExitWatch((fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Sleeps for `most`, or less when the child exits first (a plain
+    /// sleep where the kernel has no pidfds).
+    fn pause(&self, most: std::time::Duration) {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.0 else {
+            return std::thread::sleep(most);
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd it is given. EINTR (a signal for
+        // cancel) just ends the pause early.
+        unsafe { libc::poll(&mut p, 1, most.as_millis() as libc::c_int) };
     }
 }
 
