@@ -66,13 +66,8 @@ pub fn end_on_closed_stdout() {
 /// Whether nobody reads `fd` any more: a pipe whose reader closed it, a
 /// socket whose peer left.
 fn no_reader(fd: libc::c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: poll(2) on one pollfd it is given, without waiting.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0 }
+    crate::process::poll_fd(fd, 0, 0)
+        .is_ok_and(|revents| revents & (libc::POLLERR | libc::POLLHUP) != 0)
 }
 
 /// Signals this close to the first count as the same request.

@@ -157,11 +157,14 @@ fn ofd_fcntl(file: &File, cmd: libc::c_int) -> std::io::Result<libc::c_short> {
     Ok(fl.l_type)
 }
 
+/// `DIR/state/locks`.
+fn lock_dir(config_dir: &Path) -> std::path::PathBuf {
+    crate::state::dir(config_dir).join("locks")
+}
+
 /// `DIR/state/locks/<profile>.lock`.
 fn lock_path(config_dir: &Path, profile: &str) -> std::path::PathBuf {
-    crate::state::dir(config_dir)
-        .join("locks")
-        .join(format!("{profile}.lock"))
+    lock_dir(config_dir).join(format!("{profile}.lock"))
 }
 
 /// Whether some process holds a `flock` on the file `dev`/`ino`, from
@@ -184,11 +187,8 @@ pub fn acquire(
     what: &str,
     wait: Duration,
 ) -> Result<ProfileLock, LockError> {
+    let dir = lock_dir(config_dir);
     let path = lock_path(config_dir, profile);
-    let dir = path
-        .parent()
-        .expect("a lock path has a folder")
-        .to_path_buf();
     // Only the owner may open a lock: `flock` needs nothing but a read
     // descriptor, so a lock file others can read is one any local user
     // can hold to stop the profile's backups.

@@ -247,15 +247,33 @@ impl ExitWatch {
         let Some(fd) = &self.0 else {
             return std::thread::sleep(most);
         };
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll(2) on one pollfd it is given. EINTR (a signal for
-        // cancel) just ends the pause early.
-        unsafe { libc::poll(&mut p, 1, most.as_millis() as libc::c_int) };
+        // EINTR (a signal for cancel) just ends the pause early.
+        let _ = poll_fd(
+            fd.as_raw_fd(),
+            libc::POLLIN,
+            most.as_millis() as libc::c_int,
+        );
     }
+}
+
+/// poll(2) on one descriptor: the events that came (0 when `timeout_ms`
+/// passed first). Async-signal-safe: [`crate::cancel`] calls it from a
+/// signal handler.
+pub fn poll_fd(
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    timeout_ms: libc::c_int,
+) -> std::io::Result<libc::c_short> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on the one pollfd it is given.
+    if unsafe { libc::poll(&mut p, 1, timeout_ms) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.revents)
 }
 
 /// A child's pipe that wakes up every quarter second while it is quiet,
@@ -269,23 +287,12 @@ impl<R: std::io::Read + std::os::fd::AsRawFd> std::io::Read for Cancellable<R> {
             if crate::cancel::requested() {
                 return Err(crate::cancel::interrupted());
             }
-            let mut p = libc::pollfd {
-                fd: self.0.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut p, 1, 250) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if r > 0 {
+            match poll_fd(self.0.as_raw_fd(), libc::POLLIN, 250) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+                Ok(0) => {}
                 // Readable, at end, or broken: read says which.
-                return self.0.read(buf);
+                Ok(_) => return self.0.read(buf),
             }
         }
     }
